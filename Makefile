@@ -1,0 +1,118 @@
+# SPDX-License-Identifier: Apache-2.0
+# wirespan build. `make` builds everything into build/; `make help` lists targets.
+
+OUT        := build
+CLANG      ?= clang
+CC         ?= cc
+BPFTOOL    ?= bpftool
+ARCH       := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+PKGS       := libbpf json-c
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN       := -Wall -Wextra -Werror -Wno-unused-parameter
+CFLAGS     ?= -O2 -g
+CFLAGS     += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude -Ibpf -Iagent -I$(OUT) $(PKG_CFLAGS)
+LDLIBS     += $(PKG_LIBS) -lelf -lz
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) $(WARN) -Iinclude -Ibpf
+
+ifeq ($(V),1)
+Q :=
+msg =
+else
+Q := @
+msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+BPF_SRCS    := $(wildcard bpf/*.bpf.c)
+BPF_OBJS    := $(patsubst bpf/%.bpf.c,$(OUT)/%.bpf.o,$(BPF_SRCS))
+SKELS       := $(patsubst bpf/%.bpf.c,$(OUT)/%.skel.h,$(BPF_SRCS))
+AGENT_SRCS  := $(wildcard agent/*.c agent/proto/*.c)
+LIB_SRCS    := $(filter-out agent/main.c,$(AGENT_SRCS))
+LIB_OBJS    := $(patsubst %.c,$(OUT)/obj/%.o,$(LIB_SRCS))
+MAIN_OBJ    := $(OUT)/obj/agent/main.o
+UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
+UNIT_BINS   := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(UNIT_SRCS))
+HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto/*.h)
+
+.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run bench fuzz help
+
+all: $(OUT)/wirespan $(UNIT_BINS)
+
+$(OUT) $(OUT)/obj/agent $(OUT)/obj/agent/proto $(OUT)/tests:
+	$(Q)mkdir -p $@
+
+$(OUT)/%.bpf.o: bpf/%.bpf.c $(HDRS) bpf/vmlinux.h | $(OUT)
+	$(call msg,BPF,$@)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@.tmp.o
+	$(Q)$(BPFTOOL) gen object $@ $@.tmp.o
+	$(Q)rm -f $@.tmp.o
+
+$(OUT)/%.skel.h: $(OUT)/%.bpf.o
+	$(call msg,GEN-SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name $(notdir $*)_bpf > $@
+
+$(OUT)/obj/%.o: %.c $(HDRS) $(SKELS) | $(OUT)/obj/agent $(OUT)/obj/agent/proto
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(OUT)/libwirespan.a: $(LIB_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(OUT)/wirespan: $(MAIN_OBJ) $(OUT)/libwirespan.a
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+
+$(OUT)/tests/%: tests/unit/%.c $(OUT)/libwirespan.a $(HDRS) | $(OUT)/tests
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -Itests/unit $< $(OUT)/libwirespan.a $(LDLIBS) -lcmocka -o $@
+
+# Regenerate the committed vmlinux.h from the running kernel's BTF.
+vmlinux:
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
+
+deps:
+	$(Q)bash .ci/deps
+
+unit-test: $(UNIT_BINS)
+	$(Q)bash tests/run-unit.sh $(UNIT_BINS)
+
+integration-test: all
+	$(Q)bash tests/run-integration.sh
+
+# Every test. As root this includes the BPF integration tests.
+test: all
+	$(Q)bash tests/run-all.sh
+
+format:
+	$(Q)clang-format -i $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] bpf/*.c bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/fuzz/*.c))
+
+lint: all
+	$(call msg,FORMAT,check)
+	$(Q)clang-format --dry-run --Werror $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] bpf/*.c bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/fuzz/*.c))
+	$(call msg,CPPCHECK,agent)
+	$(Q)cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,portability,performance \
+	    --suppress=missingIncludeSystem --inline-suppr -Iinclude -Iagent -D__linux__ agent
+
+check: lint test
+
+run: all
+	$(OUT)/wirespan capture
+
+bench: all
+	$(Q)bash tests/bench/run.sh
+
+clean:
+	$(call msg,CLEAN,$(OUT))
+	$(Q)rm -rf $(OUT)
+
+help:
+	@echo "make [V=1]          build everything into $(OUT)/"
+	@echo "make deps           install the Debian and npm packages wirespan needs"
+	@echo "make test           run every test (BPF integration tests need root)"
+	@echo "make check          format check, cppcheck and make test"
+	@echo "make run            run wirespan capture (root)"
+	@echo "make bench          run the benchmarks (root)"
+	@echo "make vmlinux        regenerate bpf/vmlinux.h from this kernel"
+	@echo "make clean          remove $(OUT)/"

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jsonw.h"
+
+void jw_init(struct ws_jsonw *w)
+{
+	memset(w, 0, sizeof(*w));
+}
+
+void jw_free(struct ws_jsonw *w)
+{
+	free(w->buf);
+	memset(w, 0, sizeof(*w));
+}
+
+static bool reserve(struct ws_jsonw *w, size_t more)
+{
+	size_t ncap;
+	char *nb;
+
+	if (w->oom)
+		return false;
+	if (w->len + more <= w->cap)
+		return true;
+	ncap = w->cap ? w->cap : 4096;
+	while (ncap < w->len + more)
+		ncap *= 2;
+	nb = realloc(w->buf, ncap);
+	if (!nb) {
+		w->oom = true;
+		return false;
+	}
+	w->buf = nb;
+	w->cap = ncap;
+	return true;
+}
+
+static void put(struct ws_jsonw *w, const char *s, size_t n)
+{
+	if (!reserve(w, n))
+		return;
+	memcpy(w->buf + w->len, s, n);
+	w->len += n;
+}
+
+/* Escape n bytes as a JSON string body, one character per byte. */
+static void put_escaped(struct ws_jsonw *w, const uint8_t *b, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i;
+	char *o;
+
+	/* Worst case 6 output bytes per input byte. */
+	if (!reserve(w, n * 6))
+		return;
+	o = w->buf + w->len;
+	for (i = 0; i < n; i++) {
+		uint8_t c = b[i];
+
+		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+			*o++ = (char)c;
+			continue;
+		}
+		*o++ = '\\';
+		switch (c) {
+		case '"':
+			*o++ = '"';
+			break;
+		case '\\':
+			*o++ = '\\';
+			break;
+		case '\n':
+			*o++ = 'n';
+			break;
+		case '\r':
+			*o++ = 'r';
+			break;
+		case '\t':
+			*o++ = 't';
+			break;
+		default:
+			*o++ = 'u';
+			*o++ = '0';
+			*o++ = '0';
+			*o++ = hex[c >> 4];
+			*o++ = hex[c & 15];
+		}
+	}
+	w->len = (size_t)(o - w->buf);
+}
+
+static void key(struct ws_jsonw *w, const char *k)
+{
+	if (!w->first)
+		put(w, ",", 1);
+	w->first = false;
+	put(w, "\"", 1);
+	put_escaped(w, (const uint8_t *)k, strlen(k));
+	put(w, "\":", 2);
+}
+
+void jw_begin(struct ws_jsonw *w)
+{
+	w->len = 0;
+	w->oom = false;
+	w->first = true;
+	put(w, "{", 1);
+}
+
+void jw_obj_open(struct ws_jsonw *w, const char *k)
+{
+	key(w, k);
+	put(w, "{", 1);
+	w->first = true;
+}
+
+void jw_obj_close(struct ws_jsonw *w)
+{
+	put(w, "}", 1);
+	w->first = false;
+}
+
+void jw_str(struct ws_jsonw *w, const char *k, const char *s)
+{
+	jw_bytes(w, k, (const uint8_t *)s, strlen(s));
+}
+
+void jw_bytes(struct ws_jsonw *w, const char *k, const uint8_t *b, size_t n)
+{
+	key(w, k);
+	put(w, "\"", 1);
+	put_escaped(w, b, n);
+	put(w, "\"", 1);
+}
+
+void jw_u64(struct ws_jsonw *w, const char *k, uint64_t v)
+{
+	char num[24];
+	int n = snprintf(num, sizeof(num), "%" PRIu64, v);
+
+	key(w, k);
+	put(w, num, (size_t)n);
+}
+
+void jw_bool(struct ws_jsonw *w, const char *k, bool v)
+{
+	key(w, k);
+	put(w, v ? "true" : "false", v ? 4 : 5);
+}
+
+int jw_end(struct ws_jsonw *w, FILE *f)
+{
+	put(w, "}\n", 2);
+	if (w->oom)
+		return -ENOMEM;
+	if (fwrite(w->buf, 1, w->len, f) != w->len)
+		return -EIO;
+	return 0;
+}

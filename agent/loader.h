@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Loader: feature probes, then open -> configure -> load -> attach of the
+ * capture skeleton, and the few map operations userspace needs afterwards.
+ */
+#ifndef WIRESPAN_LOADER_H
+#define WIRESPAN_LOADER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wirespan/abi.h"
+#include "wirespan/bpf_shared.h"
+
+/* Exit code when the kernel lacks something wirespan needs. */
+#define WS_EXIT_UNSUPPORTED 3
+
+#define WS_DEFAULT_RINGBUF (16u * 1024 * 1024)
+
+struct ws_loader_opts {
+	uint32_t max_capture;  /* bytes per syscall, <= WS_MAX_CAPTURE */
+	uint32_t ringbuf_size; /* bytes, power of two, >= page size */
+	uint32_t pids[WS_MAX_FILTER];
+	unsigned n_pids;
+	uint16_t ports[WS_MAX_FILTER];
+	unsigned n_ports;
+	uint64_t cgroups[WS_MAX_FILTER];
+	unsigned n_cgroups;
+};
+
+struct ws_loader;
+
+/*
+ * Check that the kernel has what the capture needs. Returns 0, or -ENOTSUP
+ * with a message naming what is missing written to why.
+ */
+int ws_loader_probe(char *why, size_t why_len);
+
+/* Open, configure, load and attach. Returns 0 or -errno (message logged). */
+int ws_loader_open(struct ws_loader **out, const struct ws_loader_opts *opts);
+/* Detach everything and free. Safe on NULL. */
+void ws_loader_close(struct ws_loader *l);
+
+int ws_loader_ringbuf_fd(const struct ws_loader *l);
+unsigned ws_loader_attached(const struct ws_loader *l);
+
+/* Sum the per-CPU kernel counters into out[WS_C_MAX]. */
+int ws_loader_counters(const struct ws_loader *l, uint64_t out[WS_C_MAX]);
+
+/* Call cb for every kernel connection entry of tgid, then delete them.
+ * Returns how many were removed. */
+int ws_loader_take_tgid(struct ws_loader *l, uint32_t tgid,
+			void (*cb)(const struct ws_conn_state *st, void *ctx),
+			void *ctx);
+
+/* Delete kernel entries of processes that no longer exist (their exit record
+ * was lost, or they were never streamed). Returns how many were removed. */
+int ws_loader_sweep(struct ws_loader *l,
+		    void (*cb)(const struct ws_conn_state *st, void *ctx),
+		    void *ctx);
+
+/* Number of live entries in the kernel connection map. */
+unsigned ws_loader_conn_count(const struct ws_loader *l);
+
+#endif

@@ -1,0 +1,644 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * wirespan capture: syscall tracepoints that follow every TCP connection of
+ * the host, classify it as NATS or HTTP/1.x from its first bytes, and stream
+ * the bytes of classified connections to userspace with byte offsets.
+ *
+ * Enter handlers decide whether a syscall is interesting (a tracked, not
+ * ignored socket) and save its arguments; exit handlers learn how many bytes
+ * actually moved (the return value) and copy them.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+#include "wirespan/abi.h"
+#include "wirespan/bpf_shared.h"
+#include "lib/maps.h"
+#include "lib/infer.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Read-only configuration, set by the loader before load. */
+const volatile __u32 self_tgid = 0;      /* the agent: never traced */
+const volatile __u32 max_capture = WS_DEFAULT_CAPTURE;
+const volatile __u64 wakeup_bytes = 256 * 1024; /* wake the reader past this */
+const volatile bool filter_pids_on = false;
+const volatile bool filter_ports_on = false;
+const volatile bool filter_cgroups_on = false;
+
+#define EINPROGRESS 115
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define SOCK_STREAM 1
+#define IPPROTO_TCP 6
+
+static __always_inline void count(__u32 idx, __u64 n)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+
+	if (c)
+		*c += n; /* per-CPU: no atomics needed */
+}
+
+static __always_inline __u64 rb_flags(void)
+{
+	return bpf_ringbuf_query(&rb, BPF_RB_AVAIL_DATA) >= wakeup_bytes
+		       ? BPF_RB_FORCE_WAKEUP
+		       : BPF_RB_NO_WAKEUP;
+}
+
+/* The struct sock behind fd in the current task, or NULL if fd is not a socket. */
+static __always_inline struct sock *fd_to_sock(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *f = NULL;
+	struct socket *sock;
+	umode_t mode;
+
+	if (!fdt || fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_core_read(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(f, private_data);
+	if (!sock)
+		return NULL;
+	return BPF_CORE_READ(sock, sk);
+}
+
+/* Is sk a TCP socket over IPv4 or IPv6? */
+static __always_inline bool sock_is_tcp(struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 type, protocol;
+
+	if (family != WS_AF_INET && family != WS_AF_INET6)
+		return false;
+	/* sk_type/sk_protocol were bitfields before 5.6: read them CO-RE-safely. */
+	type = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_type);
+	protocol = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+	return type == SOCK_STREAM && protocol == IPPROTO_TCP;
+}
+
+static __always_inline void sock_tuple(struct sock *sk, struct ws_tuple *t)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	t->family = family;
+	t->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	t->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == WS_AF_INET) {
+		/* IPv4-mapped IPv6: ::ffff:a.b.c.d */
+		__u32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 r = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+
+		__builtin_memset(t->laddr, 0, 16);
+		__builtin_memset(t->raddr, 0, 16);
+		t->laddr[10] = t->laddr[11] = 0xff;
+		t->raddr[10] = t->raddr[11] = 0xff;
+		__builtin_memcpy(&t->laddr[12], &l, 4);
+		__builtin_memcpy(&t->raddr[12], &r, 4);
+	} else {
+		BPF_CORE_READ_INTO(&t->laddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&t->raddr, sk, __sk_common.skc_v6_daddr);
+	}
+}
+
+static __always_inline bool pid_filtered(__u32 tgid)
+{
+	__u64 cg;
+
+	if (tgid == self_tgid)
+		return true;
+	if (filter_pids_on && !bpf_map_lookup_elem(&filter_pids, &tgid))
+		return true;
+	if (filter_cgroups_on) {
+		cg = bpf_get_current_cgroup_id();
+		if (!bpf_map_lookup_elem(&filter_cgroups, &cg))
+			return true;
+	}
+	return false;
+}
+
+static __always_inline bool port_filtered(__u16 lport, __u16 rport)
+{
+	if (!filter_ports_on)
+		return false;
+	return !bpf_map_lookup_elem(&filter_ports, &lport) &&
+	       !bpf_map_lookup_elem(&filter_ports, &rport);
+}
+
+static __always_inline void emit_close(struct ws_conn_state *cs)
+{
+	struct ws_conn_close *ev;
+
+	if (cs->flags & WS_SF_IGNORED)
+		return;
+	count(WS_C_CONN_CLOSED, 1);
+	ev = bpf_ringbuf_reserve(&rb, sizeof(*ev), 0);
+	if (!ev) {
+		count(WS_C_CLOSE_LOST, 1);
+		return;
+	}
+	ev->hdr.abi_version = WS_ABI_VERSION;
+	ev->hdr.type = WS_EV_CONN_CLOSE;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ts_ns = bpf_ktime_get_ns();
+	ev->id = cs->id;
+	ev->bytes[0] = cs->offset[0];
+	ev->bytes[1] = cs->offset[1];
+	ev->tid = (__u32)bpf_get_current_pid_tgid();
+	ev->proto = cs->proto;
+	__builtin_memset(ev->_pad, 0, sizeof(ev->_pad));
+	bpf_ringbuf_submit(ev, rb_flags());
+}
+
+/*
+ * Start tracking fd (which refers to sk). An older entry for the same fd (its
+ * close was not seen: dup2, close_range) is closed first. Returns the new
+ * state or NULL.
+ */
+static __always_inline struct ws_conn_state *
+conn_open(__u32 tgid, int fd, struct sock *sk, __u8 role, __u8 sflags)
+{
+	struct ws_fd_key key = {.tgid = tgid, .fd = fd};
+	struct ws_conn_state st = {}, *old;
+	struct ws_conn_open *ev;
+	struct ws_tuple t = {};
+	__u64 now = bpf_ktime_get_ns();
+
+	old = bpf_map_lookup_elem(&conns, &key);
+	if (old)
+		emit_close(old);
+
+	st.id.tgid = tgid;
+	st.id.fd = fd;
+	st.id.gen = now;
+	st.role = role;
+	st.flags = sflags;
+	if (!sk || !sock_is_tcp(sk)) {
+		st.flags |= WS_SF_IGNORED;
+	} else {
+		sock_tuple(sk, &t);
+		st.lport = t.lport;
+		st.rport = t.rport;
+		if (role == WS_ROLE_UNKNOWN)
+			st.role = bpf_map_lookup_elem(&listen_ports, &t.lport)
+					  ? WS_ROLE_SERVER
+					  : WS_ROLE_CLIENT;
+		if (port_filtered(t.lport, t.rport)) {
+			st.flags |= WS_SF_IGNORED;
+			count(WS_C_FILTERED, 1);
+		}
+	}
+	if (bpf_map_update_elem(&conns, &key, &st, BPF_ANY)) {
+		count(WS_C_CONN_MAP_FULL, 1);
+		return NULL;
+	}
+	if (st.flags & WS_SF_IGNORED)
+		return bpf_map_lookup_elem(&conns, &key);
+
+	count(WS_C_CONN_OPENED, 1);
+	if (sflags & WS_SF_PREEXISTING)
+		count(WS_C_PREEXISTING, 1);
+	ev = bpf_ringbuf_reserve(&rb, sizeof(*ev), 0);
+	if (ev) {
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+		ev->hdr.abi_version = WS_ABI_VERSION;
+		ev->hdr.type = WS_EV_CONN_OPEN;
+		ev->hdr.size = sizeof(*ev);
+		ev->hdr.ts_ns = now;
+		ev->id = st.id;
+		ev->tuple = t;
+		ev->cgroup_id = bpf_get_current_cgroup_id();
+		ev->tid = (__u32)pid_tgid;
+		ev->role = st.role;
+		ev->flags = (sflags & WS_SF_PREEXISTING) ? WS_CF_PREEXISTING : 0;
+		ev->_pad[0] = ev->_pad[1] = 0;
+		bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+		bpf_ringbuf_submit(ev, rb_flags());
+	} else {
+		count(WS_C_OPEN_LOST, 1);
+	}
+	return bpf_map_lookup_elem(&conns, &key);
+}
+
+/* ---- data syscalls: enter ---------------------------------------------- */
+
+static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	struct ws_fd_key key = {.tgid = tgid, .fd = fd};
+	struct ws_conn_state *cs;
+	struct ws_args a = {};
+
+	if (pid_filtered(tgid))
+		return 0;
+	cs = bpf_map_lookup_elem(&conns, &key);
+	if (!cs) {
+		/* A socket opened before we started (or by a path we do not
+		 * hook): adopt it now. Regular files and pipes end here. */
+		struct sock *sk = fd_to_sock(fd);
+
+		if (!sk)
+			return 0;
+		cs = conn_open(tgid, fd, sk, WS_ROLE_UNKNOWN,
+			       WS_SF_PREEXISTING);
+		if (!cs)
+			return 0;
+	}
+	if (cs->flags & WS_SF_IGNORED)
+		return 0;
+	a.buf = buf;
+	a.cnt = cnt;
+	a.fd = fd;
+	a.sys = sys;
+	if (bpf_map_update_elem(&args, &pid_tgid, &a, BPF_ANY))
+		count(WS_C_ARGS_MAP_FULL, 1);
+	return 0;
+}
+
+/* ---- data syscalls: exit ----------------------------------------------- */
+
+struct iov_src {
+	__u64 base;
+	__u64 len;
+};
+
+static __always_inline bool single_buffer(__u8 sys)
+{
+	return sys == WS_SYS_WRITE || sys == WS_SYS_READ ||
+	       sys == WS_SYS_SENDTO || sys == WS_SYS_RECVFROM;
+}
+
+/* Buffer i of the syscall: the one buffer, or iovec i of an array. */
+static __always_inline int iov_at(__u8 sys, __u64 buf, __u64 iovp, __u32 i,
+				  struct iov_src *out)
+{
+	struct iovec iov;
+
+	if (single_buffer(sys)) {
+		out->base = buf;
+		out->len = ~0ULL; /* bounded by the return value */
+		return 0;
+	}
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovp + i * sizeof(iov))))
+		return -1;
+	out->base = (__u64)iov.iov_base;
+	out->len = iov.iov_len;
+	return 0;
+}
+
+/*
+ * Copy buffer i into the record under construction. The copy state (bytes
+ * captured, bytes of the syscall not yet walked, the cap) lives in the
+ * scratch map rather than in registers: the verifier then sees the same
+ * state at every iteration and prunes, instead of exploring each one.
+ * Returns 0 to go on, 1 to stop.
+ */
+static __always_inline int copy_one(struct ws_scratch *s, __u8 sys, __u64 buf,
+				    __u64 iovp, __u32 i)
+{
+	struct iov_src src;
+	__u64 n, room, sz, at;
+
+	if (s->rem == 0)
+		return 1;
+	if (s->ev.cap_len >= s->cap) {
+		s->ev.flags |= WS_DF_TRUNC_CAP;
+		return 1;
+	}
+	if (iov_at(sys, buf, iovp, i, &src)) {
+		s->ev.flags |= WS_DF_FAULT;
+		return 1;
+	}
+	n = src.len < s->rem ? src.len : s->rem;
+	room = s->cap - s->ev.cap_len;
+	sz = n < room ? n : room;
+	at = s->ev.cap_len;
+	/* at < MAX and sz <= MAX hold already; the masks never change them
+	 * but give the verifier bounds it can use. */
+	asm volatile("%0 &= %1" : "+r"(at) : "i"(WS_MAX_CAPTURE - 1));
+	asm volatile("%0 &= %1" : "+r"(sz) : "i"(2 * WS_MAX_CAPTURE - 1));
+	if (sz && bpf_probe_read_user(&s->data[at], sz, (void *)src.base)) {
+		s->ev.flags |= WS_DF_FAULT;
+		return 1;
+	}
+	s->ev.cap_len += sz;
+	s->rem -= n;
+	if (sz < n) {
+		s->ev.flags |= WS_DF_TRUNC_CAP;
+		return 1;
+	}
+	return 0;
+}
+
+/* Classify an unclassified connection from the syscall's first buffer.
+ * Returns the protocol, or WS_PROTO_UNKNOWN (and the caller stops). */
+static __always_inline __u8 classify(struct ws_conn_state *cs,
+				     struct ws_scratch *s, __u8 sys, __u64 buf,
+				     __u64 iovp, __u64 off, __u64 moved)
+{
+	bool midstream = (cs->flags & WS_SF_PREEXISTING) || off != 0;
+	struct iov_src src;
+	__u64 n = WS_INFER_PREFIX;
+	__u8 proto;
+
+	if (iov_at(sys, buf, iovp, 0, &src))
+		return WS_PROTO_UNKNOWN;
+	if (src.len < n)
+		n = src.len;
+	if (moved < n)
+		n = moved;
+	asm volatile("%0 &= %1" : "+r"(n) : "i"(2 * WS_INFER_PREFIX - 1));
+	if (bpf_probe_read_user(s->infer, n, (void *)src.base))
+		n = 0;
+	proto = ws_infer(s->infer, n, midstream);
+	if (proto == WS_PROTO_UNKNOWN) {
+		count(WS_C_UNCLASSIFIED_BYTES, moved);
+		/* A fresh connection whose first bytes are not ours will never
+		 * be; a mid-stream one gets a few more tries. */
+		if (!(cs->flags & WS_SF_PREEXISTING) ||
+		    ++cs->tries >= WS_INFER_MAX_TRIES) {
+			cs->proto = WS_PROTO_OTHER;
+			count(WS_C_CLASSIFY_GIVEUP, 1);
+		}
+		return WS_PROTO_UNKNOWN;
+	}
+	cs->proto = proto;
+	count(proto == WS_PROTO_NATS ? WS_C_CLASSIFIED_NATS
+				     : WS_C_CLASSIFIED_HTTP,
+	      1);
+	return proto;
+}
+
+static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 cpu = bpf_get_smp_processor_id(), i;
+	__u64 off, iovp = 0, iovcnt = 1, moved, outlen, lost;
+	struct ws_conn_state *cs;
+	struct ws_scratch *s;
+	struct ws_fd_key key;
+	struct ws_args *ap;
+	__u64 buf;
+	__u8 proto, flags = 0;
+
+	ap = bpf_map_lookup_elem(&args, &pid_tgid);
+	if (!ap)
+		return 0;
+	buf = ap->buf;
+	iovcnt = ap->cnt;
+	key.tgid = pid_tgid >> 32;
+	key.fd = ap->fd;
+	bpf_map_delete_elem(&args, &pid_tgid);
+	if (ret <= 0)
+		return 0;
+	cs = bpf_map_lookup_elem(&conns, &key);
+	if (!cs || (cs->flags & WS_SF_IGNORED))
+		return 0;
+
+	moved = (__u64)ret;
+	off = __sync_fetch_and_add(&cs->offset[dir], moved);
+	proto = cs->proto;
+	if (proto == WS_PROTO_OTHER) {
+		count(WS_C_UNCLASSIFIED_BYTES, moved);
+		return 0;
+	}
+
+	/* Where the bytes are: one buffer, an iovec array, or a msghdr's. */
+	if (sys == WS_SYS_WRITEV || sys == WS_SYS_READV) {
+		iovp = buf;
+	} else if (sys == WS_SYS_SENDMSG || sys == WS_SYS_RECVMSG) {
+		struct user_msghdr mh;
+
+		if (bpf_probe_read_user(&mh, sizeof(mh), (void *)buf)) {
+			count(WS_C_FAULT_EVENTS, 1);
+			count(WS_C_FAULT_BYTES, moved);
+			return 0;
+		}
+		iovp = (__u64)mh.msg_iov;
+		iovcnt = mh.msg_iovlen;
+	} else {
+		iovcnt = 1;
+	}
+
+	s = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!s)
+		return 0;
+	if (proto == WS_PROTO_UNKNOWN) {
+		proto = classify(cs, s, sys, buf, iovp, off, moved);
+		if (proto == WS_PROTO_UNKNOWN)
+			return 0;
+		flags |= WS_DF_CLASSIFY;
+	}
+
+	/* Copy what moved, buffer by buffer, up to the cap. */
+	s->ev.cap_len = 0;
+	s->ev.flags = flags;
+	s->rem = moved;
+	s->cap = max_capture < WS_MAX_CAPTURE ? max_capture : WS_MAX_CAPTURE;
+	for (i = 0; i < (single_buffer(sys) ? 1 : WS_MAX_IOV); i++) {
+		if (i >= iovcnt || copy_one(s, sys, buf, iovp, i))
+			break;
+	}
+	if (s->rem && !(s->ev.flags & (WS_DF_TRUNC_CAP | WS_DF_FAULT)))
+		s->ev.flags |= i >= WS_MAX_IOV ? WS_DF_TRUNC_IOV : WS_DF_FAULT;
+
+	lost = moved - s->ev.cap_len;
+	if (lost) {
+		if (s->ev.flags & WS_DF_FAULT) {
+			count(WS_C_FAULT_EVENTS, 1);
+			count(WS_C_FAULT_BYTES, lost);
+		} else if (s->ev.flags & WS_DF_TRUNC_IOV) {
+			count(WS_C_TRUNC_IOV_BYTES, lost);
+		} else {
+			count(WS_C_TRUNC_CAP_BYTES, lost);
+		}
+	}
+
+	s->ev.hdr.abi_version = WS_ABI_VERSION;
+	s->ev.hdr.type = WS_EV_DATA;
+	s->ev.hdr.size = sizeof(s->ev) + s->ev.cap_len;
+	s->ev.hdr.ts_ns = bpf_ktime_get_ns();
+	s->ev.id = cs->id;
+	s->ev.offset = off;
+	s->ev.syscall_len = moved;
+	s->ev.tid = (__u32)pid_tgid;
+	s->ev.dir = dir;
+	s->ev.proto = proto;
+	s->ev.syscall = sys;
+	outlen = sizeof(s->ev) + s->ev.cap_len;
+	/* cap_len <= WS_MAX_CAPTURE, so this mask never changes outlen; it
+	 * only shows the verifier a bound inside the scratch value. */
+	asm volatile("%0 &= %1" : "+r"(outlen) : "i"(2 * WS_MAX_CAPTURE - 1));
+	if (bpf_ringbuf_output(&rb, &s->ev, outlen, rb_flags())) {
+		count(WS_C_RB_FULL_EVENTS, 1);
+		count(WS_C_RB_FULL_BYTES, moved);
+		return 0;
+	}
+	count(WS_C_EVENTS, 1);
+	count(WS_C_DATA_BYTES, outlen - sizeof(s->ev));
+	return 0;
+}
+
+/* ---- tracepoints --------------------------------------------------------- */
+
+#define ENTER(name, sys, bufarg, cntarg)                                       \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                            \
+	int tp_enter_##name(struct trace_event_raw_sys_enter *ctx)             \
+	{                                                                      \
+		return data_enter((int)ctx->args[0], ctx->args[bufarg],        \
+				  cntarg, sys);                                \
+	}
+#define EXIT(name, sys, dir)                                                   \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                             \
+	int tp_exit_##name(struct trace_event_raw_sys_exit *ctx)               \
+	{                                                                      \
+		return data_exit(ctx->ret, dir, sys);                          \
+	}
+
+ENTER(write, WS_SYS_WRITE, 1, 0)
+EXIT(write, WS_SYS_WRITE, WS_DIR_EGRESS)
+ENTER(writev, WS_SYS_WRITEV, 1, ctx->args[2])
+EXIT(writev, WS_SYS_WRITEV, WS_DIR_EGRESS)
+ENTER(sendto, WS_SYS_SENDTO, 1, 0)
+EXIT(sendto, WS_SYS_SENDTO, WS_DIR_EGRESS)
+ENTER(sendmsg, WS_SYS_SENDMSG, 1, 0)
+EXIT(sendmsg, WS_SYS_SENDMSG, WS_DIR_EGRESS)
+ENTER(read, WS_SYS_READ, 1, 0)
+EXIT(read, WS_SYS_READ, WS_DIR_INGRESS)
+ENTER(readv, WS_SYS_READV, 1, ctx->args[2])
+EXIT(readv, WS_SYS_READV, WS_DIR_INGRESS)
+ENTER(recvfrom, WS_SYS_RECVFROM, 1, 0)
+EXIT(recvfrom, WS_SYS_RECVFROM, WS_DIR_INGRESS)
+ENTER(recvmsg, WS_SYS_RECVMSG, 1, 0)
+EXIT(recvmsg, WS_SYS_RECVMSG, WS_DIR_INGRESS)
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+/* connect and accept save the fd (connect) or nothing (accept) for exit. */
+SEC("tracepoint/syscalls/sys_enter_connect")
+int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct ws_args a = {.fd = (int)ctx->args[0]};
+
+	if (pid_filtered(pid_tgid >> 32))
+		return 0;
+	if (bpf_map_update_elem(&args, &pid_tgid, &a, BPF_ANY))
+		count(WS_C_ARGS_MAP_FULL, 1);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct ws_args *a = bpf_map_lookup_elem(&args, &pid_tgid);
+	struct sock *sk;
+	int fd;
+
+	if (!a)
+		return 0;
+	fd = a->fd;
+	bpf_map_delete_elem(&args, &pid_tgid);
+	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
+		return 0;
+	sk = fd_to_sock(fd);
+	if (sk)
+		conn_open(pid_tgid >> 32, fd, sk, WS_ROLE_CLIENT, 0);
+	return 0;
+}
+
+static __always_inline int accept_exit(long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct sock *sk;
+
+	if (ret < 0 || pid_filtered(pid_tgid >> 32))
+		return 0;
+	sk = fd_to_sock((int)ret);
+	if (sk)
+		conn_open(pid_tgid >> 32, (int)ret, sk, WS_ROLE_SERVER, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int tp_exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int tp_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int tp_enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	struct ws_fd_key key = {
+		.tgid = bpf_get_current_pid_tgid() >> 32,
+		.fd = (int)ctx->args[0],
+	};
+	struct ws_conn_state *cs = bpf_map_lookup_elem(&conns, &key);
+
+	if (!cs)
+		return 0;
+	emit_close(cs);
+	bpf_map_delete_elem(&conns, &key);
+	return 0;
+}
+
+/* Remember listening ports so pre-existing sockets get the right role. */
+SEC("tracepoint/syscalls/sys_enter_listen")
+int tp_enter_listen(struct trace_event_raw_sys_enter *ctx)
+{
+	struct sock *sk = fd_to_sock((int)ctx->args[0]);
+	__u16 port;
+	__u8 one = 1;
+
+	if (!sk)
+		return 0;
+	port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (port)
+		bpf_map_update_elem(&listen_ports, &port, &one, BPF_ANY);
+	return 0;
+}
+
+/* The last thread of a process is gone: its sockets closed without close(). */
+SEC("tracepoint/sched/sched_process_exit")
+int tp_sched_process_exit(void *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct ws_proc_exit *ev;
+	int live = BPF_CORE_READ(task, signal, live.counter);
+
+	if (live != 0 || pid_filtered(BPF_CORE_READ(task, tgid)))
+		return 0;
+	ev = bpf_ringbuf_reserve(&rb, sizeof(*ev), 0);
+	if (!ev) {
+		count(WS_C_PROC_EXIT_LOST, 1);
+		return 0;
+	}
+	ev->hdr.abi_version = WS_ABI_VERSION;
+	ev->hdr.type = WS_EV_PROC_EXIT;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ts_ns = bpf_ktime_get_ns();
+	ev->tgid = BPF_CORE_READ(task, tgid);
+	ev->_pad = 0;
+	bpf_ringbuf_submit(ev, rb_flags());
+	return 0;
+}
