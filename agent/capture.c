@@ -84,19 +84,20 @@ static const char *proto_name(uint8_t p)
 
 static const char *role_name(uint8_t r)
 {
-	return r == WS_ROLE_CLIENT ? "client"
+	return r == WS_ROLE_CLIENT   ? "client"
 	       : r == WS_ROLE_SERVER ? "server"
 				     : "unknown";
 }
 
 static const char *const syscall_names[] = {
-	"?",	"write", "writev", "sendto",
-	"sendmsg", "read", "readv", "recvfrom", "recvmsg",
+	"?",	"write", "writev",   "sendto",	"sendmsg",
+	"read", "readv", "recvfrom", "recvmsg",
 };
 
 static bool is_v4mapped(const uint8_t a[16])
 {
-	static const uint8_t pfx[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	static const uint8_t pfx[12] = {0, 0, 0, 0, 0,	  0,
+					0, 0, 0, 0, 0xff, 0xff};
 
 	return memcmp(a, pfx, 12) == 0;
 }
@@ -172,7 +173,8 @@ static void sink_data(void *ctx, uint64_t offset, const uint8_t *buf,
 	jw_str(w, "comm", d->c->comm);
 	jw_str(w, "proto", proto_name(d->c->proto));
 	jw_str(w, "dir", d->dir == WS_DIR_EGRESS ? "egress" : "ingress");
-	if (cap->cur && cap->cur->syscall < sizeof(syscall_names) / sizeof(syscall_names[0]))
+	if (cap->cur && cap->cur->syscall < sizeof(syscall_names) /
+						    sizeof(syscall_names[0]))
 		jw_str(w, "syscall", syscall_names[cap->cur->syscall]);
 	jw_u64(w, "offset", offset);
 	jw_u64(w, "len", len);
@@ -247,9 +249,10 @@ static void conn_finish(struct capture *cap, struct ws_conn *c,
 		jw_str(w, "comm", c->comm);
 		jw_str(w, "proto", proto_name(c->proto));
 		for (d = 0; d < 2; d++) {
-			jw_obj_open(w, d == WS_DIR_EGRESS ? "egress" : "ingress");
-			jw_u64(w, "bytes", final ? final[d]
-						 : c->reasm[d].expected);
+			jw_obj_open(w,
+				    d == WS_DIR_EGRESS ? "egress" : "ingress");
+			jw_u64(w, "bytes",
+			       final ? final[d] : c->reasm[d].expected);
 			jw_u64(w, "captured", cc->d[d].captured);
 			jw_u64(w, "gap", cc->d[d].gap);
 			jw_obj_close(w);
@@ -441,17 +444,22 @@ static uint64_t now_ns(void)
 static const char capture_usage[] =
 	"usage: wirespan capture [options]\n"
 	"\n"
-	"Print the bytes of every NATS and HTTP/1.x connection on this host as\n"
+	"Print the bytes of every NATS and HTTP/1.x connection on this host "
+	"as\n"
 	"JSON lines (docs/CAPTURE-FORMAT.md). Needs root (or CAP_BPF,\n"
 	"CAP_PERFMON, CAP_SYS_RESOURCE). SIGUSR1 prints metrics to stderr.\n"
 	"\n"
 	"  -p, --pid PID           only processes with this pid (repeatable)\n"
-	"  -P, --port PORT         only connections with this local or remote port\n"
+	"  -P, --port PORT         only connections with this local or remote "
+	"port\n"
 	"                          (repeatable)\n"
-	"  -c, --cgroup ID         only processes in this cgroup id (repeatable)\n"
+	"  -c, --cgroup ID         only processes in this cgroup id "
+	"(repeatable)\n"
 	"  -r, --protocol PROTO    only nats or http\n"
-	"  -m, --max-capture N     bytes copied per syscall (default 16384, max 32768)\n"
-	"  -b, --ringbuf-size N    ring buffer bytes, a power of two (default 16 MiB)\n"
+	"  -m, --max-capture N     bytes copied per syscall (default 16384, "
+	"max 32768)\n"
+	"  -b, --ringbuf-size N    ring buffer bytes, a power of two (default "
+	"16 MiB)\n"
 	"  -s, --summary           print only open and close lines\n"
 	"  -d, --duration SECS     stop after SECS seconds\n"
 	"  -v, --verbose           more diagnostics (twice: libbpf debug)\n"
@@ -484,19 +492,22 @@ static int parse_capture_args(int argc, char **argv, struct ws_loader_opts *lo,
 		case 'p':
 			if (ws_cli_u64(optarg, 1, UINT32_MAX, &v) ||
 			    lo->n_pids >= WS_MAX_FILTER)
-				return ws_cli_bad(capture_usage, "--pid", optarg);
+				return ws_cli_bad(capture_usage, "--pid",
+						  optarg);
 			lo->pids[lo->n_pids++] = (uint32_t)v;
 			break;
 		case 'P':
 			if (ws_cli_u64(optarg, 1, 65535, &v) ||
 			    lo->n_ports >= WS_MAX_FILTER)
-				return ws_cli_bad(capture_usage, "--port", optarg);
+				return ws_cli_bad(capture_usage, "--port",
+						  optarg);
 			lo->ports[lo->n_ports++] = (uint16_t)v;
 			break;
 		case 'c':
 			if (ws_cli_u64(optarg, 1, UINT64_MAX, &v) ||
 			    lo->n_cgroups >= WS_MAX_FILTER)
-				return ws_cli_bad(capture_usage, "--cgroup", optarg);
+				return ws_cli_bad(capture_usage, "--cgroup",
+						  optarg);
 			lo->cgroups[lo->n_cgroups++] = v;
 			break;
 		case 'r':
@@ -505,17 +516,20 @@ static int parse_capture_args(int argc, char **argv, struct ws_loader_opts *lo,
 			else if (!strcmp(optarg, "http"))
 				cap->proto_filter = WS_PROTO_HTTP;
 			else
-				return ws_cli_bad(capture_usage, "--protocol", optarg);
+				return ws_cli_bad(capture_usage, "--protocol",
+						  optarg);
 			break;
 		case 'm':
 			if (ws_cli_u64(optarg, 1, WS_MAX_CAPTURE, &v))
-				return ws_cli_bad(capture_usage, "--max-capture", optarg);
+				return ws_cli_bad(capture_usage,
+						  "--max-capture", optarg);
 			lo->max_capture = (uint32_t)v;
 			break;
 		case 'b':
 			if (ws_cli_u64(optarg, 4096, 1u << 30, &v) ||
 			    (v & (v - 1)))
-				return ws_cli_bad(capture_usage, "--ringbuf-size", optarg);
+				return ws_cli_bad(capture_usage,
+						  "--ringbuf-size", optarg);
 			lo->ringbuf_size = (uint32_t)v;
 			break;
 		case 's':
@@ -523,12 +537,14 @@ static int parse_capture_args(int argc, char **argv, struct ws_loader_opts *lo,
 			break;
 		case 'd':
 			if (ws_cli_u64(optarg, 1, 86400 * 365, &v))
-				return ws_cli_bad(capture_usage, "--duration", optarg);
+				return ws_cli_bad(capture_usage, "--duration",
+						  optarg);
 			*duration = (double)v;
 			break;
 		case 'v':
-			ws_log_level = ws_log_level < WS_LOG_INFO ? WS_LOG_INFO
-								  : WS_LOG_DEBUG;
+			ws_log_level = ws_log_level < WS_LOG_INFO
+					       ? WS_LOG_INFO
+					       : WS_LOG_DEBUG;
 			break;
 		case 'h':
 			fputs(capture_usage, stdout);
@@ -559,7 +575,8 @@ int cmd_capture(int argc, char **argv)
 	if (err)
 		return err > 0 ? 0 : WS_EXIT_USAGE;
 	if (ws_loader_probe(why, sizeof(why))) {
-		fprintf(stderr, "wirespan: this kernel cannot run the capture: %s\n",
+		fprintf(stderr,
+			"wirespan: this kernel cannot run the capture: %s\n",
 			why);
 		return WS_EXIT_UNSUPPORTED;
 	}
@@ -567,7 +584,8 @@ int cmd_capture(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGUSR1, &sa, NULL);
 	jw_init(&cap.w);
-	cap.conns = ws_conn_table_new(WS_CONN_TABLE_DEFAULT_MAX, finish_cb, &cap);
+	cap.conns =
+		ws_conn_table_new(WS_CONN_TABLE_DEFAULT_MAX, finish_cb, &cap);
 	if (!cap.conns) {
 		ws_err("out of memory");
 		return 1;
@@ -610,8 +628,8 @@ int cmd_capture(int argc, char **argv)
 		}
 		now = now_ns();
 		if (now >= next_sweep) {
-			cap.m.swept += ws_loader_sweep(cap.ld, kernel_entry_gone,
-						       &cap);
+			cap.m.swept += ws_loader_sweep(cap.ld,
+						       kernel_entry_gone, &cap);
 			next_sweep = now + SWEEP_INTERVAL_NS;
 		}
 		if (deadline && now >= deadline)

@@ -76,7 +76,7 @@ struct ws_conn {
 struct ws_conn_table_stats {
 	uint64_t live;     /* connections in the table now */
 	uint64_t inserted; /* connections ever inserted */
-	uint64_t removed;  /* connections that left, for any reason (incl. evicted) */
+	uint64_t removed;  /* connections that left, for any reason */
 	uint64_t evicted;  /* removed because the table was full */
 	uint64_t peak;     /* most connections at once */
 	uint64_t nomem;    /* inserts that failed to allocate */

@@ -46,7 +46,8 @@ enum ws_decode_err ws_event_decode(const void *buf, size_t len,
 		    ev->data->cap_len > ev->data->syscall_len ||
 		    ev->data->cap_len > WS_MAX_CAPTURE)
 			return WS_DEC_BAD_FIELD;
-		if ((size_t)h->size != sizeof(struct ws_data) + ev->data->cap_len)
+		if ((size_t)h->size !=
+		    sizeof(struct ws_data) + ev->data->cap_len)
 			return WS_DEC_SIZE;
 		ev->payload = (const uint8_t *)buf + sizeof(struct ws_data);
 		break;

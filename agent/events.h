@@ -26,11 +26,11 @@ struct ws_event {
 /* Why a record was rejected; index into ws_decode_err_names. */
 enum ws_decode_err {
 	WS_DEC_OK = 0,
-	WS_DEC_SHORT,       /* shorter than its header or its type's struct */
-	WS_DEC_VERSION,     /* ABI version mismatch */
-	WS_DEC_SIZE,        /* header size disagrees with the record */
-	WS_DEC_UNKNOWN,     /* unknown type (newer kernel side?) */
-	WS_DEC_BAD_FIELD,   /* a field out of range */
+	WS_DEC_SHORT,	  /* shorter than its header or its type's struct */
+	WS_DEC_VERSION,	  /* ABI version mismatch */
+	WS_DEC_SIZE,	  /* header size disagrees with the record */
+	WS_DEC_UNKNOWN,	  /* unknown type (newer kernel side?) */
+	WS_DEC_BAD_FIELD, /* a field out of range */
 	WS_DEC_MAX,
 };
 

@@ -17,12 +17,12 @@ struct ws_jsonw {
 	char *buf;
 	size_t len, cap;
 	bool first; /* no member written yet in the current object */
-	bool oom;   /* an allocation failed: the line is dropped, counted by the caller */
+	bool oom; /* an allocation failed: the line is dropped, counted by the caller */
 };
 
 void jw_init(struct ws_jsonw *w);
 void jw_free(struct ws_jsonw *w);
-void jw_begin(struct ws_jsonw *w);          /* start a line's object */
+void jw_begin(struct ws_jsonw *w); /* start a line's object */
 void jw_obj_open(struct ws_jsonw *w, const char *key);
 void jw_obj_close(struct ws_jsonw *w);
 void jw_str(struct ws_jsonw *w, const char *key, const char *s);

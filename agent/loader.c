@@ -18,9 +18,9 @@
 
 /* Tracepoints the capture cannot work without; the rest are optional. */
 static const char *const required_tps[] = {
-	"syscalls/sys_enter_write", "syscalls/sys_exit_write",
-	"syscalls/sys_enter_read",  "syscalls/sys_exit_read",
-	"syscalls/sys_enter_close", "syscalls/sys_enter_connect",
+	"syscalls/sys_enter_write",  "syscalls/sys_exit_write",
+	"syscalls/sys_enter_read",   "syscalls/sys_exit_read",
+	"syscalls/sys_enter_close",  "syscalls/sys_enter_connect",
 	"syscalls/sys_exit_accept4",
 };
 
@@ -171,10 +171,9 @@ static int fill_filters(struct ws_loader *l, const struct ws_loader_opts *o)
 					   &o->ports[i], sizeof(o->ports[i]),
 					   &one, 1, BPF_ANY);
 	for (i = 0; i < o->n_cgroups && !err; i++)
-		err = bpf_map__update_elem(l->skel->maps.filter_cgroups,
-					   &o->cgroups[i],
-					   sizeof(o->cgroups[i]), &one, 1,
-					   BPF_ANY);
+		err = bpf_map__update_elem(
+			l->skel->maps.filter_cgroups, &o->cgroups[i],
+			sizeof(o->cgroups[i]), &one, 1, BPF_ANY);
 	return err;
 }
 
@@ -183,12 +182,12 @@ static int attach_all(struct ws_loader *l, const char *events)
 	struct bpf_program *prog;
 	unsigned n = 0;
 
-	bpf_object__for_each_program(prog, l->skel->obj) n++;
+	bpf_object__for_each_program (prog, l->skel->obj)
+		n++;
 	l->links = calloc(n, sizeof(*l->links));
 	if (!l->links)
 		return -ENOMEM;
-	bpf_object__for_each_program(prog, l->skel->obj)
-	{
+	bpf_object__for_each_program (prog, l->skel->obj) {
 		struct bpf_link *link;
 
 		if (!bpf_program__autoload(prog))
@@ -243,8 +242,7 @@ int ws_loader_open(struct ws_loader **out, const struct ws_loader_opts *opts)
 	bpf_map__set_max_entries(l->skel->maps.scratch, l->ncpus);
 
 	/* Optional tracepoints this kernel lacks are skipped, not fatal. */
-	bpf_object__for_each_program(prog, l->skel->obj)
-	{
+	bpf_object__for_each_program (prog, l->skel->obj) {
 		const char *sec = bpf_program__section_name(prog);
 		const char *tp = strchr(sec, '/');
 

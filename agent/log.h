@@ -10,10 +10,10 @@ extern enum ws_log_level ws_log_level;
 void ws_log_write(enum ws_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-#define ws_log(level, ...)                                                     \
-	do {                                                                   \
-		if ((level) <= ws_log_level)                                   \
-			ws_log_write((level), __VA_ARGS__);                    \
+#define ws_log(level, ...)                                  \
+	do {                                                \
+		if ((level) <= ws_log_level)                \
+			ws_log_write((level), __VA_ARGS__); \
 	} while (0)
 #define ws_err(...) ws_log(WS_LOG_ERROR, __VA_ARGS__)
 #define ws_warn(...) ws_log(WS_LOG_WARN, __VA_ARGS__)

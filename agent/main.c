@@ -15,7 +15,8 @@ static const char usage[] =
 	"usage: wirespan <command> [options]\n"
 	"\n"
 	"commands:\n"
-	"  capture   print the bytes of NATS and HTTP/1.x connections as JSON lines\n"
+	"  capture   print the bytes of NATS and HTTP/1.x connections as JSON "
+	"lines\n"
 	"  version   print the version\n"
 	"  help      this help\n"
 	"\n"
@@ -23,19 +24,22 @@ static const char usage[] =
 
 static int cmd_version(int argc, char **argv)
 {
-	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+	if (argc > 1 &&
+	    (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		fputs("usage: wirespan version\n\nPrint the version and the "
 		      "kernel event ABI version.\n",
 		      stdout);
 		return 0;
 	}
 	if (argc > 1) {
-		fprintf(stderr, "wirespan: unknown option or argument: %s\n"
-				"usage: wirespan version\n",
+		fprintf(stderr,
+			"wirespan: unknown option or argument: %s\n"
+			"usage: wirespan version\n",
 			argv[1]);
 		return WS_EXIT_USAGE;
 	}
-	printf("wirespan %s (event ABI %d)\n", WIRESPAN_VERSION, WS_ABI_VERSION);
+	printf("wirespan %s (event ABI %d)\n", WIRESPAN_VERSION,
+	       WS_ABI_VERSION);
 	return 0;
 }
 

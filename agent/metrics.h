@@ -12,19 +12,24 @@
 #include "wirespan/abi.h"
 
 struct ws_user_metrics {
-	uint64_t records;                      /* ring-buffer records read */
-	uint64_t by_type[WS_EV_TYPE_MAX];      /* records by event type */
-	uint64_t decode_err[WS_DEC_MAX];       /* records rejected, by reason */
-	uint64_t data_bytes;                   /* payload bytes delivered in order */
-	uint64_t gap_bytes[WS_GAP_REASON_MAX]; /* bytes reported as gaps, by reason */
-	uint64_t dup_bytes;                    /* duplicate bytes dropped by reassembly */
-	uint64_t data_without_open;            /* data for a connection we had no open for */
-	uint64_t close_without_open;           /* close for a connection we did not know */
-	uint64_t stale_fd_closed;              /* connections replaced by a new one on their fd */
-	uint64_t proc_exit_closed;             /* connections closed by their process's exit */
-	uint64_t swept;                        /* kernel entries of dead processes removed */
-	uint64_t filtered_proto;               /* records skipped by --protocol */
-	uint64_t output_errors;                /* lines that could not be written */
+	uint64_t records;		  /* ring-buffer records read */
+	uint64_t by_type[WS_EV_TYPE_MAX]; /* records by event type */
+	uint64_t decode_err[WS_DEC_MAX];  /* records rejected, by reason */
+	uint64_t data_bytes;		  /* payload bytes delivered in order */
+	uint64_t gap_bytes
+		[WS_GAP_REASON_MAX]; /* bytes reported as gaps, by reason */
+	uint64_t dup_bytes;	     /* duplicate bytes dropped by reassembly */
+	uint64_t
+		data_without_open; /* data for a connection we had no open for */
+	uint64_t
+		close_without_open; /* close for a connection we did not know */
+	uint64_t
+		stale_fd_closed; /* connections replaced by a new one on their fd */
+	uint64_t
+		proc_exit_closed; /* connections closed by their process's exit */
+	uint64_t swept;		  /* kernel entries of dead processes removed */
+	uint64_t filtered_proto; /* records skipped by --protocol */
+	uint64_t output_errors;	 /* lines that could not be written */
 };
 
 /* One JSON line {"type":"metrics","kernel":{...},"user":{...}} to f. */

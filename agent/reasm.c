@@ -156,7 +156,7 @@ static int hold(struct ws_reasm *r, uint64_t offset, const uint8_t *data,
 
 	s = malloc(sizeof(*s) + cap_len);
 	if (!s) {
-		/* Keep every byte accounted for: lose the hole, not the data. */
+		/* Every byte stays accounted for: lose the hole, not data. */
 		r->stats.nomem++;
 		release_below(r, offset, WS_GAP_LOST);
 		deliver(r, offset, data, cap_len, syscall_len, tail_reason);

@@ -22,7 +22,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Read-only configuration, set by the loader before load. */
-const volatile __u32 self_tgid = 0;      /* the agent: never traced */
+const volatile __u32 self_tgid = 0; /* the agent: never traced */
 const volatile __u32 max_capture = WS_DEFAULT_CAPTURE;
 const volatile __u64 wakeup_bytes = 256 * 1024; /* wake the reader past this */
 const volatile bool filter_pids_on = false;
@@ -222,7 +222,8 @@ conn_open(__u32 tgid, int fd, struct sock *sk, __u8 role, __u8 sflags)
 		ev->cgroup_id = bpf_get_current_cgroup_id();
 		ev->tid = (__u32)pid_tgid;
 		ev->role = st.role;
-		ev->flags = (sflags & WS_SF_PREEXISTING) ? WS_CF_PREEXISTING : 0;
+		ev->flags =
+			(sflags & WS_SF_PREEXISTING) ? WS_CF_PREEXISTING : 0;
 		ev->_pad[0] = ev->_pad[1] = 0;
 		bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 		bpf_ringbuf_submit(ev, rb_flags());
@@ -292,7 +293,8 @@ static __always_inline int iov_at(__u8 sys, __u64 buf, __u64 iovp, __u32 i,
 		out->len = ~0ULL; /* bounded by the return value */
 		return 0;
 	}
-	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovp + i * sizeof(iov))))
+	if (bpf_probe_read_user(&iov, sizeof(iov),
+				(void *)(iovp + i * sizeof(iov))))
 		return -1;
 	out->base = (__u64)iov.iov_base;
 	out->len = iov.iov_len;
@@ -494,18 +496,18 @@ static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 
 /* ---- tracepoints --------------------------------------------------------- */
 
-#define ENTER(name, sys, bufarg, cntarg)                                       \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                            \
-	int tp_enter_##name(struct trace_event_raw_sys_enter *ctx)             \
-	{                                                                      \
-		return data_enter((int)ctx->args[0], ctx->args[bufarg],        \
-				  cntarg, sys);                                \
+#define ENTER(name, sys, bufarg, cntarg)                                \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                     \
+	int tp_enter_##name(struct trace_event_raw_sys_enter *ctx)      \
+	{                                                               \
+		return data_enter((int)ctx->args[0], ctx->args[bufarg], \
+				  cntarg, sys);                         \
 	}
-#define EXIT(name, sys, dir)                                                   \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                             \
-	int tp_exit_##name(struct trace_event_raw_sys_exit *ctx)               \
-	{                                                                      \
-		return data_exit(ctx->ret, dir, sys);                          \
+#define EXIT(name, sys, dir)                                     \
+	SEC("tracepoint/syscalls/sys_exit_" #name)               \
+	int tp_exit_##name(struct trace_event_raw_sys_exit *ctx) \
+	{                                                        \
+		return data_exit(ctx->ret, dir, sys);            \
 	}
 
 ENTER(write, WS_SYS_WRITE, 1, 0)

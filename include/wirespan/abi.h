@@ -57,7 +57,7 @@
 enum ws_event_type {
 	WS_EV_CONN_OPEN = 1,  /* struct ws_conn_open */
 	WS_EV_CONN_CLOSE = 2, /* struct ws_conn_close */
-	WS_EV_DATA = 3,       /* struct ws_data + payload */
+	WS_EV_DATA = 3,	      /* struct ws_data + payload */
 	WS_EV_PROC_EXIT = 4,  /* struct ws_proc_exit */
 	WS_EV_TYPE_MAX,
 };
@@ -95,13 +95,15 @@ enum ws_syscall {
 };
 
 /* ws_data.flags */
-#define WS_DF_TRUNC_CAP (1u << 0)  /* bytes past the per-syscall cap were not copied */
-#define WS_DF_TRUNC_IOV (1u << 1)  /* iovecs past WS_MAX_IOV were not copied */
-#define WS_DF_FAULT (1u << 2)      /* bpf_probe_read_user failed part way */
-#define WS_DF_CLASSIFY (1u << 3)   /* this syscall classified the connection */
+#define WS_DF_TRUNC_CAP \
+	(1u << 0) /* bytes past the per-syscall cap were not copied */
+#define WS_DF_TRUNC_IOV (1u << 1) /* iovecs past WS_MAX_IOV were not copied */
+#define WS_DF_FAULT (1u << 2)	  /* bpf_probe_read_user failed part way */
+#define WS_DF_CLASSIFY (1u << 3)  /* this syscall classified the connection */
 
 /* ws_conn_open.flags */
-#define WS_CF_PREEXISTING (1u << 0) /* found on first I/O, not at connect/accept */
+#define WS_CF_PREEXISTING \
+	(1u << 0) /* found on first I/O, not at connect/accept */
 
 /* AF_INET / AF_INET6 as the kernel numbers them. */
 #define WS_AF_INET 2
@@ -117,17 +119,17 @@ struct ws_conn_id {
 
 struct ws_event_hdr {
 	__u16 abi_version; /* WS_ABI_VERSION */
-	__u16 type;        /* enum ws_event_type */
-	__u32 size;        /* bytes of the whole record including this header */
-	__u64 ts_ns;       /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u16 type;	   /* enum ws_event_type */
+	__u32 size;	   /* bytes of the whole record including this header */
+	__u64 ts_ns;	   /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
 };
 
 /* TCP endpoints; IPv4 addresses are stored as IPv4-mapped IPv6. */
 struct ws_tuple {
 	__u8 laddr[16];
 	__u8 raddr[16];
-	__u16 lport; /* host byte order */
-	__u16 rport; /* host byte order */
+	__u16 lport;  /* host byte order */
+	__u16 rport;  /* host byte order */
 	__u16 family; /* WS_AF_INET or WS_AF_INET6 as seen on the socket */
 	__u16 _pad;
 };
@@ -147,7 +149,8 @@ struct ws_conn_open {
 struct ws_conn_close {
 	struct ws_event_hdr hdr;
 	struct ws_conn_id id;
-	__u64 bytes[2]; /* final stream offsets: [WS_DIR_EGRESS], [WS_DIR_INGRESS] */
+	__u64 bytes
+		[2]; /* final stream offsets: [WS_DIR_EGRESS], [WS_DIR_INGRESS] */
 	__u32 tid;
 	__u8 proto;
 	__u8 _pad[3];
@@ -156,15 +159,15 @@ struct ws_conn_close {
 struct ws_data {
 	struct ws_event_hdr hdr;
 	struct ws_conn_id id;
-	__u64 offset;      /* stream offset of the first byte in this direction */
+	__u64 offset; /* stream offset of the first byte in this direction */
 	__u32 syscall_len; /* bytes the syscall moved (its return value) */
-	__u32 cap_len;     /* payload bytes that follow this struct */
+	__u32 cap_len;	   /* payload bytes that follow this struct */
 	__u32 tid;
 	__u8 dir;     /* enum ws_dir */
 	__u8 proto;   /* enum ws_proto */
 	__u8 flags;   /* WS_DF_* */
 	__u8 syscall; /* enum ws_syscall */
-	/* __u8 payload[cap_len] follows */
+		      /* __u8 payload[cap_len] follows */
 };
 
 struct ws_proc_exit {
@@ -175,37 +178,38 @@ struct ws_proc_exit {
 
 /* Per-CPU kernel counters, indexes of the `counters` array map. Append-only. */
 enum ws_counter {
-	WS_C_EVENTS = 0,          /* records submitted to the ring buffer */
-	WS_C_DATA_BYTES,          /* payload bytes submitted */
-	WS_C_RB_FULL_EVENTS,      /* records lost: ring buffer full */
-	WS_C_RB_FULL_BYTES,       /* syscall bytes whose record was lost to a full ring buffer */
-	WS_C_TRUNC_CAP_BYTES,     /* bytes past the per-syscall cap */
-	WS_C_TRUNC_IOV_BYTES,     /* bytes in iovecs past WS_MAX_IOV */
-	WS_C_FAULT_BYTES,         /* bytes not copied because a user read faulted */
-	WS_C_FAULT_EVENTS,        /* syscalls with a user read fault */
-	WS_C_CONN_MAP_FULL,       /* connections not tracked: conn map full */
-	WS_C_ARGS_MAP_FULL,       /* syscalls not traced: in-flight args map full */
-	WS_C_CONN_OPENED,         /* connections tracked */
-	WS_C_CONN_CLOSED,         /* connections closed */
-	WS_C_CLASSIFIED_NATS,     /* connections classified as NATS */
-	WS_C_CLASSIFIED_HTTP,     /* connections classified as HTTP */
-	WS_C_CLASSIFY_GIVEUP,     /* connections given up on (not NATS or HTTP) */
-	WS_C_UNCLASSIFIED_BYTES,  /* bytes moved on connections not (yet) classified */
-	WS_C_FILTERED,            /* syscalls skipped by pid/port/cgroup filters */
-	WS_C_PREEXISTING,         /* connections found on first I/O */
-	WS_C_PROC_EXIT_LOST,      /* process-exit records lost to a full ring buffer */
-	WS_C_OPEN_LOST,           /* open records lost to a full ring buffer */
-	WS_C_CLOSE_LOST,          /* close records lost to a full ring buffer */
+	WS_C_EVENTS = 0,     /* records submitted to the ring buffer */
+	WS_C_DATA_BYTES,     /* payload bytes submitted */
+	WS_C_RB_FULL_EVENTS, /* records lost: ring buffer full */
+	WS_C_RB_FULL_BYTES, /* syscall bytes whose record was lost to a full ring buffer */
+	WS_C_TRUNC_CAP_BYTES, /* bytes past the per-syscall cap */
+	WS_C_TRUNC_IOV_BYTES, /* bytes in iovecs past WS_MAX_IOV */
+	WS_C_FAULT_BYTES,     /* bytes not copied because a user read faulted */
+	WS_C_FAULT_EVENTS,    /* syscalls with a user read fault */
+	WS_C_CONN_MAP_FULL,   /* connections not tracked: conn map full */
+	WS_C_ARGS_MAP_FULL,   /* syscalls not traced: in-flight args map full */
+	WS_C_CONN_OPENED,     /* connections tracked */
+	WS_C_CONN_CLOSED,     /* connections closed */
+	WS_C_CLASSIFIED_NATS, /* connections classified as NATS */
+	WS_C_CLASSIFIED_HTTP, /* connections classified as HTTP */
+	WS_C_CLASSIFY_GIVEUP, /* connections given up on (not NATS or HTTP) */
+	WS_C_UNCLASSIFIED_BYTES, /* bytes moved on connections not (yet) classified */
+	WS_C_FILTERED,	     /* syscalls skipped by pid/port/cgroup filters */
+	WS_C_PREEXISTING,    /* connections found on first I/O */
+	WS_C_PROC_EXIT_LOST, /* process-exit records lost to a full ring buffer */
+	WS_C_OPEN_LOST,	     /* open records lost to a full ring buffer */
+	WS_C_CLOSE_LOST,     /* close records lost to a full ring buffer */
 	WS_C_MAX,
 };
 
 /* Names for WS_C_*, kept next to the enum so they cannot drift. */
-#define WS_COUNTER_NAMES                                                       \
-	"events", "data_bytes", "rb_full_events", "rb_full_bytes",             \
-	    "trunc_cap_bytes", "trunc_iov_bytes", "fault_bytes",               \
-	    "fault_events", "conn_map_full", "args_map_full", "conn_opened",   \
-	    "conn_closed", "classified_nats", "classified_http",               \
-	    "classify_giveup", "unclassified_bytes", "filtered",               \
-	    "preexisting", "proc_exit_lost", "open_lost", "close_lost"
+#define WS_COUNTER_NAMES                                                    \
+	"events", "data_bytes", "rb_full_events", "rb_full_bytes",          \
+		"trunc_cap_bytes", "trunc_iov_bytes", "fault_bytes",        \
+		"fault_events", "conn_map_full", "args_map_full",           \
+		"conn_opened", "conn_closed", "classified_nats",            \
+		"classified_http", "classify_giveup", "unclassified_bytes", \
+		"filtered", "preexisting", "proc_exit_lost", "open_lost",   \
+		"close_lost"
 
 #endif /* WIRESPAN_ABI_H */

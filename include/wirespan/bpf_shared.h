@@ -20,7 +20,7 @@ struct ws_fd_key {
 };
 
 /* ws_conn_state.flags */
-#define WS_SF_IGNORED (1u << 0)     /* not TCP, or filtered out: never stream */
+#define WS_SF_IGNORED (1u << 0)	    /* not TCP, or filtered out: never stream */
 #define WS_SF_PREEXISTING (1u << 1) /* found mid-stream on first I/O */
 
 struct ws_conn_state {
@@ -36,10 +36,10 @@ struct ws_conn_state {
 
 /* What sys_enter saves for sys_exit. */
 struct ws_args {
-	__u64 buf;  /* buffer, iovec array or msghdr (user pointer) */
-	__u64 cnt;  /* iovec count for readv/writev */
+	__u64 buf; /* buffer, iovec array or msghdr (user pointer) */
+	__u64 cnt; /* iovec count for readv/writev */
 	__s32 fd;
-	__u8 sys;   /* enum ws_syscall */
+	__u8 sys; /* enum ws_syscall */
 	__u8 _pad[3];
 };
 

@@ -52,15 +52,18 @@ static void data_record_lies(void **state)
 	/* more captured than moved */
 	d->cap_len = 8;
 	d->syscall_len = 7;
-	assert_int_equal(ws_event_decode(buf, sizeof(buf), &ev), WS_DEC_BAD_FIELD);
+	assert_int_equal(ws_event_decode(buf, sizeof(buf), &ev),
+			 WS_DEC_BAD_FIELD);
 	/* a direction that does not exist */
 	d->syscall_len = 8;
 	d->dir = 7;
-	assert_int_equal(ws_event_decode(buf, sizeof(buf), &ev), WS_DEC_BAD_FIELD);
+	assert_int_equal(ws_event_decode(buf, sizeof(buf), &ev),
+			 WS_DEC_BAD_FIELD);
 	d->dir = WS_DIR_EGRESS;
 	assert_int_equal(ws_event_decode(buf, sizeof(buf), &ev), WS_DEC_OK);
 	/* header size larger than what the ring buffer handed us */
-	assert_int_equal(ws_event_decode(buf, sizeof(buf) - 1, &ev), WS_DEC_SIZE);
+	assert_int_equal(ws_event_decode(buf, sizeof(buf) - 1, &ev),
+			 WS_DEC_SIZE);
 }
 
 static void header_checks(void **state)
@@ -118,13 +121,19 @@ static void random_records(void **state)
 			struct ws_event_hdr *h = (struct ws_event_hdr *)buf;
 
 			h->abi_version = WS_ABI_VERSION;
-			h->type = (uint16_t)(rand_r(&seed) % (WS_EV_TYPE_MAX + 1));
-			h->size = (uint32_t)(rand_r(&seed) % 2 ? len : (size_t)(rand_r(&seed) % 200));
+			h->type = (uint16_t)(rand_r(&seed) %
+					     (WS_EV_TYPE_MAX + 1));
+			h->size = (uint32_t)(rand_r(&seed) % 2
+						     ? len
+						     : (size_t)(rand_r(&seed) %
+								200));
 		}
 		if (ws_event_decode(buf, len, &ev) == WS_DEC_OK) {
 			assert_true(ev.hdr->size <= len);
 			if (ev.type == WS_EV_DATA)
-				assert_true(sizeof(struct ws_data) + ev.data->cap_len <= len);
+				assert_true(sizeof(struct ws_data) +
+						    ev.data->cap_len <=
+					    len);
 		}
 		free(buf);
 	}

@@ -28,11 +28,15 @@ static __u8 infer(const char *s, bool midstream)
 
 static void nats_client_verbs(void **state)
 {
-	assert_int_equal(infer("CONNECT {\"verbose\":false}\r\n", false), WS_PROTO_NATS);
+	assert_int_equal(infer("CONNECT {\"verbose\":false}\r\n", false),
+			 WS_PROTO_NATS);
 	assert_int_equal(infer("CONNECT\t{}\r\n", false), WS_PROTO_NATS);
 	assert_int_equal(infer("PUB foo 5\r\nhello\r\n", false), WS_PROTO_NATS);
-	assert_int_equal(infer("PUB foo.bar _INBOX.x 0\r\n\r\n", false), WS_PROTO_NATS);
-	assert_int_equal(infer("HPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\n", false), WS_PROTO_NATS);
+	assert_int_equal(infer("PUB foo.bar _INBOX.x 0\r\n\r\n", false),
+			 WS_PROTO_NATS);
+	assert_int_equal(
+		infer("HPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\n", false),
+		WS_PROTO_NATS);
 	assert_int_equal(infer("SUB foo 1\r\n", false), WS_PROTO_NATS);
 	assert_int_equal(infer("UNSUB 1\r\n", false), WS_PROTO_NATS);
 	assert_int_equal(infer("PING\r\n", false), WS_PROTO_NATS);
@@ -41,23 +45,33 @@ static void nats_client_verbs(void **state)
 
 static void nats_server_verbs(void **state)
 {
-	assert_int_equal(infer("INFO {\"server_id\":\"x\"}\r\n", false), WS_PROTO_NATS);
-	assert_int_equal(infer("MSG foo 1 5\r\nhello\r\n", false), WS_PROTO_NATS);
-	assert_int_equal(infer("HMSG foo 1 12 14\r\nNATS/1.0\r\n\r\nhi\r\n", false), WS_PROTO_NATS);
+	assert_int_equal(infer("INFO {\"server_id\":\"x\"}\r\n", false),
+			 WS_PROTO_NATS);
+	assert_int_equal(infer("MSG foo 1 5\r\nhello\r\n", false),
+			 WS_PROTO_NATS);
+	assert_int_equal(
+		infer("HMSG foo 1 12 14\r\nNATS/1.0\r\n\r\nhi\r\n", false),
+		WS_PROTO_NATS);
 	assert_int_equal(infer("+OK\r\n", false), WS_PROTO_NATS);
-	assert_int_equal(infer("-ERR 'Unknown Protocol Operation'\r\n", false), WS_PROTO_NATS);
+	assert_int_equal(infer("-ERR 'Unknown Protocol Operation'\r\n", false),
+			 WS_PROTO_NATS);
 }
 
 static void http_requests_and_responses(void **state)
 {
 	static const char *const ok[] = {
-		"GET / HTTP/1.1\r\n", "POST /api HTTP/1.1\r\n",
-		"PUT /x HTTP/1.0\r\n", "DELETE /x HTTP/1.1\r\n",
-		"HEAD / HTTP/1.1\r\n", "OPTIONS * HTTP/1.1\r\n",
-		"PATCH /p HTTP/1.1\r\n", "TRACE / HTTP/1.1\r\n",
+		"GET / HTTP/1.1\r\n",
+		"POST /api HTTP/1.1\r\n",
+		"PUT /x HTTP/1.0\r\n",
+		"DELETE /x HTTP/1.1\r\n",
+		"HEAD / HTTP/1.1\r\n",
+		"OPTIONS * HTTP/1.1\r\n",
+		"PATCH /p HTTP/1.1\r\n",
+		"TRACE / HTTP/1.1\r\n",
 		"GET http://example/ HTTP/1.1\r\n",
 		"CONNECT example.com:443 HTTP/1.1\r\n",
-		"HTTP/1.1 200 OK\r\n", "HTTP/1.0 404 Not Found\r\n",
+		"HTTP/1.1 200 OK\r\n",
+		"HTTP/1.0 404 Not Found\r\n",
 	};
 	size_t i;
 
@@ -68,18 +82,35 @@ static void http_requests_and_responses(void **state)
 /* HTTP's CONNECT method is not NATS, and NATS's CONNECT is not HTTP. */
 static void connect_disambiguation(void **state)
 {
-	assert_int_equal(infer("CONNECT host:443 HTTP/1.1\r\n", false), WS_PROTO_HTTP);
-	assert_int_equal(infer("CONNECT {\"user\":\"a\"}\r\n", false), WS_PROTO_NATS);
+	assert_int_equal(infer("CONNECT host:443 HTTP/1.1\r\n", false),
+			 WS_PROTO_HTTP);
+	assert_int_equal(infer("CONNECT {\"user\":\"a\"}\r\n", false),
+			 WS_PROTO_NATS);
 	assert_int_equal(infer("CONNECT \r\n", false), WS_PROTO_UNKNOWN);
 }
 
 static void not_ours(void **state)
 {
 	static const char *const no[] = {
-		"", "P", "PU", "PUB", "PUB ", "PUB\r\n", "GET", "GET ",
-		"HTTP/2 200\r\n", "HTTP/1.1", "\x16\x03\x01\x02\x00\x01\x00",
-		"SSH-2.0-OpenSSH_9.2\r\n", "get / HTTP/1.1\r\n", "GETX / HTTP/1.1",
-		"INFO x\r\n", "PINGX", "+OKAY\r\n", "MSG  foo\r\n", "*1\r\n$4\r\nPING\r\n",
+		"",
+		"P",
+		"PU",
+		"PUB",
+		"PUB ",
+		"PUB\r\n",
+		"GET",
+		"GET ",
+		"HTTP/2 200\r\n",
+		"HTTP/1.1",
+		"\x16\x03\x01\x02\x00\x01\x00",
+		"SSH-2.0-OpenSSH_9.2\r\n",
+		"get / HTTP/1.1\r\n",
+		"GETX / HTTP/1.1",
+		"INFO x\r\n",
+		"PINGX",
+		"+OKAY\r\n",
+		"MSG  foo\r\n",
+		"*1\r\n$4\r\nPING\r\n",
 	};
 	size_t i;
 
@@ -90,11 +121,15 @@ static void not_ours(void **state)
 /* Joined mid-stream: the first whole line decides. */
 static void midstream(void **state)
 {
-	assert_int_equal(infer("llo world\r\nPUB foo 3\r\nabc\r\n", true), WS_PROTO_NATS);
-	assert_int_equal(infer("rtial body\r\nMSG foo 1 3\r\nabc\r\n", true), WS_PROTO_NATS);
-	assert_int_equal(infer("ody tail}\nHTTP/1.1 200 OK\r\n", true), WS_PROTO_HTTP);
+	assert_int_equal(infer("llo world\r\nPUB foo 3\r\nabc\r\n", true),
+			 WS_PROTO_NATS);
+	assert_int_equal(infer("rtial body\r\nMSG foo 1 3\r\nabc\r\n", true),
+			 WS_PROTO_NATS);
+	assert_int_equal(infer("ody tail}\nHTTP/1.1 200 OK\r\n", true),
+			 WS_PROTO_HTTP);
 	/* At the start of a stream a later line does not count. */
-	assert_int_equal(infer("llo world\r\nPUB foo 3\r\nabc\r\n", false), WS_PROTO_UNKNOWN);
+	assert_int_equal(infer("llo world\r\nPUB foo 3\r\nabc\r\n", false),
+			 WS_PROTO_UNKNOWN);
 	/* A header line is not a first line. */
 	assert_int_equal(infer("xx\r\nHost: a\r\n", true), WS_PROTO_UNKNOWN);
 	/* Newline as the last byte: no line to look at. */
