@@ -116,3 +116,6 @@ help:
 	@echo "make bench          run the benchmarks (root)"
 	@echo "make vmlinux        regenerate bpf/vmlinux.h from this kernel"
 	@echo "make clean          remove $(OUT)/"
+
+# `make fuzz` / `make fuzz-smoke`: libFuzzer targets (tests/fuzz/).
+-include tests/fuzz/fuzz.mk

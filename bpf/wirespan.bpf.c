@@ -136,11 +136,17 @@ static __always_inline bool port_filtered(__u16 lport, __u16 rport)
 	       !bpf_map_lookup_elem(&filter_ports, &rport);
 }
 
+/* Only classified connections were announced, so only they are closed. */
+static __always_inline bool announced(const struct ws_conn_state *cs)
+{
+	return cs->proto == WS_PROTO_NATS || cs->proto == WS_PROTO_HTTP;
+}
+
 static __always_inline void emit_close(struct ws_conn_state *cs)
 {
 	struct ws_conn_close *ev;
 
-	if (cs->flags & WS_SF_IGNORED)
+	if (!announced(cs))
 		return;
 	count(WS_C_CONN_CLOSED, 1);
 	ev = bpf_ringbuf_reserve(&rb, sizeof(*ev), 0);
@@ -162,6 +168,39 @@ static __always_inline void emit_close(struct ws_conn_state *cs)
 }
 
 /*
+ * Announce a connection that was just classified. Opens are not sent at
+ * connect/accept time: a connection that never turns out to be NATS or HTTP
+ * costs no ring-buffer bytes at all.
+ */
+static __always_inline void emit_open(const struct ws_conn_state *cs)
+{
+	struct ws_conn_open *ev;
+	struct sock *sk;
+
+	ev = bpf_ringbuf_reserve(&rb, sizeof(*ev), 0);
+	if (!ev) {
+		count(WS_C_OPEN_LOST, 1);
+		return;
+	}
+	__builtin_memset(&ev->tuple, 0, sizeof(ev->tuple));
+	sk = fd_to_sock(cs->id.fd);
+	if (sk)
+		sock_tuple(sk, &ev->tuple);
+	ev->hdr.abi_version = WS_ABI_VERSION;
+	ev->hdr.type = WS_EV_CONN_OPEN;
+	ev->hdr.size = sizeof(*ev);
+	ev->hdr.ts_ns = bpf_ktime_get_ns();
+	ev->id = cs->id;
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	ev->tid = (__u32)bpf_get_current_pid_tgid();
+	ev->role = cs->role;
+	ev->flags = (cs->flags & WS_SF_PREEXISTING) ? WS_CF_PREEXISTING : 0;
+	ev->_pad[0] = ev->_pad[1] = 0;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	bpf_ringbuf_submit(ev, rb_flags());
+}
+
+/*
  * Start tracking fd (which refers to sk). An older entry for the same fd (its
  * close was not seen: dup2, close_range) is closed first. Returns the new
  * state or NULL.
@@ -171,9 +210,7 @@ conn_open(__u32 tgid, int fd, struct sock *sk, __u8 role, __u8 sflags)
 {
 	struct ws_fd_key key = {.tgid = tgid, .fd = fd};
 	struct ws_conn_state st = {}, *old;
-	struct ws_conn_open *ev;
 	struct ws_tuple t = {};
-	__u64 now = bpf_ktime_get_ns();
 
 	old = bpf_map_lookup_elem(&conns, &key);
 	if (old)
@@ -181,7 +218,7 @@ conn_open(__u32 tgid, int fd, struct sock *sk, __u8 role, __u8 sflags)
 
 	st.id.tgid = tgid;
 	st.id.fd = fd;
-	st.id.gen = now;
+	st.id.gen = bpf_ktime_get_ns();
 	st.role = role;
 	st.flags = sflags;
 	if (!sk || !sock_is_tcp(sk)) {
@@ -203,32 +240,10 @@ conn_open(__u32 tgid, int fd, struct sock *sk, __u8 role, __u8 sflags)
 		count(WS_C_CONN_MAP_FULL, 1);
 		return NULL;
 	}
-	if (st.flags & WS_SF_IGNORED)
-		return bpf_map_lookup_elem(&conns, &key);
-
-	count(WS_C_CONN_OPENED, 1);
-	if (sflags & WS_SF_PREEXISTING)
-		count(WS_C_PREEXISTING, 1);
-	ev = bpf_ringbuf_reserve(&rb, sizeof(*ev), 0);
-	if (ev) {
-		__u64 pid_tgid = bpf_get_current_pid_tgid();
-
-		ev->hdr.abi_version = WS_ABI_VERSION;
-		ev->hdr.type = WS_EV_CONN_OPEN;
-		ev->hdr.size = sizeof(*ev);
-		ev->hdr.ts_ns = now;
-		ev->id = st.id;
-		ev->tuple = t;
-		ev->cgroup_id = bpf_get_current_cgroup_id();
-		ev->tid = (__u32)pid_tgid;
-		ev->role = st.role;
-		ev->flags =
-			(sflags & WS_SF_PREEXISTING) ? WS_CF_PREEXISTING : 0;
-		ev->_pad[0] = ev->_pad[1] = 0;
-		bpf_get_current_comm(ev->comm, sizeof(ev->comm));
-		bpf_ringbuf_submit(ev, rb_flags());
-	} else {
-		count(WS_C_OPEN_LOST, 1);
+	if (!(st.flags & WS_SF_IGNORED)) {
+		count(WS_C_CONN_OPENED, 1);
+		if (sflags & WS_SF_PREEXISTING)
+			count(WS_C_PREEXISTING, 1);
 	}
 	return bpf_map_lookup_elem(&conns, &key);
 }
@@ -258,7 +273,8 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys)
 		if (!cs)
 			return 0;
 	}
-	if (cs->flags & WS_SF_IGNORED)
+	/* Not TCP, filtered out, or given up on: nothing to do, cheaply. */
+	if ((cs->flags & WS_SF_IGNORED) || cs->proto == WS_PROTO_OTHER)
 		return 0;
 	a.buf = buf;
 	a.cnt = cnt;
@@ -378,6 +394,7 @@ static __always_inline __u8 classify(struct ws_conn_state *cs,
 		return WS_PROTO_UNKNOWN;
 	}
 	cs->proto = proto;
+	emit_open(cs);
 	count(proto == WS_PROTO_NATS ? WS_C_CLASSIFIED_NATS
 				     : WS_C_CLASSIFIED_HTTP,
 	      1);

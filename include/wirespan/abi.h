@@ -188,8 +188,8 @@ enum ws_counter {
 	WS_C_FAULT_EVENTS,    /* syscalls with a user read fault */
 	WS_C_CONN_MAP_FULL,   /* connections not tracked: conn map full */
 	WS_C_ARGS_MAP_FULL,   /* syscalls not traced: in-flight args map full */
-	WS_C_CONN_OPENED,     /* connections tracked */
-	WS_C_CONN_CLOSED,     /* connections closed */
+	WS_C_CONN_OPENED,     /* TCP connections tracked (not filtered) */
+	WS_C_CONN_CLOSED,     /* classified connections closed */
 	WS_C_CLASSIFIED_NATS, /* connections classified as NATS */
 	WS_C_CLASSIFIED_HTTP, /* connections classified as HTTP */
 	WS_C_CLASSIFY_GIVEUP, /* connections given up on (not NATS or HTTP) */
