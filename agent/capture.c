@@ -37,6 +37,7 @@ struct cap_dir {
 	struct capture *cap;
 	struct ws_conn *c;
 	uint8_t dir;
+	bool resync; /* followed from the middle: no open record was seen */
 	uint64_t captured, gap;
 };
 
@@ -340,10 +341,19 @@ static void handle_data(struct capture *cap, const struct ws_data *d,
 			return;
 		}
 		snprintf(c->comm, sizeof(c->comm), "?");
+		cc = c->user;
+		if (cc)
+			cc->d[0].resync = cc->d[1].resync = true;
 	}
 	cc = c->user;
 	if (!cc)
 		return;
+	if (cc->d[d->dir].resync) {
+		/* What moved before this record is not coming: say so now
+		 * rather than holding this record until a bound is hit. */
+		cc->d[d->dir].resync = false;
+		ws_reasm_gap_to(&c->reasm[d->dir], d->offset, WS_GAP_LOST);
+	}
 	c->proto = d->proto;
 	if (cap->proto_filter != WS_PROTO_UNKNOWN &&
 	    d->proto != cap->proto_filter) {

@@ -37,7 +37,8 @@ struct ws_conn_group {
 struct ws_conn_table {
 	struct ws_conn *by_id;
 	struct ws_conn_group *groups[LINK_MAX];
-	struct ws_conn *lru; /* head: least recently used; head->lru_prev: most */
+	/* LRU order: head is least recently used, head->lru_prev most. */
+	struct ws_conn *lru;
 	size_t max_conns;
 	ws_conn_cb on_evict;
 	void *ctx;
@@ -152,8 +153,7 @@ struct ws_conn *ws_conn_table_lookup(struct ws_conn_table *t,
 }
 
 struct ws_conn *ws_conn_table_insert(struct ws_conn_table *t,
-				     const struct ws_conn_id *id,
-				     bool *created)
+				     const struct ws_conn_id *id, bool *created)
 {
 	struct ws_conn *c;
 	int i;
@@ -220,7 +220,7 @@ struct ws_conn *ws_conn_table_find_fd(struct ws_conn_table *t, uint32_t tgid,
 	if (!g)
 		return NULL;
 	/* Usually one member; two while a stale generation awaits its close. */
-	DL_FOREACH2(g->head, c, link[LINK_FD].next)
+	for (c = g->head; c; c = c->link[LINK_FD].next)
 		if (!best || c->id.gen >= best->id.gen)
 			best = c;
 	return best;

@@ -51,35 +51,35 @@ struct ws_conn_link {
 };
 
 struct ws_conn {
-	struct ws_conn_id id;   /* hash key: do not change while in the table */
+	struct ws_conn_id id; /* hash key: never change it in the table */
 	struct ws_tuple tuple;
 	uint64_t cgroup_id;
-	uint8_t role;           /* enum ws_role */
-	uint8_t proto;          /* enum ws_proto */
-	uint8_t flags;          /* WS_CF_* */
+	uint8_t role;  /* enum ws_role */
+	uint8_t proto; /* enum ws_proto */
+	uint8_t flags; /* WS_CF_* */
 	char comm[WS_COMM_LEN];
-	bool announced;         /* capture printed this connection's open line */
+	bool announced; /* capture printed this connection's open line */
 	/*
 	 * Indexed by enum ws_dir. Zeroed on insert: the owner calls
 	 * ws_reasm_init on them (its sink ctx is usually the connection).
 	 */
 	struct ws_reasm reasm[2];
-	void *parser[2];        /* owner's: indexed by enum ws_dir */
-	void *user;             /* owner's */
+	void *parser[2]; /* owner's: indexed by enum ws_dir */
+	void *user;	 /* owner's */
 
 	/* Private to conn.c. */
-	UT_hash_handle hh;               /* by id */
-	struct ws_conn_link link[2];     /* by (tgid, fd), by tgid */
-	struct ws_conn *lru_prev, *lru_next; /* head is least recently used */
+	UT_hash_handle hh;	     /* by id */
+	struct ws_conn_link link[2]; /* by (tgid, fd), by tgid */
+	struct ws_conn *lru_prev, *lru_next;
 };
 
 struct ws_conn_table_stats {
-	uint64_t live;     /* connections in the table now */
+	uint64_t live;	   /* connections in the table now */
 	uint64_t inserted; /* connections ever inserted */
 	uint64_t removed;  /* connections that left, for any reason */
 	uint64_t evicted;  /* removed because the table was full */
-	uint64_t peak;     /* most connections at once */
-	uint64_t nomem;    /* inserts that failed to allocate */
+	uint64_t peak;	   /* most connections at once */
+	uint64_t nomem;	   /* inserts that failed to allocate */
 };
 
 struct ws_conn_table;

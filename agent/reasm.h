@@ -40,14 +40,22 @@
 #define WS_REASM_DEFAULT_HELD_SEGS 64u
 
 struct ws_reasm_stats {
-	uint64_t delivered_bytes;                  /* bytes handed to sink->data */
-	uint64_t gap_bytes[WS_GAP_REASON_MAX];     /* bytes handed to sink->gap, by reason */
-	uint64_t dup_bytes;                        /* bytes behind the expected offset, dropped */
-	uint64_t reordered_segments;               /* records that had to be held */
-	uint64_t held_bytes_peak;                  /* most payload bytes held at once */
-	uint64_t overflow_flushes;                 /* holes declared lost because a bound was hit */
-	uint64_t nomem;                            /* holds that failed to allocate (hole declared lost) */
-	uint64_t invalid;                          /* records rejected (-EINVAL) */
+	/* Bytes handed to sink->data. */
+	uint64_t delivered_bytes;
+	/* Bytes handed to sink->gap, by reason. */
+	uint64_t gap_bytes[WS_GAP_REASON_MAX];
+	/* Bytes that arrived behind the expected offset, dropped. */
+	uint64_t dup_bytes;
+	/* Records that arrived ahead of the expected offset and were held. */
+	uint64_t reordered_segments;
+	/* Most payload bytes held at once (<= max_held_bytes). */
+	uint64_t held_bytes_peak;
+	/* Holes declared lost because a held bound was hit. */
+	uint64_t overflow_flushes;
+	/* Holds that failed to allocate (the hole was declared lost). */
+	uint64_t nomem;
+	/* Records rejected with -EINVAL. */
+	uint64_t invalid;
 };
 
 /* One held record: a private copy of its payload. */
@@ -55,10 +63,10 @@ struct ws_reasm_seg;
 
 struct ws_reasm {
 	struct ws_stream_sink sink;
-	uint64_t expected;          /* next stream offset the sink will see */
-	struct ws_reasm_seg *held;  /* held records, sorted by offset */
-	size_t held_bytes;          /* payload bytes in held */
-	unsigned held_segs;         /* records in held */
+	uint64_t expected;	   /* next stream offset the sink will see */
+	struct ws_reasm_seg *held; /* held records, sorted by offset */
+	size_t held_bytes;	   /* payload bytes in held */
+	unsigned held_segs;	   /* records in held */
 	size_t max_held_bytes;
 	unsigned max_held_segs;
 	struct ws_reasm_stats stats;
@@ -67,8 +75,8 @@ struct ws_reasm {
 /*
  * Ready r to deliver to sink (copied). The stream starts at offset 0.
  * max_held_segs == 0 disables reordering: any hole is declared lost at once.
- * Returns 0 or -EINVAL (NULL sink or callback). ws_reasm_free() is safe on an
- * all-zero struct ws_reasm, so a zeroed one needs no init to be freed.
+ * Returns 0 or -EINVAL (NULL sink or callback). An all-zero struct ws_reasm
+ * needs no init to be freed or flushed; pushing to it returns -EINVAL.
  */
 int ws_reasm_init(struct ws_reasm *r, const struct ws_stream_sink *sink,
 		  size_t max_held_bytes, unsigned max_held_segs);

@@ -24,12 +24,18 @@
  * (ws_gap_reason_name) are the `reason` strings of docs/CAPTURE-FORMAT.md.
  */
 enum ws_gap_reason {
-	WS_GAP_CAP = 0,      /* past the per-syscall capture cap (WS_DF_TRUNC_CAP) */
-	WS_GAP_IOV,          /* iovecs past WS_MAX_IOV (WS_DF_TRUNC_IOV) */
-	WS_GAP_FAULT,        /* the kernel could not read the user buffer (WS_DF_FAULT) */
-	WS_GAP_LOST,         /* record lost to a full ring buffer, or never arrived */
-	WS_GAP_UNCLASSIFIED, /* moved before the kernel classified the connection */
-	WS_GAP_EVICTED,      /* moved while the connection was out of the userspace table */
+	/* Past the per-syscall capture cap (WS_DF_TRUNC_CAP). */
+	WS_GAP_CAP = 0,
+	/* In iovecs past WS_MAX_IOV (WS_DF_TRUNC_IOV). */
+	WS_GAP_IOV,
+	/* The kernel could not read the user buffer (WS_DF_FAULT). */
+	WS_GAP_FAULT,
+	/* The record was lost to a full ring buffer, or never arrived. */
+	WS_GAP_LOST,
+	/* Moved before the kernel classified the connection. */
+	WS_GAP_UNCLASSIFIED,
+	/* Moved while the connection was out of the userspace table. */
+	WS_GAP_EVICTED,
 	WS_GAP_REASON_MAX,
 };
 
@@ -42,8 +48,11 @@ const char *ws_gap_reason_name(enum ws_gap_reason reason);
  */
 struct ws_parser_ops {
 	const char *name; /* "nats", "http" */
-	int proto;        /* enum ws_proto */
-	/* A fresh state; user is handed back with every frame. NULL + errno on failure. */
+	int proto;	  /* enum ws_proto */
+	/*
+	 * A fresh state; user is handed back with every frame.
+	 * NULL + errno on failure.
+	 */
 	void *(*create)(void *user);
 	/*
 	 * Feed len bytes that follow the previous ones. Returns 0 or -errno. A
@@ -69,9 +78,11 @@ struct ws_parser_ops {
  */
 struct ws_stream_sink {
 	void *ctx;
-	/* buf is only valid during the call (it may point at the ring buffer). */
-	void (*data)(void *ctx, uint64_t offset, const uint8_t *buf, size_t len);
-	void (*gap)(void *ctx, uint64_t offset, uint64_t len, enum ws_gap_reason reason);
+	/* buf is only valid during the call (it may be in the ring buffer). */
+	void (*data)(void *ctx, uint64_t offset, const uint8_t *buf,
+		     size_t len);
+	void (*gap)(void *ctx, uint64_t offset, uint64_t len,
+		    enum ws_gap_reason reason);
 };
 
 #endif /* WIRESPAN_PROTO_PARSER_H */

@@ -39,8 +39,7 @@ struct rec_sink {
 	struct piece pieces[MAX_PIECES];
 };
 
-static void rec_data(void *ctx, uint64_t offset, const uint8_t *buf,
-		     size_t len)
+static void rec_data(void *ctx, uint64_t offset, const uint8_t *buf, size_t len)
 {
 	struct rec_sink *s = ctx;
 	struct piece *p;
@@ -145,7 +144,7 @@ static void test_gap_reason_names(void **state)
 
 static void test_init_rejects_bad_sink(void **state)
 {
-	struct ws_stream_sink sink = { .data = rec_data };
+	struct ws_stream_sink sink = {.data = rec_data};
 	struct ws_reasm r;
 
 	(void)state;
@@ -298,9 +297,9 @@ static void test_record_larger_than_bound(void **state)
 	struct rec_sink s;
 
 	(void)state;
-	/* A record that can never be held is delivered after giving up the hole. */
+	/* A record too big to hold is delivered after giving up the hole. */
 	rec_init(&r, &s, 8, 16);
-	assert_int_equal(push(&r, 4, 3), 0);  /* held */
+	assert_int_equal(push(&r, 4, 3), 0);	/* held */
 	assert_int_equal(push(&r, 20, 100), 0); /* too big to hold */
 	expect_gap(&s, 0, 0, 4, WS_GAP_LOST);
 	expect_data(&s, 1, 4, 3);
@@ -342,9 +341,9 @@ static void test_cap_truncated_tail(void **state)
 	assert_int_equal(ws_reasm_push(&r, 150, stream + 150, 10, 50,
 				       WS_GAP_FAULT, false),
 			 0);
-	assert_int_equal(ws_reasm_push(&r, 100, stream + 100, 20, 50,
-				       WS_GAP_IOV, false),
-			 0);
+	assert_int_equal(
+		ws_reasm_push(&r, 100, stream + 100, 20, 50, WS_GAP_IOV, false),
+		0);
 	expect_data(&s, 2, 100, 20);
 	expect_gap(&s, 3, 120, 30, WS_GAP_IOV);
 	expect_data(&s, 4, 150, 10);
@@ -414,9 +413,9 @@ static void test_unclassified_start(void **state)
 	(void)state;
 	rec_init(&r, &s, 1024, 8);
 	/* 100 bytes moved before the kernel recognised the protocol. */
-	assert_int_equal(ws_reasm_push(&r, 100, stream + 100, 10, 10,
-				       WS_GAP_CAP, true),
-			 0);
+	assert_int_equal(
+		ws_reasm_push(&r, 100, stream + 100, 10, 10, WS_GAP_CAP, true),
+		0);
 	expect_gap(&s, 0, 0, 100, WS_GAP_UNCLASSIFIED);
 	expect_data(&s, 1, 100, 10);
 	assert_ptr_equal(s.pieces[1].buf, stream + 100);
@@ -428,9 +427,9 @@ static void test_unclassified_start(void **state)
 	rec_init(&r, &s, 1024, 8);
 	assert_int_equal(push(&r, 60, 10), 0);
 	assert_int_equal(s.n, 0);
-	assert_int_equal(ws_reasm_push(&r, 50, stream + 50, 10, 10,
-				       WS_GAP_CAP, true),
-			 0);
+	assert_int_equal(
+		ws_reasm_push(&r, 50, stream + 50, 10, 10, WS_GAP_CAP, true),
+		0);
 	expect_gap(&s, 0, 0, 50, WS_GAP_UNCLASSIFIED);
 	expect_data(&s, 1, 50, 10);
 	expect_data(&s, 2, 60, 10);
@@ -439,8 +438,8 @@ static void test_unclassified_start(void **state)
 
 	/* Classified at offset 0: no gap. */
 	rec_init(&r, &s, 1024, 8);
-	assert_int_equal(
-		ws_reasm_push(&r, 0, stream, 10, 10, WS_GAP_CAP, true), 0);
+	assert_int_equal(ws_reasm_push(&r, 0, stream, 10, 10, WS_GAP_CAP, true),
+			 0);
 	expect_data(&s, 0, 0, 10);
 	assert_int_equal(s.n, 1);
 	ws_reasm_free(&r);
@@ -496,7 +495,8 @@ static void test_gap_to(void **state)
 	expect_data(&s, 1, 30, 10);
 	expect_gap(&s, 2, 40, 10, WS_GAP_EVICTED);
 	assert_int_equal(s.n, 3);
-	assert_int_equal(r.held_segs, 1); /* [60, 70) still waits for [50, 60) */
+	/* [60, 70) still waits for [50, 60). */
+	assert_int_equal(r.held_segs, 1);
 	assert_int_equal(push(&r, 50, 10), 0);
 	expect_data(&s, 3, 50, 10);
 	expect_data(&s, 4, 60, 10);
@@ -511,17 +511,17 @@ static void test_invalid_records(void **state)
 
 	(void)state;
 	rec_init(&r, &s, 1024, 8);
-	assert_int_equal(ws_reasm_push(&r, 0, stream, 11, 10, WS_GAP_CAP,
-				       false),
-			 -EINVAL);
 	assert_int_equal(
-		ws_reasm_push(&r, 0, NULL, 5, 10, WS_GAP_CAP, false), -EINVAL);
+		ws_reasm_push(&r, 0, stream, 11, 10, WS_GAP_CAP, false),
+		-EINVAL);
+	assert_int_equal(ws_reasm_push(&r, 0, NULL, 5, 10, WS_GAP_CAP, false),
+			 -EINVAL);
 	assert_int_equal(ws_reasm_push(&r, UINT64_MAX - 5, stream, 10, 10,
 				       WS_GAP_CAP, false),
 			 -EINVAL);
-	assert_int_equal(ws_reasm_push(&r, 0, stream, 5, 10,
-				       WS_GAP_REASON_MAX, false),
-			 -EINVAL);
+	assert_int_equal(
+		ws_reasm_push(&r, 0, stream, 5, 10, WS_GAP_REASON_MAX, false),
+		-EINVAL);
 	assert_int_equal(r.stats.invalid, 4);
 	assert_int_equal(s.n, 0);
 	/* The dropped record's bytes are still accounted for, as lost. */
@@ -534,7 +534,7 @@ static void test_invalid_records(void **state)
 	assert_int_equal(s.n, 2);
 	ws_reasm_free(&r);
 
-	/* A zeroed, never initialised reassembler rejects pushes, frees fine. */
+	/* A zeroed, never initialised one rejects pushes and frees fine. */
 	memset(&zero, 0, sizeof(zero));
 	assert_int_equal(push(&zero, 0, 10), -EINVAL);
 	ws_reasm_flush(&zero, 10);
@@ -562,12 +562,12 @@ static void test_free_with_held(void **state)
 
 /* What each byte of the original stream is, to judge what the sink got. */
 enum byte_class {
-	BC_DATA = 0,       /* captured in a record that is pushed */
-	BC_TAIL_CAP,       /* in a record's tail, by reason */
+	BC_DATA = 0, /* captured in a record that is pushed */
+	BC_TAIL_CAP, /* in a record's tail, by reason */
 	BC_TAIL_IOV,
 	BC_TAIL_FAULT,
-	BC_DROPPED,        /* its record is never pushed */
-	BC_UNCLASSIFIED,   /* before the classifying record */
+	BC_DROPPED,	 /* its record is never pushed */
+	BC_UNCLASSIFIED, /* before the classifying record */
 };
 
 struct rnd_sink {
@@ -579,8 +579,7 @@ struct rnd_sink {
 	uint64_t calls;
 };
 
-static void rnd_data(void *ctx, uint64_t offset, const uint8_t *buf,
-		     size_t len)
+static void rnd_data(void *ctx, uint64_t offset, const uint8_t *buf, size_t len)
 {
 	struct rnd_sink *s = ctx;
 	size_t i;
@@ -654,11 +653,11 @@ static uint32_t rng_below(uint32_t n)
 struct rnd_cfg {
 	uint64_t seed;
 	size_t stream_len;
-	unsigned window;     /* records are shuffled within runs of this many */
-	unsigned drop_pct;   /* records never pushed (lost to the ring buffer) */
-	unsigned trunc_pct;  /* records with a cap/iov/fault tail */
-	unsigned dup_pct;    /* records pushed again (whole or a slice) */
-	bool unclassified;   /* stream starts with a never-sent unclassified part */
+	unsigned window;    /* records are shuffled within runs of this many */
+	unsigned drop_pct;  /* records never pushed (lost to the ring buffer) */
+	unsigned trunc_pct; /* records with a cap/iov/fault tail */
+	unsigned dup_pct;   /* records pushed again (whole or a slice) */
+	bool unclassified;  /* starts with a never-sent unclassified part */
 	size_t max_held_bytes;
 	unsigned max_held_segs;
 };
@@ -669,11 +668,11 @@ static void run_random(const struct rnd_cfg *cfg)
 	uint8_t *orig = malloc(n), *cls = malloc(n);
 	struct rec *recs = malloc(sizeof(*recs) * (n + 1));
 	struct rec *order = malloc(sizeof(*order) * (n + 1) * 2);
-	uint64_t off = 0, dropped = 0, tail[WS_GAP_REASON_MAX] = { 0 };
+	uint64_t off = 0, dropped = 0, tail[WS_GAP_REASON_MAX] = {0};
 	uint64_t unclassified = 0;
-	struct rnd_sink s = { 0 };
-	struct ws_stream_sink sink = { .ctx = &s, .data = rnd_data,
-				       .gap = rnd_gap };
+	struct rnd_sink s = {0};
+	struct ws_stream_sink sink = {
+		.ctx = &s, .data = rnd_data, .gap = rnd_gap};
 	struct ws_reasm r;
 	int rc;
 
@@ -707,8 +706,8 @@ static void run_random(const struct rnd_cfg *cfg)
 			cur->tail_reason = (enum ws_gap_reason)rng_below(3);
 		}
 		memset(cls + off, BC_DATA, cur->cap_len);
-		memset(cls + off + cur->cap_len,
-		       BC_TAIL_CAP + cur->tail_reason, len - cur->cap_len);
+		memset(cls + off + cur->cap_len, BC_TAIL_CAP + cur->tail_reason,
+		       len - cur->cap_len);
 		if (!cur->classify && rng_below(100) < cfg->drop_pct) {
 			memset(cls + off, BC_DROPPED, len);
 			dropped += len;
@@ -726,13 +725,12 @@ static void run_random(const struct rnd_cfg *cfg)
 			struct rec d = recs[i];
 			uint32_t a = rng_below(d.syscall_len);
 			uint32_t b = a + 1 + rng_below(d.syscall_len - a);
+			uint32_t cap_end = d.cap_len < b ? d.cap_len : b;
 
 			/* A slice [a, b) of the record, same bytes. */
 			d.offset += a;
 			d.syscall_len = b - a;
-			d.cap_len = d.cap_len > a ?
-					    (d.cap_len < b ? d.cap_len : b) - a :
-					    0;
+			d.cap_len = cap_end > a ? cap_end - a : 0;
 			d.classify = false;
 			order[npush++] = d;
 		}
