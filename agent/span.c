@@ -1,0 +1,416 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "span.h"
+
+/* ---- ids: splitmix64 seeded once from getrandom() ---- */
+
+static _Thread_local uint64_t id_state;
+
+static uint64_t id_next(void)
+{
+	uint64_t z;
+
+	if (id_state == 0) {
+		if (getrandom(&id_state, sizeof(id_state), 0) !=
+		    sizeof(id_state))
+			id_state = (uint64_t)time(NULL) ^ (uint64_t)&id_state;
+		id_state |= 1;
+	}
+	z = (id_state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+void ws_id_random(uint8_t *id, size_t n)
+{
+	size_t i;
+
+	do {
+		for (i = 0; i < n; i += 8) {
+			uint64_t v = id_next();
+			size_t k = n - i < 8 ? n - i : 8;
+
+			memcpy(id + i, &v, k);
+		}
+	} while (ws_id_is_zero(id, n));
+}
+
+bool ws_id_is_zero(const uint8_t *id, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (id[i])
+			return false;
+	return true;
+}
+
+void ws_id_hex(const uint8_t *id, size_t n, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = hex[id[i] >> 4];
+		out[2 * i + 1] = hex[id[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int ws_id_parse(const char *hex, size_t hexlen, uint8_t *id, size_t n)
+{
+	size_t i;
+
+	if (hexlen != 2 * n)
+		return -EINVAL;
+	for (i = 0; i < n; i++) {
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		id[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+/* ---- UTF-8 ---- */
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0];
+	size_t len, i;
+	uint32_t cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		len = 3, cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		len = 4, cp = c & 0x07;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	/* overlong, surrogate, out of range */
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+		return 0;
+	return len;
+}
+
+char *ws_utf8_sanitize(const char *s, size_t len, size_t max, bool *cut)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0, o = 0;
+	char *out;
+
+	if (cut)
+		*cut = false;
+	/* worst case: every byte becomes 3 bytes of U+FFFD */
+	out = malloc((len < max ? len : max) * 3 + 1);
+	if (!out)
+		return NULL;
+	while (i < len) {
+		size_t k = utf8_seq(u + i, len - i);
+		size_t need = k ? k : 3;
+
+		if (o + need > max) {
+			if (cut)
+				*cut = true;
+			break;
+		}
+		if (k) {
+			memcpy(out + o, u + i, k);
+			o += k;
+			i += k;
+		} else {
+			memcpy(out + o, "\xef\xbf\xbd", 3);
+			o += 3;
+			i++;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* ---- attributes ---- */
+
+void ws_attrs_init(struct ws_attrs *a, struct ws_attr *store, uint16_t cap)
+{
+	memset(a, 0, sizeof(*a));
+	a->v = store;
+	a->cap = cap;
+}
+
+static void attr_release(struct ws_attr *at)
+{
+	if (at->type == WS_ATTR_STR)
+		free(at->s);
+	at->type = 0;
+}
+
+/* The slot for key: the existing one (released) or a new one. */
+static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
+{
+	uint16_t i;
+
+	for (i = 0; i < a->n; i++) {
+		if (!strcmp(a->v[i].key, key)) {
+			attr_release(&a->v[i]);
+			return &a->v[i];
+		}
+	}
+	if (a->n >= a->cap) {
+		a->dropped++;
+		return NULL;
+	}
+	a->v[a->n].key = key;
+	a->v[a->n].type = 0;
+	return &a->v[a->n++];
+}
+
+int ws_attrs_str(struct ws_attrs *a, const char *key, const char *s, size_t len)
+{
+	struct ws_attr *at;
+	bool cut;
+	char *v;
+
+	v = ws_utf8_sanitize(s ? s : "", s ? len : 0, WS_SPAN_MAX_STR, &cut);
+	if (!v)
+		return -ENOMEM;
+	at = attr_slot(a, key);
+	if (!at) {
+		free(v);
+		return -ENOSPC;
+	}
+	if (cut)
+		a->cut++;
+	at->type = WS_ATTR_STR;
+	at->s = v;
+	return 0;
+}
+
+int ws_attrs_cstr(struct ws_attrs *a, const char *key, const char *s)
+{
+	return ws_attrs_str(a, key, s, s ? strlen(s) : 0);
+}
+
+int ws_attrs_int(struct ws_attrs *a, const char *key, int64_t v)
+{
+	struct ws_attr *at = attr_slot(a, key);
+
+	if (!at)
+		return -ENOSPC;
+	at->type = WS_ATTR_INT;
+	at->i = v;
+	return 0;
+}
+
+int ws_attrs_bool(struct ws_attrs *a, const char *key, bool v)
+{
+	struct ws_attr *at = attr_slot(a, key);
+
+	if (!at)
+		return -ENOSPC;
+	at->type = WS_ATTR_BOOL;
+	at->b = v;
+	return 0;
+}
+
+int ws_attrs_double(struct ws_attrs *a, const char *key, double v)
+{
+	struct ws_attr *at = attr_slot(a, key);
+
+	if (!at)
+		return -ENOSPC;
+	at->type = WS_ATTR_DOUBLE;
+	at->d = v;
+	return 0;
+}
+
+const struct ws_attr *ws_attrs_get(const struct ws_attrs *a, const char *key)
+{
+	uint16_t i;
+
+	for (i = 0; i < a->n; i++)
+		if (!strcmp(a->v[i].key, key))
+			return &a->v[i];
+	return NULL;
+}
+
+void ws_attrs_clear(struct ws_attrs *a)
+{
+	uint16_t i;
+
+	for (i = 0; i < a->n; i++)
+		attr_release(&a->v[i]);
+	a->n = 0;
+}
+
+/* ---- spans ---- */
+
+struct ws_span *ws_span_new(const char *name, uint8_t kind, uint64_t start_ns,
+			    const uint8_t *trace_id)
+{
+	struct ws_span *s = calloc(1, sizeof(*s));
+	int i;
+
+	if (!s)
+		return NULL;
+	s->name = ws_utf8_sanitize(name, strlen(name), WS_SPAN_MAX_STR, NULL);
+	if (!s->name) {
+		free(s);
+		return NULL;
+	}
+	if (trace_id && !ws_id_is_zero(trace_id, 16))
+		memcpy(s->trace_id, trace_id, 16);
+	else
+		ws_id_random(s->trace_id, 16);
+	ws_id_random(s->span_id, 8);
+	s->kind = kind;
+	s->start_ns = start_ns;
+	s->end_ns = start_ns;
+	ws_attrs_init(&s->a, s->attr_store, WS_SPAN_MAX_ATTRS);
+	for (i = 0; i < WS_SPAN_MAX_LINKS; i++)
+		ws_attrs_init(&s->links[i].a, s->links[i].attrs, 2);
+	for (i = 0; i < WS_SPAN_MAX_EVENTS; i++)
+		ws_attrs_init(&s->events[i].a, s->events[i].attrs,
+			      WS_SPAN_MAX_EVENT_ATTRS);
+	return s;
+}
+
+void ws_span_free(struct ws_span *s)
+{
+	int i;
+
+	if (!s)
+		return;
+	ws_attrs_clear(&s->a);
+	for (i = 0; i < s->n_links; i++)
+		ws_attrs_clear(&s->links[i].a);
+	for (i = 0; i < s->n_events; i++)
+		ws_attrs_clear(&s->events[i].a);
+	free(s->name);
+	free(s->trace_state);
+	free(s->status_message);
+	ws_resource_put(s->resource);
+	free(s);
+}
+
+int ws_span_set_name(struct ws_span *s, const char *name)
+{
+	char *n = ws_utf8_sanitize(name, strlen(name), WS_SPAN_MAX_STR, NULL);
+
+	if (!n)
+		return -ENOMEM;
+	free(s->name);
+	s->name = n;
+	return 0;
+}
+
+void ws_span_set_parent(struct ws_span *s, const uint8_t trace_id[16],
+			const uint8_t span_id[8])
+{
+	memcpy(s->trace_id, trace_id, 16);
+	memcpy(s->parent_span_id, span_id, 8);
+	s->has_parent = true;
+}
+
+int ws_span_add_link(struct ws_span *s, const uint8_t trace_id[16],
+		     const uint8_t span_id[8], uint32_t flags)
+{
+	struct ws_span_link *l;
+
+	if (s->n_links >= WS_SPAN_MAX_LINKS) {
+		s->dropped_links++;
+		return -ENOSPC;
+	}
+	l = &s->links[s->n_links++];
+	memcpy(l->trace_id, trace_id, 16);
+	memcpy(l->span_id, span_id, 8);
+	l->flags = flags;
+	return 0;
+}
+
+struct ws_span_event *ws_span_add_event(struct ws_span *s, const char *name,
+					uint64_t time_ns)
+{
+	struct ws_span_event *e;
+
+	if (s->n_events >= WS_SPAN_MAX_EVENTS) {
+		s->dropped_events++;
+		return NULL;
+	}
+	e = &s->events[s->n_events++];
+	e->name = name;
+	e->time_ns = time_ns;
+	return e;
+}
+
+void ws_span_set_status(struct ws_span *s, uint8_t code, const char *message)
+{
+	s->status = code;
+	free(s->status_message);
+	s->status_message = message ? ws_utf8_sanitize(message, strlen(message),
+						       WS_SPAN_MAX_STR, NULL)
+				    : NULL;
+}
+
+void ws_span_set_resource(struct ws_span *s, struct ws_resource *r)
+{
+	ws_resource_put(s->resource);
+	s->resource = r ? ws_resource_get(r) : NULL;
+}
+
+/* ---- resources ---- */
+
+struct ws_resource *ws_resource_new(uint64_t key)
+{
+	struct ws_resource *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->refs = 1;
+	r->key = key;
+	ws_attrs_init(&r->a, r->attrs, WS_RESOURCE_MAX_ATTRS);
+	return r;
+}
+
+struct ws_resource *ws_resource_get(struct ws_resource *r)
+{
+	r->refs++;
+	return r;
+}
+
+void ws_resource_put(struct ws_resource *r)
+{
+	if (!r || --r->refs > 0)
+		return;
+	ws_attrs_clear(&r->a);
+	free(r);
+}

@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The internal span model that every protocol module produces and every
+ * exporter consumes. Close to OTLP's Span so that encoding is a walk, but
+ * bounded: attributes, links and events have fixed capacities, and what does
+ * not fit is counted in the dropped_* fields (OTLP carries those counts).
+ *
+ * A span owns its strings (copied in, freed by ws_span_free). Attribute keys
+ * are not copied: they must be string literals or otherwise outlive the span.
+ * A span holds a reference on its resource.
+ */
+#ifndef WIRESPAN_SPAN_H
+#define WIRESPAN_SPAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WS_SPAN_MAX_ATTRS 40
+#define WS_SPAN_MAX_LINKS 4
+#define WS_SPAN_MAX_EVENTS 4
+#define WS_SPAN_MAX_EVENT_ATTRS 4
+#define WS_RESOURCE_MAX_ATTRS 32
+/* Longest string attribute value kept; longer ones are cut and counted. */
+#define WS_SPAN_MAX_STR 1024
+
+/* OTLP SpanKind */
+enum ws_span_kind {
+	WS_SPAN_KIND_UNSPECIFIED = 0,
+	WS_SPAN_KIND_INTERNAL = 1,
+	WS_SPAN_KIND_SERVER = 2,
+	WS_SPAN_KIND_CLIENT = 3,
+	WS_SPAN_KIND_PRODUCER = 4,
+	WS_SPAN_KIND_CONSUMER = 5,
+};
+
+/* OTLP StatusCode */
+enum ws_status_code {
+	WS_STATUS_UNSET = 0,
+	WS_STATUS_OK = 1,
+	WS_STATUS_ERROR = 2,
+};
+
+enum ws_attr_type {
+	WS_ATTR_STR = 1,
+	WS_ATTR_INT,
+	WS_ATTR_BOOL,
+	WS_ATTR_DOUBLE,
+};
+
+struct ws_attr {
+	const char *key; /* not owned */
+	uint8_t type;	 /* enum ws_attr_type */
+	union {
+		char *s; /* owned, NUL-terminated, valid UTF-8 */
+		int64_t i;
+		bool b;
+		double d;
+	};
+};
+
+struct ws_attrs {
+	struct ws_attr *v;
+	uint16_t n, cap;
+	uint32_t dropped; /* attributes that did not fit */
+	uint32_t cut;	  /* string values cut to WS_SPAN_MAX_STR */
+};
+
+struct ws_span_link {
+	uint8_t trace_id[16];
+	uint8_t span_id[8];
+	uint32_t flags; /* W3C trace flags in the low byte */
+	struct ws_attr attrs[2];
+	struct ws_attrs a;
+};
+
+struct ws_span_event {
+	uint64_t time_ns;
+	const char *name; /* not owned */
+	struct ws_attr attrs[WS_SPAN_MAX_EVENT_ATTRS];
+	struct ws_attrs a;
+};
+
+struct ws_resource {
+	unsigned refs;
+	uint64_t key; /* identifies the emitter (e.g. tgid + start time) */
+	struct ws_attr attrs[WS_RESOURCE_MAX_ATTRS];
+	struct ws_attrs a;
+};
+
+struct ws_span {
+	uint8_t trace_id[16];
+	uint8_t span_id[8];
+	uint8_t parent_span_id[8];
+	bool has_parent;
+	uint32_t
+		flags; /* OTLP Span.flags: W3C flags, 0x100/0x200 remote bits */
+	char *trace_state;	   /* owned, may be NULL */
+	char *name;		   /* owned */
+	uint8_t kind;		   /* enum ws_span_kind */
+	uint64_t start_ns, end_ns; /* unix epoch ns */
+	struct ws_attr attr_store[WS_SPAN_MAX_ATTRS];
+	struct ws_attrs a;
+	struct ws_span_link links[WS_SPAN_MAX_LINKS];
+	uint16_t n_links;
+	uint32_t dropped_links;
+	struct ws_span_event events[WS_SPAN_MAX_EVENTS];
+	uint16_t n_events;
+	uint32_t dropped_events;
+	uint8_t status;		      /* enum ws_status_code */
+	char *status_message;	      /* owned, may be NULL */
+	struct ws_resource *resource; /* referenced */
+};
+
+/* ---- ids ---- */
+
+/* Fill n bytes with random id bytes (never all zero). */
+void ws_id_random(uint8_t *id, size_t n);
+bool ws_id_is_zero(const uint8_t *id, size_t n);
+/* Lowercase hex of n bytes into out (2n + 1 bytes). */
+void ws_id_hex(const uint8_t *id, size_t n, char *out);
+/* Parse 2n hex digits. Returns 0 or -EINVAL. */
+int ws_id_parse(const char *hex, size_t hexlen, uint8_t *id, size_t n);
+
+/* ---- attributes ---- */
+
+void ws_attrs_init(struct ws_attrs *a, struct ws_attr *store, uint16_t cap);
+/* Set (replace if key exists). Strings are copied, cut to WS_SPAN_MAX_STR
+ * and made valid UTF-8 (bad bytes become U+FFFD). Return 0 or -ENOSPC
+ * (counted in dropped) / -ENOMEM. */
+int ws_attrs_str(struct ws_attrs *a, const char *key, const char *s,
+		 size_t len);
+int ws_attrs_cstr(struct ws_attrs *a, const char *key, const char *s);
+int ws_attrs_int(struct ws_attrs *a, const char *key, int64_t v);
+int ws_attrs_bool(struct ws_attrs *a, const char *key, bool v);
+int ws_attrs_double(struct ws_attrs *a, const char *key, double v);
+const struct ws_attr *ws_attrs_get(const struct ws_attrs *a, const char *key);
+void ws_attrs_clear(struct ws_attrs *a);
+
+/* ---- spans ---- */
+
+/* A new span with random span id (and trace id if trace_id is NULL). */
+struct ws_span *ws_span_new(const char *name, uint8_t kind, uint64_t start_ns,
+			    const uint8_t *trace_id);
+void ws_span_free(struct ws_span *s);
+int ws_span_set_name(struct ws_span *s, const char *name);
+void ws_span_set_parent(struct ws_span *s, const uint8_t trace_id[16],
+			const uint8_t span_id[8]);
+/* Returns 0 or -ENOSPC (counted in dropped_links). */
+int ws_span_add_link(struct ws_span *s, const uint8_t trace_id[16],
+		     const uint8_t span_id[8], uint32_t flags);
+struct ws_span_event *ws_span_add_event(struct ws_span *s, const char *name,
+					uint64_t time_ns);
+void ws_span_set_status(struct ws_span *s, uint8_t code, const char *message);
+void ws_span_set_resource(struct ws_span *s, struct ws_resource *r);
+
+/* ---- resources ---- */
+
+struct ws_resource *ws_resource_new(uint64_t key);
+struct ws_resource *ws_resource_get(struct ws_resource *r);
+void ws_resource_put(struct ws_resource *r);
+
+/* Make s valid UTF-8 in place-ish: returns a malloc'd copy of at most max
+ * bytes, invalid sequences replaced by U+FFFD; *cut set if it was cut. */
+char *ws_utf8_sanitize(const char *s, size_t len, size_t max, bool *cut);
+
+#endif

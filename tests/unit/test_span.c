@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The span model and its OTLP/JSON encoding. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "otlp_json.h"
+#include "span.h"
+
+static void ids(void **state)
+{
+	uint8_t a[16], b[16];
+	char hex[33];
+
+	ws_id_random(a, 16);
+	ws_id_random(b, 16);
+	assert_false(ws_id_is_zero(a, 16));
+	assert_memory_not_equal(a, b, 16);
+	ws_id_hex(a, 16, hex);
+	assert_int_equal(strlen(hex), 32);
+	memset(b, 0, 16);
+	assert_int_equal(ws_id_parse(hex, 32, b, 16), 0);
+	assert_memory_equal(a, b, 16);
+	assert_int_equal(ws_id_parse(hex, 31, b, 16), -EINVAL);
+	assert_int_equal(ws_id_parse("zz", 2, b, 1), -EINVAL);
+	assert_int_equal(ws_id_parse("Ab", 2, b, 1), 0);
+	assert_int_equal(b[0], 0xab);
+}
+
+static void utf8(void **state)
+{
+	bool cut;
+	char *s;
+
+	s = ws_utf8_sanitize("h\xc3\xa9llo", 6, 100, &cut);
+	assert_string_equal(s, "h\xc3\xa9llo");
+	assert_false(cut);
+	free(s);
+	/* invalid bytes, an overlong form and a surrogate become U+FFFD */
+	s = ws_utf8_sanitize("a\xff"
+			     "b\xc0\xaf"
+			     "\xed\xa0\x80",
+			     8, 100, &cut);
+	assert_string_equal(s, "a\xef\xbf\xbd"
+			       "b\xef\xbf\xbd\xef\xbf\xbd"
+			       "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+	free(s);
+	/* cut on a character boundary */
+	s = ws_utf8_sanitize("ab\xc3\xa9", 4, 3, &cut);
+	assert_string_equal(s, "ab");
+	assert_true(cut);
+	free(s);
+}
+
+static void attrs(void **state)
+{
+	struct ws_attr store[3];
+	struct ws_attrs a;
+	char big[WS_SPAN_MAX_STR + 10];
+
+	ws_attrs_init(&a, store, 3);
+	assert_int_equal(ws_attrs_cstr(&a, "k", "v1"), 0);
+	assert_int_equal(ws_attrs_cstr(&a, "k", "v2"), 0);
+	assert_int_equal(a.n, 1);
+	assert_string_equal(ws_attrs_get(&a, "k")->s, "v2");
+	assert_int_equal(ws_attrs_int(&a, "i", -5), 0);
+	memset(big, 'x', sizeof(big));
+	assert_int_equal(ws_attrs_str(&a, "big", big, sizeof(big)), 0);
+	assert_int_equal(strlen(ws_attrs_get(&a, "big")->s), WS_SPAN_MAX_STR);
+	assert_int_equal(a.cut, 1);
+	assert_int_equal(ws_attrs_bool(&a, "full", true), -ENOSPC);
+	assert_int_equal(a.dropped, 1);
+	assert_null(ws_attrs_get(&a, "full"));
+	ws_attrs_clear(&a);
+	assert_int_equal(a.n, 0);
+}
+
+/* Encode a span and read the JSON back with an independent parser. */
+static void otlp_json_roundtrip(void **state)
+{
+	uint8_t tid[16], psid[8];
+	struct ws_resource *r = ws_resource_new(1);
+	struct ws_span *s, *spans[2];
+	json_object *root, *rs, *span, *v;
+	char *buf = NULL, hex[33];
+	size_t len = 0;
+	FILE *f;
+
+	ws_id_random(tid, 16);
+	ws_id_random(psid, 8);
+	ws_attrs_cstr(&r->a, "service.name", "svc");
+	s = ws_span_new("publish orders", WS_SPAN_KIND_PRODUCER, 1000, NULL);
+	ws_span_set_parent(s, tid, psid);
+	s->end_ns = 2000;
+	ws_attrs_cstr(&s->a, "messaging.system", "nats");
+	ws_attrs_int(&s->a, "messaging.message.body.size", 1ll << 40);
+	ws_span_add_link(s, tid, psid, 1);
+	ws_span_set_status(s, WS_STATUS_ERROR, "timeout");
+	ws_span_set_resource(s, r);
+	spans[0] = s;
+	spans[1] =
+		ws_span_new("process orders", WS_SPAN_KIND_CONSUMER, 5, NULL);
+	ws_span_set_resource(spans[1], r);
+
+	f = open_memstream(&buf, &len);
+	assert_int_equal(ws_otlp_json_write(f, spans, 2), 0);
+	fclose(f);
+	assert_int_equal(buf[len - 1], '\n');
+	assert_null(memchr(buf, '\n', len - 1));
+	root = json_tokener_parse(buf);
+	assert_non_null(root);
+	rs = json_object_array_get_idx(
+		json_object_object_get(root, "resourceSpans"), 0);
+	/* both spans share the resource: one ResourceSpans */
+	assert_int_equal(json_object_array_length(
+				 json_object_object_get(root, "resourceSpans")),
+			 1);
+	span = json_object_array_get_idx(
+		json_object_object_get(
+			json_object_array_get_idx(
+				json_object_object_get(rs, "scopeSpans"), 0),
+			"spans"),
+		0);
+	ws_id_hex(tid, 16, hex);
+	assert_string_equal(
+		json_object_get_string(json_object_object_get(span, "traceId")),
+		hex);
+	ws_id_hex(psid, 8, hex);
+	assert_string_equal(json_object_get_string(json_object_object_get(
+				    span, "parentSpanId")),
+			    hex);
+	assert_int_equal(
+		json_object_get_int(json_object_object_get(span, "kind")),
+		WS_SPAN_KIND_PRODUCER);
+	assert_string_equal(json_object_get_string(json_object_object_get(
+				    span, "startTimeUnixNano")),
+			    "1000");
+	v = json_object_object_get(
+		json_object_array_get_idx(
+			json_object_object_get(span, "attributes"), 1),
+		"value");
+	assert_string_equal(
+		json_object_get_string(json_object_object_get(v, "intValue")),
+		"1099511627776");
+	assert_int_equal(
+		json_object_get_int(json_object_object_get(
+			json_object_object_get(span, "status"), "code")),
+		WS_STATUS_ERROR);
+	json_object_put(root);
+	free(buf);
+	ws_span_free(spans[0]);
+	ws_span_free(spans[1]);
+	ws_resource_put(r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(ids),
+		cmocka_unit_test(utf8),
+		cmocka_unit_test(attrs),
+		cmocka_unit_test(otlp_json_roundtrip),
+	};
+
+	return cmocka_run_group_tests_name("span", tests, NULL, NULL);
+}
