@@ -114,6 +114,7 @@ help:
 	@echo "make check          format check, cppcheck and make test"
 	@echo "make run            run wirespan capture (root)"
 	@echo "make bench          run the benchmarks (root)"
+	@echo "make fuzz           run the libFuzzer targets (FUZZ_SECONDS=60)"
 	@echo "make vmlinux        regenerate bpf/vmlinux.h from this kernel"
 	@echo "make clean          remove $(OUT)/"
 

@@ -21,6 +21,17 @@ echo "== unit tests"
 WS_VALGRIND=${WS_VALGRIND:-1} bash tests/run-unit.sh build/tests/test_* 2>&1 | tee "$log/unit"
 tally "$log/unit" unit
 
+echo "== fuzz smoke (libFuzzer, 10 s per target)"
+if make -s fuzz-smoke >"$log/fuzz" 2>&1; then
+	grep -E '^(Done|stat::number_of_executed_units)' "$log/fuzz"
+	echo "fuzz: 1 passed, 0 failed"
+	total_p=$((total_p + 1))
+else
+	tail -n 40 "$log/fuzz"
+	echo "fuzz: 0 passed, 1 failed"
+	total_f=$((total_f + 1))
+fi
+
 if [ "$(id -u)" -eq 0 ]; then
 	echo "== integration tests (root: real BPF, real peers)"
 	bash tests/run-integration.sh 2>&1 | tee "$log/integration"
