@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The capture pipeline shared by `wirespan capture` and `wirespan agent`:
+ * loader -> ring buffer -> decoder -> connection table -> reassembly, then
+ * a consumer (struct ws_pipeline_ops) that sees each classified connection
+ * as two ordered byte streams of data and counted gaps.
+ */
+#ifndef WIRESPAN_PIPELINE_H
+#define WIRESPAN_PIPELINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "loader.h"
+#include "metrics.h"
+
+/* Why a connection leaves the pipeline. */
+enum ws_close_why {
+	WS_CLOSE_CLOSED = 0, /* close(): final offsets known */
+	WS_CLOSE_EXITED,     /* its process exited: final offsets known */
+	WS_CLOSE_EVICTED,    /* the table was full, or its fd was reused */
+	WS_CLOSE_SHUTDOWN,   /* the pipeline stops while it is open */
+};
+
+struct ws_pipeline;
+
+/* Per-connection pipeline state, in ws_conn.user. */
+struct ws_pconn;
+
+struct ws_pdir {
+	struct ws_pconn *pc;
+	uint8_t dir;
+	bool resync; /* followed from the middle: no open record was seen */
+	uint64_t captured, gap;
+};
+
+struct ws_pconn {
+	struct ws_pipeline *p;
+	struct ws_conn *c;
+	struct ws_pdir d[2];
+	bool followed; /* the consumer's open() accepted it */
+	void *app;     /* the consumer's */
+};
+
+struct ws_pipeline_ops {
+	/* c was classified (c->proto set). Return true to follow it. */
+	bool (*open)(void *ctx, struct ws_conn *c);
+	void (*data)(void *ctx, struct ws_conn *c, uint8_t dir, uint64_t offset,
+		     const uint8_t *buf, size_t len);
+	void (*gap)(void *ctx, struct ws_conn *c, uint8_t dir, uint64_t offset,
+		    uint64_t len, enum ws_gap_reason reason);
+	/* After both directions were flushed. final: the kernel's final
+	 * offsets, or NULL when not known. */
+	void (*close)(void *ctx, struct ws_conn *c, const uint64_t *final,
+		      enum ws_close_why why);
+	/* Called about every poll interval, with CLOCK_MONOTONIC ns. */
+	void (*tick)(void *ctx, uint64_t now_ns);
+	/* After the programs are attached, before any record. */
+	void (*ready)(void *ctx, struct ws_pipeline *p, unsigned programs);
+};
+
+struct ws_pipeline_opts {
+	struct ws_loader_opts lo;
+	double duration;   /* seconds; 0 = until SIGINT/SIGTERM */
+	FILE *metrics_out; /* where SIGUSR1 and exit print metrics */
+};
+
+struct ws_pipeline {
+	struct ws_loader *ld;
+	struct ws_conn_table *conns;
+	const struct ws_pipeline_ops *ops;
+	void *ctx;
+	/* the data record being delivered, or NULL (held data flushed later) */
+	const struct ws_data *cur;
+	/* add to a CLOCK_MONOTONIC ns value to get unix ns */
+	int64_t mono_to_unix;
+	struct ws_user_metrics m;
+};
+
+/* Defaults for opts: the loader's defaults, stderr for metrics. */
+void ws_pipeline_opts_init(struct ws_pipeline_opts *o);
+
+/*
+ * Run until SIGINT/SIGTERM (or the duration). Returns a process exit code:
+ * 0, 1 (runtime error) or WS_EXIT_UNSUPPORTED.
+ */
+int ws_pipeline_run(const struct ws_pipeline_opts *o,
+		    const struct ws_pipeline_ops *ops, void *ctx);
+
+/* The connection's pipeline state. */
+static inline struct ws_pconn *ws_pconn_of(const struct ws_conn *c)
+{
+	return c->user;
+}
+
+/* Kernel ns (CLOCK_MONOTONIC) to unix ns. */
+static inline uint64_t ws_pipeline_unix_ns(const struct ws_pipeline *p,
+					   uint64_t mono_ns)
+{
+	return (uint64_t)((int64_t)mono_ns + p->mono_to_unix);
+}
+
+#endif
