@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "agent_cmd.h"
 #include "capture.h"
 #include "cli.h"
 #include "wirespan/abi.h"
@@ -15,6 +16,7 @@ static const char usage[] =
 	"usage: wirespan <command> [options]\n"
 	"\n"
 	"commands:\n"
+	"  agent     turn NATS conversations into OpenTelemetry spans\n"
 	"  capture   print the bytes of NATS and HTTP/1.x connections as JSON "
 	"lines\n"
 	"  version   print the version\n"
@@ -47,6 +49,7 @@ static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } commands[] = {
+	{"agent", cmd_agent},
 	{"capture", cmd_capture},
 	{"version", cmd_version},
 };

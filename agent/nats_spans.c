@@ -1,0 +1,1584 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * NATS span builder. See nats_spans.h for the spans and
+ * docs/ARCHITECTURE.md ("NATS spans") for the evidence each one rests on.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+#include <uthash.h>
+#include <utlist.h>
+/* XXH3 streaming state on the stack */
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include "nats_spans.h"
+#include "wirespan/abi.h"
+
+/* Payload bytes that go into a fingerprint: enough to tell messages apart,
+ * few enough that both ends of a hop have them. */
+#define FP_PAYLOAD_BYTES 1024
+#define MAX_SUBJECT 512
+
+enum pend_kind {
+	PEND_PROCESS = 1, /* a MSG being processed */
+	PEND_REQUEST,	  /* PUB with a reply-to we subscribe to */
+	PEND_PULL,	  /* JetStream pull request */
+	PEND_JS_API,	  /* $JS.API call */
+};
+
+struct nats_sub {
+	char sid[32];
+	char *subject;
+	char *queue;
+	UT_hash_handle hh;
+};
+
+struct pend {
+	enum pend_kind kind;
+	struct ws_span *span;
+	struct ws_nats_conn *nc;
+	uint64_t start_ns;
+	uint32_t tgid, tid;
+	char *key; /* request: reply subject; process: its reply-to */
+	char stream[64], consumer[64]; /* pull */
+	bool keyed;
+	UT_hash_handle hh;	    /* b->requests or b->replies, by key */
+	struct pend *prev, *next;   /* b->age: oldest first */
+	struct pend *cprev, *cnext; /* nc->pends */
+	struct pend *tprev, *tnext; /* thread->procs (process spans) */
+	struct thread *thr;
+};
+
+struct thread {
+	uint64_t key;	    /* tgid << 32 | tid */
+	struct pend *procs; /* open process spans, newest last */
+	UT_hash_handle hh;
+};
+
+/* A remembered span to link or parent to: by fingerprint, delivery id or
+ * ack subject hash. */
+struct recent {
+	uint64_t key;
+	uint8_t trace_id[16];
+	uint8_t span_id[8];
+	uint64_t ts;
+	bool used;
+	UT_hash_handle hh;
+};
+
+struct recent_ring {
+	struct recent *slots;
+	size_t cap, next;
+	struct recent *by_key;
+};
+
+struct ws_nats_conn {
+	struct ws_nats_spans *b;
+	struct ws_nats_conn_info info;
+	struct ws_nats_parser *parser[2];
+	struct ws_nats_conn_side {
+		struct ws_nats_conn *nc;
+		uint8_t dir;
+	} side[2];
+	/* the bytes being fed */
+	uint32_t tid;
+	uint64_t ts;
+	/* identity */
+	char *server_id, *server_name, *server_version, *client_ip;
+	uint64_t client_id;
+	bool have_client_id;
+	char *name, *lang, *version, *user, *nkey, *jwt_sub, *jwt_name,
+		*jwt_account;
+	struct nats_sub *subs;
+	unsigned n_subs;
+	struct pend *pends;
+	/* last pull receive span, for the deliveries after its first */
+	uint8_t pull_trace[16], pull_span[8];
+	char pull_stream[64], pull_consumer[64];
+	bool have_pull;
+};
+
+struct ws_nats_spans {
+	struct ws_nats_spans_cfg cfg;
+	ws_span_emit_fn emit;
+	void *ctx;
+	struct pend *requests; /* by reply subject */
+	struct pend *replies;  /* process spans by their reply-to */
+	struct pend *age;
+	unsigned n_pend;
+	struct thread *threads;
+	struct recent_ring pubs;       /* client publishes, by fingerprint */
+	struct recent_ring deliveries; /* server deliveries, by delivery id */
+	struct recent_ring evidence;   /* server-read PUBs, by fingerprint */
+	struct recent_ring acks;       /* deliveries, by ack subject hash */
+	struct ws_nats_spans_stats st;
+};
+
+static const struct ws_nats_cb frame_cb;
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static char *dupn(const char *s, size_t n)
+{
+	char *d = malloc(n + 1);
+
+	if (d) {
+		memcpy(d, s, n);
+		d[n] = '\0';
+	}
+	return d;
+}
+
+static bool str_eq(struct ws_nats_str s, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	return s.len == n && memcmp(s.ptr, lit, n) == 0;
+}
+
+static bool str_prefix(struct ws_nats_str s, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	return s.len >= n && memcmp(s.ptr, lit, n) == 0;
+}
+
+/* Copy a frame string into a NUL-terminated buffer (cut to cap - 1). */
+static const char *cstr(struct ws_nats_str s, char *buf, size_t cap)
+{
+	size_t n = s.len < cap - 1 ? s.len : cap - 1;
+
+	memcpy(buf, s.ptr, n);
+	buf[n] = '\0';
+	return buf;
+}
+
+uint64_t ws_nats_fingerprint(const char *subject, size_t subject_len,
+			     uint64_t size, const uint8_t *payload,
+			     size_t avail, bool *ok)
+{
+	size_t want = size < FP_PAYLOAD_BYTES ? size : FP_PAYLOAD_BYTES;
+	XXH3_state_t st;
+	uint8_t zero = 0;
+
+	*ok = avail >= want;
+	if (!*ok)
+		return 0;
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, subject, subject_len);
+	XXH3_64bits_update(&st, &zero, 1);
+	XXH3_64bits_update(&st, &size, sizeof(size));
+	XXH3_64bits_update(&st, payload, want);
+	return XXH3_64bits_digest(&st);
+}
+
+/* An id both ends of a connection can compute from what both saw: the
+ * server's id, the client id it assigned, and a frame's stream offset. */
+static bool derive_id(const struct ws_nats_conn *nc, const char *tag,
+		      uint64_t offset, uint8_t *out, size_t n)
+{
+	XXH128_hash_t h;
+	XXH3_state_t st;
+
+	if (nc->info.preexisting || !nc->server_id || !nc->have_client_id)
+		return false;
+	XXH3_128bits_reset(&st);
+	XXH3_128bits_update(&st, tag, strlen(tag) + 1);
+	XXH3_128bits_update(&st, nc->server_id, strlen(nc->server_id) + 1);
+	XXH3_128bits_update(&st, &nc->client_id, sizeof(nc->client_id));
+	XXH3_128bits_update(&st, &offset, sizeof(offset));
+	h = XXH3_128bits_digest(&st);
+	memcpy(out, &h.low64, n < 8 ? n : 8);
+	if (n > 8)
+		memcpy(out + 8, &h.high64, n - 8);
+	if (ws_id_is_zero(out, n))
+		out[0] = 1;
+	return true;
+}
+
+/* ---- recent rings ------------------------------------------------------- */
+
+static int ring_init(struct recent_ring *r, size_t cap)
+{
+	r->slots = calloc(cap, sizeof(*r->slots));
+	r->cap = cap;
+	return r->slots ? 0 : -ENOMEM;
+}
+
+static void ring_free(struct recent_ring *r)
+{
+	HASH_CLEAR(hh, r->by_key);
+	free(r->slots);
+}
+
+static void ring_put(struct ws_nats_spans *b, struct recent_ring *r,
+		     uint64_t key, const uint8_t trace[16],
+		     const uint8_t span[8], uint64_t ts)
+{
+	struct recent *e, *old;
+
+	HASH_FIND(hh, r->by_key, &key, sizeof(key), old);
+	if (old) { /* latest wins */
+		HASH_DEL(r->by_key, old);
+		old->used = false;
+	}
+	e = &r->slots[r->next];
+	r->next = (r->next + 1) % r->cap;
+	if (e->used) {
+		HASH_DEL(r->by_key, e);
+		b->st.recent_evicted++;
+	}
+	e->key = key;
+	memcpy(e->trace_id, trace, 16);
+	memcpy(e->span_id, span, 8);
+	e->ts = ts;
+	e->used = true;
+	HASH_ADD(hh, r->by_key, key, sizeof(e->key), e);
+}
+
+static const struct recent *ring_get(struct ws_nats_spans *b,
+				     struct recent_ring *r, uint64_t key,
+				     uint64_t now)
+{
+	struct recent *e;
+
+	HASH_FIND(hh, r->by_key, &key, sizeof(key), e);
+	if (!e || (now > e->ts && now - e->ts > b->cfg.recent_ttl_ns))
+		return NULL;
+	return e;
+}
+
+static uint64_t id8_key(const uint8_t id[8])
+{
+	uint64_t k;
+
+	memcpy(&k, id, 8);
+	return k;
+}
+
+/* ---- spans -------------------------------------------------------------- */
+
+static void emit(struct ws_nats_spans *b, struct ws_span *s)
+{
+	if (s->kind < 6)
+		b->st.spans[s->kind]++;
+	b->emit(b->ctx, s);
+}
+
+static void put_addr_attrs(struct ws_span *s, const struct ws_nats_conn *nc)
+{
+	const struct ws_nats_conn_info *in = &nc->info;
+
+	ws_attrs_cstr(&s->a, "network.peer.address", in->raddr);
+	ws_attrs_int(&s->a, "network.peer.port", in->rport);
+	if (in->role == WS_ROLE_SERVER) {
+		ws_attrs_cstr(&s->a, "server.address", in->laddr);
+		ws_attrs_int(&s->a, "server.port", in->lport);
+		ws_attrs_cstr(&s->a, "client.address", in->raddr);
+		ws_attrs_int(&s->a, "client.port", in->rport);
+	} else {
+		ws_attrs_cstr(&s->a, "server.address", in->raddr);
+		ws_attrs_int(&s->a, "server.port", in->rport);
+	}
+}
+
+static void put_identity(struct ws_span *s, const struct ws_nats_conn *nc)
+{
+	if (nc->have_client_id)
+		ws_attrs_int(&s->a, "messaging.client.id",
+			     (int64_t)nc->client_id);
+	if (nc->server_id)
+		ws_attrs_cstr(&s->a, "nats.server.id", nc->server_id);
+	if (nc->server_name)
+		ws_attrs_cstr(&s->a, "nats.server.name", nc->server_name);
+	if (nc->client_ip)
+		ws_attrs_cstr(&s->a, "nats.client.ip", nc->client_ip);
+	if (nc->name)
+		ws_attrs_cstr(&s->a, "nats.client.name", nc->name);
+	if (nc->lang)
+		ws_attrs_cstr(&s->a, "nats.client.lang", nc->lang);
+	if (nc->version)
+		ws_attrs_cstr(&s->a, "nats.client.version", nc->version);
+	if (nc->user)
+		ws_attrs_cstr(&s->a, "nats.user", nc->user);
+	if (nc->nkey)
+		ws_attrs_cstr(&s->a, "nats.nkey", nc->nkey);
+	if (nc->jwt_sub)
+		ws_attrs_cstr(&s->a, "nats.jwt.sub", nc->jwt_sub);
+	if (nc->jwt_name)
+		ws_attrs_cstr(&s->a, "nats.jwt.name", nc->jwt_name);
+	if (nc->jwt_account)
+		ws_attrs_cstr(&s->a, "nats.account", nc->jwt_account);
+}
+
+static bool is_inbox(struct ws_nats_str s)
+{
+	return str_prefix(s, "_INBOX.");
+}
+
+static void put_destination(struct ws_span *s, struct ws_nats_str subject)
+{
+	ws_attrs_str(&s->a, "messaging.destination.name", subject.ptr,
+		     subject.len);
+	if (is_inbox(subject)) {
+		ws_attrs_cstr(&s->a, "messaging.destination.template",
+			      "_INBOX.*");
+		ws_attrs_bool(&s->a, "messaging.destination.temporary", true);
+	}
+}
+
+/* A span of connection nc with the attributes every NATS span has. */
+static struct ws_span *new_span(struct ws_nats_conn *nc, const char *op,
+				const char *optype, struct ws_nats_str dest,
+				uint8_t kind)
+{
+	char name[MAX_SUBJECT + 32], subj[MAX_SUBJECT];
+	struct ws_span *s;
+
+	if (dest.len)
+		snprintf(name, sizeof(name), "%s %s", op,
+			 is_inbox(dest) ? "_INBOX.*"
+					: cstr(dest, subj, sizeof(subj)));
+	else
+		snprintf(name, sizeof(name), "%s", op);
+	s = ws_span_new(name, kind, nc->ts, NULL);
+	if (!s) {
+		nc->b->st.nomem++;
+		return NULL;
+	}
+	ws_span_set_resource(s, nc->info.resource);
+	ws_attrs_cstr(&s->a, "messaging.system", "nats");
+	ws_attrs_cstr(&s->a, "messaging.operation.name", op);
+	ws_attrs_cstr(&s->a, "messaging.operation.type", optype);
+	if (dest.len)
+		put_destination(s, dest);
+	put_addr_attrs(s, nc);
+	put_identity(s, nc);
+	ws_attrs_int(&s->a, "thread.id", nc->tid);
+	return s;
+}
+
+static void put_sizes(struct ws_span *s, const struct ws_nats_frame *f)
+{
+	ws_attrs_int(&s->a, "messaging.message.body.size",
+		     (int64_t)(f->total_len - f->hdr_len));
+	ws_attrs_int(&s->a, "messaging.message.envelope.size",
+		     (int64_t)f->wire_len);
+	if (f->flags & (WS_NATS_F_GAP | WS_NATS_F_TRUNCATED))
+		ws_attrs_bool(&s->a, "wirespan.payload.truncated", true);
+}
+
+static void put_fingerprint(struct ws_nats_spans *b, struct ws_span *s,
+			    uint64_t fp, bool ok)
+{
+	char hex[17];
+
+	if (!ok) {
+		b->st.no_fingerprint++;
+		return;
+	}
+	ws_id_hex((const uint8_t *)&fp, 8, hex);
+	ws_attrs_cstr(&s->a, "wirespan.message.fingerprint", hex);
+}
+
+static uint64_t frame_fingerprint(const struct ws_nats_frame *f, bool *ok)
+{
+	return ws_nats_fingerprint(f->subject.ptr, f->subject.len,
+				   f->total_len - f->hdr_len, f->payload,
+				   f->payload_len, ok);
+}
+
+/* W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex> */
+static bool parse_traceparent(const struct ws_nats_frame *f, uint8_t trace[16],
+			      uint8_t span[8], uint8_t *flags)
+{
+	const struct ws_nats_header *h;
+	const char *v;
+	uint8_t fl;
+
+	h = ws_nats_header_find(&f->headers, "traceparent", NULL);
+	if (!h || h->value.len < 55)
+		return false;
+	v = h->value.ptr;
+	if (v[2] != '-' || v[35] != '-' || v[52] != '-' ||
+	    ws_id_parse(v + 3, 32, trace, 16) ||
+	    ws_id_parse(v + 36, 16, span, 8) || ws_id_parse(v + 53, 2, &fl, 1))
+		return false;
+	if (ws_id_is_zero(trace, 16) || ws_id_is_zero(span, 8))
+		return false;
+	*flags = fl;
+	return true;
+}
+
+/* Apply a traceparent header: parent if the span has none, else a link. */
+static void apply_traceparent(struct ws_nats_spans *b, struct ws_span *s,
+			      const struct ws_nats_frame *f)
+{
+	const struct ws_nats_header *ts;
+	uint8_t trace[16], span[8], fl;
+
+	if (!parse_traceparent(f, trace, span, &fl))
+		return;
+	b->st.parent_traceparent++;
+	if (s->has_parent) {
+		ws_span_add_link(s, trace, span, fl);
+		return;
+	}
+	ws_span_set_parent(s, trace, span);
+	s->flags = fl | 0x300; /* parent is remote */
+	ts = ws_nats_header_find(&f->headers, "tracestate", NULL);
+	if (ts && ts->value.len) {
+		free(s->trace_state);
+		s->trace_state = dupn(ts->value.ptr, ts->value.len);
+	}
+}
+
+static void put_msg_id(struct ws_span *s, const struct ws_nats_frame *f)
+{
+	const struct ws_nats_header *h =
+		ws_nats_header_find(&f->headers, "Nats-Msg-Id", NULL);
+
+	if (h)
+		ws_attrs_str(&s->a, "messaging.message.id", h->value.ptr,
+			     h->value.len);
+}
+
+/* ---- pending spans ------------------------------------------------------ */
+
+static struct thread *thread_get(struct ws_nats_spans *b, uint32_t tgid,
+				 uint32_t tid, bool create)
+{
+	uint64_t key = (uint64_t)tgid << 32 | tid;
+	struct thread *t;
+
+	HASH_FIND(hh, b->threads, &key, sizeof(key), t);
+	if (t || !create)
+		return t;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->key = key;
+	HASH_ADD(hh, b->threads, key, sizeof(t->key), t);
+	return t;
+}
+
+static void pend_unlink(struct ws_nats_spans *b, struct pend *p)
+{
+	if (p->keyed) {
+		if (p->kind == PEND_PROCESS)
+			HASH_DEL(b->replies, p);
+		else
+			HASH_DEL(b->requests, p);
+		p->keyed = false;
+	}
+	DL_DELETE2(b->age, p, prev, next);
+	if (p->nc)
+		DL_DELETE2(p->nc->pends, p, cprev, cnext);
+	if (p->thr) {
+		DL_DELETE2(p->thr->procs, p, tprev, tnext);
+		if (!p->thr->procs) {
+			HASH_DEL(b->threads, p->thr);
+			free(p->thr);
+		}
+		p->thr = NULL;
+	}
+	b->n_pend--;
+}
+
+/* End p at end_ns, emit its span, free it. */
+static void pend_end(struct ws_nats_spans *b, struct pend *p, uint64_t end_ns)
+{
+	pend_unlink(b, p);
+	p->span->end_ns = end_ns > p->start_ns ? end_ns : p->start_ns;
+	emit(b, p->span);
+	free(p->key);
+	free(p);
+}
+
+static struct pend *pend_add(struct ws_nats_spans *b, struct ws_nats_conn *nc,
+			     enum pend_kind kind, struct ws_span *s,
+			     struct ws_nats_str key)
+{
+	struct pend *p;
+
+	if (b->n_pend >= WS_NS_MAX_PENDING && b->age) {
+		/* Full: the oldest ends now, marked, rather than growing. */
+		b->st.pending_evicted++;
+		ws_attrs_cstr(&b->age->span->a, "wirespan.end", "evicted");
+		pend_end(b, b->age, nc->ts);
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		b->st.nomem++;
+		return NULL;
+	}
+	p->kind = kind;
+	p->span = s;
+	p->nc = nc;
+	p->start_ns = nc->ts;
+	p->tgid = nc->info.tgid;
+	p->tid = nc->tid;
+	if (key.len) {
+		p->key = dupn(key.ptr, key.len);
+		if (p->key) {
+			if (kind == PEND_PROCESS)
+				HASH_ADD_KEYPTR(hh, b->replies, p->key,
+						strlen(p->key), p);
+			else
+				HASH_ADD_KEYPTR(hh, b->requests, p->key,
+						strlen(p->key), p);
+			p->keyed = true;
+		}
+	}
+	DL_APPEND2(b->age, p, prev, next);
+	DL_APPEND2(nc->pends, p, cprev, cnext);
+	if (kind == PEND_PROCESS) {
+		p->thr = thread_get(b, p->tgid, p->tid, true);
+		if (p->thr)
+			DL_APPEND2(p->thr->procs, p, tprev, tnext);
+	}
+	b->n_pend++;
+	return p;
+}
+
+static struct pend *find_key(struct pend *hash, struct ws_nats_str key)
+{
+	struct pend *p;
+
+	HASH_FIND(hh, hash, key.ptr, key.len, p);
+	return p;
+}
+
+/* The innermost open process span of the current thread, if any. */
+static struct pend *current_process(struct ws_nats_conn *nc)
+{
+	struct thread *t = thread_get(nc->b, nc->info.tgid, nc->tid, false);
+
+	return t && t->procs ? t->procs->tprev : NULL;
+}
+
+/* ---- identity from INFO / CONNECT --------------------------------------- */
+
+static char *json_str(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return strdup(json_object_get_string(v));
+}
+
+static json_object *parse_json(struct ws_nats_spans *b, const char *s,
+			       size_t len)
+{
+	json_tokener *tok = json_tokener_new();
+	json_object *o;
+
+	if (!tok)
+		return NULL;
+	o = json_tokener_parse_ex(tok, s, (int)len);
+	json_tokener_free(tok);
+	if (!o || !json_object_is_type(o, json_type_object)) {
+		json_object_put(o);
+		b->st.bad_json++;
+		return NULL;
+	}
+	return o;
+}
+
+static void on_info(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
+{
+	json_object *o = parse_json(nc->b, f->json.ptr, f->json.len), *v;
+
+	if (!o)
+		return;
+	free(nc->server_id);
+	free(nc->server_name);
+	free(nc->server_version);
+	free(nc->client_ip);
+	nc->server_id = json_str(o, "server_id");
+	nc->server_name = json_str(o, "server_name");
+	nc->server_version = json_str(o, "version");
+	nc->client_ip = json_str(o, "client_ip");
+	if (json_object_object_get_ex(o, "client_id", &v) &&
+	    json_object_is_type(v, json_type_int)) {
+		nc->client_id = (uint64_t)json_object_get_int64(v);
+		nc->have_client_id = true;
+	}
+	/* The client->server parser never sees INFO: tell it the limit. */
+	if (f->info_max_payload)
+		ws_nats_parser_set_max_payload(
+			nc->parser[nc->info.role == WS_ROLE_SERVER
+					   ? WS_DIR_INGRESS
+					   : WS_DIR_EGRESS],
+			f->info_max_payload);
+	json_object_put(o);
+}
+
+/* base64url (no padding) into out; returns length or -1. */
+static ssize_t b64url_decode(const char *in, size_t len, uint8_t *out,
+			     size_t cap)
+{
+	uint32_t acc = 0;
+	size_t i, o = 0;
+	int bits = 0;
+
+	for (i = 0; i < len; i++) {
+		char c = in[i];
+		int v;
+
+		if (c >= 'A' && c <= 'Z')
+			v = c - 'A';
+		else if (c >= 'a' && c <= 'z')
+			v = c - 'a' + 26;
+		else if (c >= '0' && c <= '9')
+			v = c - '0' + 52;
+		else if (c == '-' || c == '+')
+			v = 62;
+		else if (c == '_' || c == '/')
+			v = 63;
+		else if (c == '=')
+			break;
+		else
+			return -1;
+		acc = acc << 6 | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (o >= cap)
+				return -1;
+			out[o++] = (uint8_t)(acc >> bits);
+		}
+	}
+	return (ssize_t)o;
+}
+
+json_object *ws_jwt_claims(const char *jwt, size_t len)
+{
+	const char *p1 = memchr(jwt, '.', len), *p2;
+	uint8_t buf[8192];
+	json_tokener *tok;
+	json_object *o;
+	ssize_t n;
+
+	if (!p1)
+		return NULL;
+	p2 = memchr(p1 + 1, '.', len - (size_t)(p1 + 1 - jwt));
+	if (!p2)
+		return NULL;
+	n = b64url_decode(p1 + 1, (size_t)(p2 - p1 - 1), buf, sizeof(buf));
+	if (n <= 0)
+		return NULL;
+	tok = json_tokener_new();
+	if (!tok)
+		return NULL;
+	o = json_tokener_parse_ex(tok, (const char *)buf, (int)n);
+	json_tokener_free(tok);
+	if (o && !json_object_is_type(o, json_type_object)) {
+		json_object_put(o);
+		o = NULL;
+	}
+	return o;
+}
+
+/*
+ * CONNECT carries identity and secrets. Only name, lang, version, user, the
+ * public nkey and decoded non-secret JWT claims are kept; pass, auth_token,
+ * sig and the raw JWT are never copied anywhere.
+ */
+static void on_connect(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
+{
+	json_object *o = parse_json(nc->b, f->json.ptr, f->json.len), *v;
+
+	if (!o)
+		return;
+	nc->name = json_str(o, "name");
+	nc->lang = json_str(o, "lang");
+	nc->version = json_str(o, "version");
+	nc->user = json_str(o, "user");
+	nc->nkey = json_str(o, "nkey");
+	if (json_object_object_get_ex(o, "jwt", &v) &&
+	    json_object_is_type(v, json_type_string)) {
+		const char *jwt = json_object_get_string(v);
+		json_object *claims = ws_jwt_claims(jwt, strlen(jwt)), *nats;
+
+		if (!claims) {
+			nc->b->st.bad_json++;
+		} else {
+			nc->jwt_sub = json_str(claims, "sub");
+			nc->jwt_name = json_str(claims, "name");
+			if (json_object_object_get_ex(claims, "nats", &nats))
+				nc->jwt_account =
+					json_str(nats, "issuer_account");
+			if (!nc->jwt_account)
+				nc->jwt_account = json_str(claims, "iss");
+			json_object_put(claims);
+		}
+	}
+	json_object_put(o);
+}
+
+/* ---- subscriptions ------------------------------------------------------ */
+
+static void on_sub(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
+{
+	struct nats_sub *s;
+	char sid[32];
+
+	cstr(f->sid, sid, sizeof(sid));
+	HASH_FIND_STR(nc->subs, sid, s);
+	if (!s) {
+		if (nc->n_subs >= WS_NS_MAX_SUBS) {
+			nc->b->st.subs_dropped++;
+			return;
+		}
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return;
+		memcpy(s->sid, sid, sizeof(sid));
+		HASH_ADD_STR(nc->subs, sid, s);
+		nc->n_subs++;
+	}
+	free(s->subject);
+	free(s->queue);
+	s->subject = dupn(f->subject.ptr, f->subject.len);
+	s->queue = f->queue.len ? dupn(f->queue.ptr, f->queue.len) : NULL;
+}
+
+static void sub_free(struct ws_nats_conn *nc, struct nats_sub *s)
+{
+	HASH_DEL(nc->subs, s);
+	free(s->subject);
+	free(s->queue);
+	free(s);
+	nc->n_subs--;
+}
+
+static void on_unsub(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
+{
+	struct nats_sub *s;
+	char sid[32];
+
+	if (f->max_msgs)
+		return; /* auto-unsubscribe later: keep it until close */
+	HASH_FIND_STR(nc->subs, cstr(f->sid, sid, sizeof(sid)), s);
+	if (s)
+		sub_free(nc, s);
+}
+
+/* NATS subject match: '*' one token, '>' the rest. */
+static bool subject_match(const char *pat, struct ws_nats_str subj)
+{
+	const char *s = subj.ptr, *end = subj.ptr + subj.len;
+
+	while (*pat) {
+		const char *te = memchr(s, '.', (size_t)(end - s));
+		const char *pe = strchr(pat, '.');
+		size_t tl = te ? (size_t)(te - s) : (size_t)(end - s);
+		size_t pl = pe ? (size_t)(pe - pat) : strlen(pat);
+
+		if (s > end)
+			return false;
+		if (pl == 1 && pat[0] == '>')
+			return s < end;
+		if (!(pl == 1 && pat[0] == '*') &&
+		    (pl != tl || memcmp(pat, s, tl)))
+			return false;
+		if (!pe)
+			return !te;
+		if (!te)
+			return false;
+		pat = pe + 1;
+		s = te + 1;
+	}
+	return s >= end;
+}
+
+static bool subscribed(struct ws_nats_conn *nc, struct ws_nats_str subj)
+{
+	struct nats_sub *s, *tmp;
+
+	HASH_ITER (hh, nc->subs, s, tmp) {
+		if (s->subject && subject_match(s->subject, subj))
+			return true;
+	}
+	return false;
+}
+
+/* ---- client side: what the process wrote -------------------------------- */
+
+/* $JS.API.<op...>.<stream>...: the operation, e.g. STREAM.CREATE. */
+static const char *const js_ops[] = {
+	"CONSUMER.DURABLE.CREATE",
+	"CONSUMER.MSG.NEXT",
+	"CONSUMER.CREATE",
+	"CONSUMER.DELETE",
+	"CONSUMER.INFO",
+	"CONSUMER.LIST",
+	"CONSUMER.NAMES",
+	"CONSUMER.LEADER.STEPDOWN",
+	"STREAM.CREATE",
+	"STREAM.UPDATE",
+	"STREAM.DELETE",
+	"STREAM.INFO",
+	"STREAM.LIST",
+	"STREAM.NAMES",
+	"STREAM.PURGE",
+	"STREAM.MSG.GET",
+	"STREAM.MSG.DELETE",
+	"STREAM.SNAPSHOT",
+	"STREAM.RESTORE",
+	"DIRECT.GET",
+	"ACCOUNT.INFO",
+	"INFO",
+};
+
+/* Returns the op and sets *rest to what follows it, or NULL. */
+static const char *js_api_op(struct ws_nats_str subj, struct ws_nats_str *rest)
+{
+	struct ws_nats_str s = subj;
+	size_t i;
+
+	if (str_prefix(s, "$JS.API.")) {
+		s.ptr += 8, s.len -= 8;
+	} else if (str_prefix(s, "$JS.")) {
+		/* $JS.<domain>.API. */
+		const char *d = memchr(s.ptr + 4, '.', s.len - 4);
+
+		if (!d || (size_t)(s.ptr + s.len - d) < 6 ||
+		    memcmp(d, ".API.", 5))
+			return NULL;
+		s.len -= (size_t)(d + 5 - s.ptr);
+		s.ptr = d + 5;
+	} else {
+		return NULL;
+	}
+	for (i = 0; i < sizeof(js_ops) / sizeof(js_ops[0]); i++) {
+		size_t n = strlen(js_ops[i]);
+
+		if (s.len >= n && !memcmp(s.ptr, js_ops[i], n) &&
+		    (s.len == n || s.ptr[n] == '.')) {
+			rest->ptr = s.ptr + n + (s.len > n);
+			rest->len = s.len - n - (s.len > n);
+			return js_ops[i];
+		}
+	}
+	rest->ptr = s.ptr;
+	rest->len = s.len;
+	return "API";
+}
+
+static struct ws_nats_str next_token(struct ws_nats_str *s)
+{
+	struct ws_nats_str t = *s;
+	const char *dot = memchr(s->ptr, '.', s->len);
+
+	if (dot) {
+		t.len = (size_t)(dot - s->ptr);
+		s->len -= t.len + 1;
+		s->ptr = dot + 1;
+	} else {
+		s->ptr += s->len;
+		s->len = 0;
+	}
+	return t;
+}
+
+static const char *const ack_ops[][2] = {
+	{"+ACK", "ack"},  {"-NAK", "nak"},   {"+WPI", "progress"},
+	{"+NXT", "next"}, {"+TERM", "term"},
+};
+
+/* PUB to a $JS.ACK subject: a settle span linked to the delivery. */
+static void on_ack(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
+{
+	struct ws_nats_spans *b = nc->b;
+	const char *op = "ack";
+	struct ws_nats_js_ack ack;
+	const struct recent *d;
+	struct ws_nats_str dest;
+	struct ws_span *s;
+	struct pend *p;
+	size_t i;
+
+	for (i = 0; i < sizeof(ack_ops) / sizeof(ack_ops[0]); i++) {
+		size_t n = strlen(ack_ops[i][0]);
+
+		if (f->payload_len >= n &&
+		    !memcmp(f->payload, ack_ops[i][0], n)) {
+			op = ack_ops[i][1];
+			break;
+		}
+	}
+	if (ws_nats_parse_js_ack(f->subject.ptr, f->subject.len, &ack))
+		memset(&ack, 0, sizeof(ack));
+	dest = ack.stream;
+	s = new_span(nc, op, "settle", dest, WS_SPAN_KIND_CLIENT);
+	if (!s)
+		return;
+	b->st.settle++;
+	if (ack.stream.len) {
+		ws_attrs_str(&s->a, "nats.jetstream.stream", ack.stream.ptr,
+			     ack.stream.len);
+		ws_attrs_str(&s->a, "nats.jetstream.consumer", ack.consumer.ptr,
+			     ack.consumer.len);
+		ws_attrs_int(&s->a, "nats.jetstream.sequence.stream",
+			     (int64_t)ack.stream_seq);
+	}
+	ws_attrs_str(&s->a, "nats.jetstream.ack_subject", f->subject.ptr,
+		     f->subject.len);
+	/* The delivery being settled: still open, or recently ended. */
+	p = find_key(b->replies, f->subject);
+	if (p) {
+		ws_span_set_parent(s, p->span->trace_id, p->span->span_id);
+		ws_span_add_link(s, p->span->trace_id, p->span->span_id, 0);
+		b->st.process_end_reply++;
+		pend_end(b, p, nc->ts);
+	} else if ((d = ring_get(b, &b->acks,
+				 XXH3_64bits(f->subject.ptr, f->subject.len),
+				 nc->ts))) {
+		ws_span_set_parent(s, d->trace_id, d->span_id);
+		ws_span_add_link(s, d->trace_id, d->span_id, 0);
+	}
+	emit(b, s);
+}
+
+/* Parent a client's PUB span: ids both ends of the connection derive,
+ * then the process span this thread is in, then its traceparent. */
+static void publish_context(struct ws_nats_conn *nc,
+			    const struct ws_nats_frame *f, struct ws_span *s)
+{
+	struct pend *proc;
+
+	if (derive_id(nc, "pub", f->offset, s->span_id, 8))
+		derive_id(nc, "trace", f->offset, s->trace_id, 16);
+	proc = current_process(nc);
+	if (proc) {
+		ws_span_set_parent(s, proc->span->trace_id,
+				   proc->span->span_id);
+		nc->b->st.parent_in_process++;
+	}
+	apply_traceparent(nc->b, s, f);
+}
+
+/* Open until its reply (or a timeout); the key is the reply subject. */
+static void start_request(struct ws_nats_conn *nc,
+			  const struct ws_nats_frame *f, struct ws_span *s,
+			  enum pend_kind kind, struct pend **out)
+{
+	struct pend *p;
+
+	publish_context(nc, f, s);
+	p = pend_add(nc->b, nc, kind, s, f->reply);
+	if (!p)
+		ws_span_free(s);
+	if (out)
+		*out = p;
+}
+
+static void on_publish(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
+{
+	struct ws_nats_spans *b = nc->b;
+	struct ws_nats_str rest, none = {0};
+	struct pend *replied, *p;
+	struct ws_span *s;
+	const char *js_op;
+	bool fp_ok, request;
+	uint64_t fp;
+
+	if (str_prefix(f->subject, "$JS.ACK.")) {
+		on_ack(nc, f);
+		return;
+	}
+	/* A reply to a message this process is handling: that ends its
+	 * process span, and the reply itself is part of it. */
+	replied = find_key(b->replies, f->subject);
+	if (replied && replied->tgid == nc->info.tgid) {
+		ws_attrs_bool(&replied->span->a, "nats.reply.sent", true);
+		b->st.process_end_reply++;
+		pend_end(b, replied, nc->ts);
+		return;
+	}
+	request = f->reply.len && subscribed(nc, f->reply);
+	js_op = request ? js_api_op(f->subject, &rest) : NULL;
+	if (js_op && !strcmp(js_op, "CONSUMER.MSG.NEXT")) {
+		struct ws_nats_str stream = next_token(&rest),
+				   consumer = next_token(&rest);
+
+		s = new_span(nc, "receive", "receive", stream,
+			     WS_SPAN_KIND_CLIENT);
+		if (!s)
+			return;
+		ws_attrs_str(&s->a, "nats.jetstream.stream", stream.ptr,
+			     stream.len);
+		ws_attrs_str(&s->a, "nats.jetstream.consumer", consumer.ptr,
+			     consumer.len);
+		b->st.pull++;
+		start_request(nc, f, s, PEND_PULL, &p);
+		if (p) {
+			cstr(stream, p->stream, sizeof(p->stream));
+			cstr(consumer, p->consumer, sizeof(p->consumer));
+		}
+		return;
+	}
+	if (js_op) {
+		s = new_span(nc, js_op, "send", none, WS_SPAN_KIND_CLIENT);
+		if (!s)
+			return;
+		ws_attrs_str(&s->a, "messaging.destination.name",
+			     f->subject.ptr, f->subject.len);
+		ws_attrs_cstr(&s->a, "nats.jetstream.api", js_op);
+		if (rest.len) {
+			struct ws_nats_str stream = next_token(&rest);
+
+			ws_attrs_str(&s->a, "nats.jetstream.stream", stream.ptr,
+				     stream.len);
+		}
+		b->st.js_api++;
+		start_request(nc, f, s, PEND_JS_API, NULL);
+		return;
+	}
+	s = new_span(nc, request ? "send" : "publish", "send", f->subject,
+		     request ? WS_SPAN_KIND_CLIENT : WS_SPAN_KIND_PRODUCER);
+	if (!s)
+		return;
+	put_sizes(s, f);
+	put_msg_id(s, f);
+	fp = frame_fingerprint(f, &fp_ok);
+	put_fingerprint(b, s, fp, fp_ok);
+	if (f->reply.len)
+		ws_attrs_str(&s->a, "nats.reply_to", f->reply.ptr,
+			     f->reply.len);
+	if (request) {
+		b->st.request++;
+		start_request(nc, f, s, PEND_REQUEST, &p);
+		if (p && fp_ok)
+			ring_put(b, &b->pubs, fp, s->trace_id, s->span_id,
+				 nc->ts);
+		return;
+	}
+	b->st.publish++;
+	publish_context(nc, f, s);
+	if (fp_ok)
+		ring_put(b, &b->pubs, fp, s->trace_id, s->span_id, nc->ts);
+	s->end_ns = nc->ts;
+	emit(b, s);
+}
+
+/* ---- client side: what the process read --------------------------------- */
+
+static bool is_pub_ack(struct ws_nats_spans *b, const struct ws_nats_frame *f,
+		       struct ws_span *s)
+{
+	json_object *o, *v;
+	bool ok = false;
+
+	if (!f->payload_len || f->payload[0] != '{')
+		return false;
+	o = parse_json(b, (const char *)f->payload, f->payload_len);
+	if (!o)
+		return false;
+	if (json_object_object_get_ex(o, "stream", &v) &&
+	    json_object_is_type(v, json_type_string)) {
+		ws_attrs_cstr(&s->a, "nats.jetstream.stream",
+			      json_object_get_string(v));
+		if (json_object_object_get_ex(o, "seq", &v))
+			ws_attrs_int(&s->a, "nats.jetstream.sequence.stream",
+				     json_object_get_int64(v));
+		if (json_object_object_get_ex(o, "duplicate", &v) &&
+		    json_object_get_boolean(v))
+			ws_attrs_bool(&s->a, "nats.jetstream.duplicate", true);
+		ok = true;
+	} else if (json_object_object_get_ex(o, "error", &v)) {
+		json_object *d;
+
+		ws_span_set_status(
+			s, WS_STATUS_ERROR,
+			json_object_object_get_ex(v, "description", &d)
+				? json_object_get_string(d)
+				: "jetstream error");
+		ws_attrs_cstr(&s->a, "error.type", "jetstream_error");
+		ok = true;
+	}
+	json_object_put(o);
+	return ok;
+}
+
+/* The reply to an open request arrived. */
+static void finish_request(struct ws_nats_conn *nc, struct pend *p,
+			   const struct ws_nats_frame *f)
+{
+	struct ws_nats_spans *b = nc->b;
+	struct ws_span *s = p->span;
+
+	if (f->headers.status == 503) {
+		ws_span_set_status(s, WS_STATUS_ERROR, "no responders");
+		ws_attrs_cstr(&s->a, "error.type", "no_responders");
+		b->st.request_no_responders++;
+	} else if (f->headers.status >= 400 && p->kind != PEND_PULL) {
+		char code[8];
+
+		snprintf(code, sizeof(code), "%u", f->headers.status);
+		ws_span_set_status(s, WS_STATUS_ERROR, NULL);
+		ws_attrs_cstr(&s->a, "error.type", code);
+	} else if (p->kind == PEND_REQUEST && is_pub_ack(b, f, s)) {
+		/* A JetStream publish: the request was a publish. */
+		char name[MAX_SUBJECT + 16];
+		const struct ws_attr *d =
+			ws_attrs_get(&s->a, "messaging.destination.name");
+
+		snprintf(name, sizeof(name), "publish %s",
+			 d && d->type == WS_ATTR_STR ? d->s : "");
+		ws_span_set_name(s, name);
+		ws_attrs_cstr(&s->a, "messaging.operation.name", "publish");
+		s->kind = WS_SPAN_KIND_PRODUCER;
+		b->st.js_publish++;
+		b->st.request--;
+	}
+	if (p->kind == PEND_PULL && f->headers.status) {
+		ws_attrs_int(&s->a, "nats.status", f->headers.status);
+		if (f->headers.status == 408 || f->headers.status == 409) {
+			ws_span_set_status(s, WS_STATUS_ERROR, NULL);
+			ws_attrs_cstr(&s->a, "error.type",
+				      f->headers.status == 408 ? "timeout"
+							       : "409");
+		}
+	}
+	ws_attrs_int(&s->a, "messaging.message.body.size.reply",
+		     (int64_t)(f->total_len - f->hdr_len));
+	pend_end(b, p, nc->ts);
+}
+
+static struct pend *find_pull(struct ws_nats_conn *nc,
+			      const struct ws_nats_js_ack *ack)
+{
+	struct pend *p;
+	char stream[64], consumer[64];
+
+	cstr(ack->stream, stream, sizeof(stream));
+	cstr(ack->consumer, consumer, sizeof(consumer));
+	DL_FOREACH2(nc->pends, p, cnext)
+	{
+		if (p->kind == PEND_PULL && !strcmp(p->stream, stream) &&
+		    !strcmp(p->consumer, consumer))
+			return p;
+	}
+	return NULL;
+}
+
+static void on_message(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
+{
+	struct ws_nats_spans *b = nc->b;
+	const struct recent *r = NULL;
+	struct ws_nats_js_ack ack;
+	struct nats_sub *sub;
+	struct pend *p, *req;
+	struct ws_span *s;
+	uint8_t delivery[8];
+	bool fp_ok, js, have_delivery;
+	uint64_t fp;
+	char sid[32];
+
+	/* The reply to one of our requests? */
+	req = find_key(b->requests, f->subject);
+	if (req && req->nc == nc) {
+		finish_request(nc, req, f);
+		return;
+	}
+	js = f->reply.len &&
+	     !ws_nats_parse_js_ack(f->reply.ptr, f->reply.len, &ack);
+	s = new_span(nc, "process", "process", f->subject,
+		     WS_SPAN_KIND_CONSUMER);
+	if (!s)
+		return;
+	b->st.process++;
+	put_sizes(s, f);
+	put_msg_id(s, f);
+	fp = frame_fingerprint(f, &fp_ok);
+	put_fingerprint(b, s, fp, fp_ok);
+	HASH_FIND_STR(nc->subs, cstr(f->sid, sid, sizeof(sid)), sub);
+	if (sub && sub->queue)
+		ws_attrs_cstr(&s->a, "messaging.consumer.group.name",
+			      sub->queue);
+	ws_attrs_cstr(&s->a, "messaging.destination.subscription.name",
+		      sub && sub->subject ? sub->subject : sid);
+	if (f->reply.len)
+		ws_attrs_str(&s->a, "nats.reply_to", f->reply.ptr,
+			     f->reply.len);
+	if (js) {
+		ws_attrs_str(&s->a, "nats.jetstream.stream", ack.stream.ptr,
+			     ack.stream.len);
+		ws_attrs_str(&s->a, "nats.jetstream.consumer", ack.consumer.ptr,
+			     ack.consumer.len);
+		ws_attrs_int(&s->a, "nats.jetstream.sequence.stream",
+			     (int64_t)ack.stream_seq);
+		ws_attrs_int(&s->a, "nats.jetstream.sequence.consumer",
+			     (int64_t)ack.consumer_seq);
+		ws_attrs_int(&s->a, "messaging.message.delivery_count",
+			     (int64_t)ack.delivered);
+		if (ack.delivered > 1)
+			ws_attrs_bool(&s->a, "nats.jetstream.redelivered",
+				      true);
+	}
+	have_delivery = derive_id(nc, "msg", f->offset, delivery, 8);
+	if (have_delivery) {
+		char hex[17];
+
+		ws_id_hex(delivery, 8, hex);
+		ws_attrs_cstr(&s->a, "wirespan.nats.delivery_id", hex);
+	}
+
+	/* Parent, best evidence first: the requester on this host, the pull
+	 * request, the server hop seen here, the producer seen here. */
+	req = f->reply.len ? find_key(b->requests, f->reply) : NULL;
+	p = js ? find_pull(nc, &ack) : NULL;
+	if (req) {
+		ws_span_set_parent(s, req->span->trace_id, req->span->span_id);
+		b->st.parent_same_host++;
+	} else if (p || (js && nc->have_pull &&
+			 str_eq(ack.stream, nc->pull_stream) &&
+			 str_eq(ack.consumer, nc->pull_consumer))) {
+		/* The first delivery ends the pull; the batch's later ones
+		 * are its children too. */
+		if (p) {
+			memcpy(nc->pull_trace, p->span->trace_id, 16);
+			memcpy(nc->pull_span, p->span->span_id, 8);
+			memcpy(nc->pull_stream, p->stream, sizeof(p->stream));
+			memcpy(nc->pull_consumer, p->consumer,
+			       sizeof(p->consumer));
+			nc->have_pull = true;
+			pend_end(b, p, nc->ts);
+		}
+		ws_span_set_parent(s, nc->pull_trace, nc->pull_span);
+	} else if (have_delivery && (r = ring_get(b, &b->deliveries,
+						  id8_key(delivery), nc->ts))) {
+		ws_span_set_parent(s, r->trace_id, r->span_id);
+		b->st.parent_delivery++;
+	} else if (fp_ok && (r = ring_get(b, &b->pubs, fp, nc->ts))) {
+		ws_span_set_parent(s, r->trace_id, r->span_id);
+		b->st.parent_same_host++;
+	}
+	apply_traceparent(b, s, f);
+	if (js)
+		ring_put(b, &b->acks, XXH3_64bits(f->reply.ptr, f->reply.len),
+			 s->trace_id, s->span_id, nc->ts);
+	if (!pend_add(b, nc, PEND_PROCESS, s, f->reply))
+		ws_span_free(s);
+}
+
+/* ---- server side: the broker hop ---------------------------------------- */
+
+/* nats-server read a PUB from this client: remember it for the MSGs. */
+static void on_server_pub(struct ws_nats_conn *nc,
+			  const struct ws_nats_frame *f)
+{
+	uint8_t trace[16], span[8], tp_span[8], fl;
+	bool fp_ok;
+	uint64_t fp = frame_fingerprint(f, &fp_ok);
+
+	if (!fp_ok) {
+		nc->b->st.no_fingerprint++;
+		return;
+	}
+	/* The publisher's span id and trace, as the publisher's host
+	 * derives them (or its traceparent says). */
+	if (!derive_id(nc, "pub", f->offset, span, 8))
+		ws_id_random(span, 8);
+	if (!parse_traceparent(f, trace, tp_span, &fl) &&
+	    !derive_id(nc, "trace", f->offset, trace, 16))
+		ws_id_random(trace, 16);
+	ring_put(nc->b, &nc->b->evidence, fp ^ nc->info.tgid, trace, span,
+		 nc->ts);
+}
+
+/* nats-server wrote a MSG: the delivery of the PUB remembered above. */
+static void on_server_msg(struct ws_nats_conn *nc,
+			  const struct ws_nats_frame *f)
+{
+	struct ws_nats_spans *b = nc->b;
+	const struct recent *r;
+	struct ws_span *s;
+	uint8_t delivery[8];
+	bool fp_ok;
+	uint64_t fp = frame_fingerprint(f, &fp_ok);
+
+	if (!fp_ok) {
+		b->st.no_fingerprint++;
+		return;
+	}
+	r = ring_get(b, &b->evidence, fp ^ nc->info.tgid, nc->ts);
+	s = new_span(nc, "deliver", "send", f->subject, WS_SPAN_KIND_PRODUCER);
+	if (!s)
+		return;
+	b->st.deliver++;
+	put_sizes(s, f);
+	put_fingerprint(b, s, fp, fp_ok);
+	if (r) {
+		ws_span_set_parent(s, r->trace_id, r->span_id);
+		ws_span_add_link(s, r->trace_id, r->span_id, 0);
+		s->start_ns = r->ts;
+	}
+	if (derive_id(nc, "msg", f->offset, delivery, 8)) {
+		memcpy(s->span_id, delivery, 8);
+		ring_put(b, &b->deliveries, id8_key(delivery), s->trace_id,
+			 s->span_id, nc->ts);
+	}
+	s->end_ns = nc->ts;
+	emit(b, s);
+}
+
+/* ---- frames ------------------------------------------------------------- */
+
+static void on_frame(void *ctx, const struct ws_nats_frame *f)
+{
+	struct ws_nats_conn_side *side = ctx;
+	struct ws_nats_conn *nc = side->nc;
+	/* Which end wrote these bytes: the client, or nats-server. */
+	bool from_client = (nc->info.role == WS_ROLE_SERVER) ==
+			   (side->dir == WS_DIR_INGRESS);
+	bool server_host = nc->info.role == WS_ROLE_SERVER;
+
+	switch (f->verb) {
+	case WS_NATS_INFO:
+		on_info(nc, f);
+		break;
+	case WS_NATS_CONNECT:
+		on_connect(nc, f);
+		break;
+	case WS_NATS_SUB:
+		if (from_client)
+			on_sub(nc, f);
+		break;
+	case WS_NATS_UNSUB:
+		if (from_client)
+			on_unsub(nc, f);
+		break;
+	case WS_NATS_PUB:
+	case WS_NATS_HPUB:
+		if (!from_client)
+			break;
+		if (server_host)
+			on_server_pub(nc, f);
+		else
+			on_publish(nc, f);
+		break;
+	case WS_NATS_MSG:
+	case WS_NATS_HMSG:
+		if (from_client)
+			break;
+		if (server_host)
+			on_server_msg(nc, f);
+		else
+			on_message(nc, f);
+		break;
+	default:
+		break;
+	}
+}
+
+static void on_parse_error(void *ctx, enum ws_nats_err reason, uint64_t offset)
+{
+	struct ws_nats_conn_side *side = ctx;
+
+	side->nc->b->st.parse_errors++;
+}
+
+static const struct ws_nats_cb frame_cb = {
+	.frame = on_frame,
+	.error = on_parse_error,
+};
+
+/* ---- connections -------------------------------------------------------- */
+
+struct ws_nats_conn *ws_nats_conn_new(struct ws_nats_spans *b,
+				      const struct ws_nats_conn_info *info)
+{
+	struct ws_nats_conn *nc = calloc(1, sizeof(*nc));
+	int d;
+
+	if (!nc)
+		return NULL;
+	nc->b = b;
+	nc->info = *info;
+	if (info->resource)
+		ws_resource_get(info->resource);
+	for (d = 0; d < 2; d++) {
+		nc->side[d].nc = nc;
+		nc->side[d].dir = (uint8_t)d;
+		nc->parser[d] = ws_nats_parser_new(&frame_cb, &nc->side[d]);
+		if (!nc->parser[d]) {
+			ws_nats_conn_close(nc, 0);
+			return NULL;
+		}
+	}
+	return nc;
+}
+
+/* The thread reads this connection again: what it was processing from it
+ * is done. */
+static void end_thread_reads(struct ws_nats_conn *nc)
+{
+	struct thread *t = thread_get(nc->b, nc->info.tgid, nc->tid, false);
+	struct pend *p, *tmp;
+
+	if (!t)
+		return;
+	/* pend_end frees t with its last span; the loop reads only tmp. */
+	DL_FOREACH_SAFE2(t->procs, p, tmp, tnext)
+	{
+		if (p->nc != nc)
+			continue;
+		nc->b->st.process_end_read++;
+		pend_end(nc->b, p, nc->ts);
+	}
+}
+
+int ws_nats_conn_feed(struct ws_nats_conn *nc, uint8_t dir, const uint8_t *buf,
+		      size_t len, uint32_t tid, uint64_t ts_ns)
+{
+	if (dir > WS_DIR_INGRESS)
+		return -EINVAL;
+	nc->tid = tid;
+	nc->ts = ts_ns;
+	if (dir == WS_DIR_INGRESS && nc->info.role != WS_ROLE_SERVER)
+		end_thread_reads(nc);
+	return ws_nats_parser_feed(nc->parser[dir], buf, len);
+}
+
+int ws_nats_conn_gap(struct ws_nats_conn *nc, uint8_t dir, uint64_t len)
+{
+	if (dir > WS_DIR_INGRESS)
+		return -EINVAL;
+	nc->b->st.gap_bytes += len;
+	return ws_nats_parser_gap(nc->parser[dir], len);
+}
+
+void ws_nats_conn_close(struct ws_nats_conn *nc, uint64_t ts_ns)
+{
+	struct ws_nats_spans *b = nc->b;
+	struct nats_sub *s, *stmp;
+	struct pend *p, *tmp;
+	int d;
+
+	DL_FOREACH_SAFE2(nc->pends, p, tmp, cnext)
+	{
+		if (p->kind == PEND_PROCESS) {
+			b->st.process_end_close++;
+		} else {
+			b->st.request_closed++;
+			ws_span_set_status(p->span, WS_STATUS_ERROR,
+					   "connection closed");
+			ws_attrs_cstr(&p->span->a, "error.type",
+				      "connection_closed");
+		}
+		ws_attrs_cstr(&p->span->a, "wirespan.end", "close");
+		pend_end(b, p, ts_ns ? ts_ns : p->start_ns);
+	}
+	HASH_ITER (hh, nc->subs, s, stmp)
+		sub_free(nc, s);
+	for (d = 0; d < 2; d++) {
+		if (nc->parser[d]) {
+			const struct ws_nats_stats *ps =
+				ws_nats_parser_stats(nc->parser[d]);
+
+			(void)ps;
+			ws_nats_parser_free(nc->parser[d]);
+		}
+	}
+	ws_resource_put(nc->info.resource);
+	free(nc->server_id);
+	free(nc->server_name);
+	free(nc->server_version);
+	free(nc->client_ip);
+	free(nc->name);
+	free(nc->lang);
+	free(nc->version);
+	free(nc->user);
+	free(nc->nkey);
+	free(nc->jwt_sub);
+	free(nc->jwt_name);
+	free(nc->jwt_account);
+	free(nc);
+}
+
+/* ---- the builder -------------------------------------------------------- */
+
+void ws_nats_spans_cfg_init(struct ws_nats_spans_cfg *cfg)
+{
+	cfg->process_timeout_ns = 10ull * 1000000000ull;
+	cfg->request_timeout_ns = 30ull * 1000000000ull;
+	cfg->recent_ttl_ns = 60ull * 1000000000ull;
+}
+
+struct ws_nats_spans *ws_nats_spans_new(const struct ws_nats_spans_cfg *cfg,
+					ws_span_emit_fn emit, void *ctx)
+{
+	struct ws_nats_spans *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return NULL;
+	b->cfg = *cfg;
+	b->emit = emit;
+	b->ctx = ctx;
+	if (ring_init(&b->pubs, WS_NS_MAX_RECENT) ||
+	    ring_init(&b->deliveries, WS_NS_MAX_RECENT) ||
+	    ring_init(&b->evidence, WS_NS_MAX_RECENT) ||
+	    ring_init(&b->acks, WS_NS_MAX_RECENT)) {
+		ws_nats_spans_free(b, 0);
+		return NULL;
+	}
+	return b;
+}
+
+void ws_nats_spans_tick(struct ws_nats_spans *b, uint64_t now_ns)
+{
+	while (b->age) {
+		struct pend *p = b->age;
+		uint64_t limit = p->kind == PEND_PROCESS
+					 ? b->cfg.process_timeout_ns
+					 : b->cfg.request_timeout_ns;
+
+		if (now_ns < p->start_ns || now_ns - p->start_ns < limit)
+			break;
+		if (p->kind == PEND_PROCESS) {
+			b->st.process_end_timeout++;
+			ws_attrs_cstr(&p->span->a, "wirespan.end", "timeout");
+		} else {
+			b->st.request_timeout++;
+			ws_span_set_status(p->span, WS_STATUS_ERROR, "timeout");
+			ws_attrs_cstr(&p->span->a, "error.type", "timeout");
+		}
+		pend_end(b, p, now_ns);
+	}
+}
+
+void ws_nats_spans_free(struct ws_nats_spans *b, uint64_t now_ns)
+{
+	struct thread *t, *ttmp;
+
+	if (!b)
+		return;
+	while (b->age)
+		pend_end(b, b->age, now_ns);
+	HASH_ITER (hh, b->threads, t, ttmp) {
+		HASH_DEL(b->threads, t);
+		free(t);
+	}
+	ring_free(&b->pubs);
+	ring_free(&b->deliveries);
+	ring_free(&b->evidence);
+	ring_free(&b->acks);
+	free(b);
+}
+
+const struct ws_nats_spans_stats *
+ws_nats_spans_stats(const struct ws_nats_spans *b)
+{
+	return &b->st;
+}

@@ -1,0 +1,474 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The NATS span builder, driven with the bytes both ends of real
+ * conversations write, exactly as the agent drives it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "nats_spans.h"
+#include "wirespan/abi.h"
+
+#define MAX_OUT 64
+
+struct out {
+	struct ws_span *s[MAX_OUT];
+	int n;
+};
+
+static void collect(void *ctx, struct ws_span *s)
+{
+	struct out *o = ctx;
+
+	assert_true(o->n < MAX_OUT);
+	o->s[o->n++] = s;
+}
+
+static void out_free(struct out *o)
+{
+	int i;
+
+	for (i = 0; i < o->n; i++)
+		ws_span_free(o->s[i]);
+	o->n = 0;
+}
+
+static const char *attr_s(const struct ws_span *s, const char *k)
+{
+	const struct ws_attr *a = ws_attrs_get(&s->a, k);
+
+	return a && a->type == WS_ATTR_STR ? a->s : NULL;
+}
+
+static int64_t attr_i(const struct ws_span *s, const char *k)
+{
+	const struct ws_attr *a = ws_attrs_get(&s->a, k);
+
+	return a && a->type == WS_ATTR_INT ? a->i : -1;
+}
+
+static struct ws_span *find(struct out *o, const char *name)
+{
+	int i;
+
+	for (i = 0; i < o->n; i++)
+		if (!strcmp(o->s[i]->name, name))
+			return o->s[i];
+	return NULL;
+}
+
+static int count(struct out *o, const char *name)
+{
+	int i, n = 0;
+
+	for (i = 0; i < o->n; i++)
+		n += !strcmp(o->s[i]->name, name);
+	return n;
+}
+
+struct fixture {
+	struct ws_nats_spans *b;
+	struct out out;
+};
+
+static int setup(void **state)
+{
+	static struct fixture f;
+	struct ws_nats_spans_cfg cfg;
+
+	memset(&f, 0, sizeof(f));
+	ws_nats_spans_cfg_init(&cfg);
+	cfg.process_timeout_ns = 1000000;
+	cfg.request_timeout_ns = 5000000;
+	f.b = ws_nats_spans_new(&cfg, collect, &f.out);
+	assert_non_null(f.b);
+	*state = &f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	ws_nats_spans_free(f->b, 0);
+	out_free(&f->out);
+	return 0;
+}
+
+static struct ws_nats_conn *conn(struct fixture *f, uint32_t tgid, uint8_t role,
+				 uint16_t port)
+{
+	struct ws_nats_conn_info in = {.tgid = tgid, .fd = 5, .role = role};
+
+	snprintf(in.laddr, sizeof(in.laddr), "127.0.0.1");
+	snprintf(in.raddr, sizeof(in.raddr), "127.0.0.1");
+	in.lport = role == WS_ROLE_SERVER ? 4222 : port;
+	in.rport = role == WS_ROLE_SERVER ? port : 4222;
+	return ws_nats_conn_new(f->b, &in);
+}
+
+static void feed(struct ws_nats_conn *c, uint8_t dir, const char *s,
+		 uint32_t tid, uint64_t ts)
+{
+	assert_int_equal(ws_nats_conn_feed(c, dir, (const uint8_t *)s,
+					   strlen(s), tid, ts),
+			 0);
+}
+
+#define INFO(id)                                                           \
+	"INFO "                                                            \
+	"{\"server_id\":\"SRV\",\"server_name\":\"n1\",\"client_id\":" #id \
+	",\"max_payload\":1048576,\"client_ip\":\"127.0.0.1\"}\r\n"
+
+/* A publish gives one PRODUCER span with identity, sizes and fingerprint. */
+static void publish_span(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	struct ws_span *s;
+
+	feed(c, WS_DIR_INGRESS, INFO(7), 10, 100);
+	feed(c, WS_DIR_EGRESS,
+	     "CONNECT {\"name\":\"app\",\"lang\":\"go\",\"version\":\"1.22\","
+	     "\"user\":\"alice\",\"pass\":\"hunter2\"}\r\nPUB orders.new 5\r\n"
+	     "hello\r\n",
+	     10, 200);
+	assert_int_equal(f->out.n, 1);
+	s = f->out.s[0];
+	assert_string_equal(s->name, "publish orders.new");
+	assert_int_equal(s->kind, WS_SPAN_KIND_PRODUCER);
+	assert_string_equal(attr_s(s, "messaging.system"), "nats");
+	assert_string_equal(attr_s(s, "messaging.destination.name"),
+			    "orders.new");
+	assert_int_equal(attr_i(s, "messaging.message.body.size"), 5);
+	assert_int_equal(attr_i(s, "messaging.client.id"), 7);
+	assert_string_equal(attr_s(s, "nats.user"), "alice");
+	assert_string_equal(attr_s(s, "nats.client.name"), "app");
+	assert_string_equal(attr_s(s, "nats.server.id"), "SRV");
+	assert_non_null(attr_s(s, "wirespan.message.fingerprint"));
+	assert_int_equal(s->start_ns, 200);
+	ws_nats_conn_close(c, 300);
+}
+
+/* A process span ends at the thread's next read of the connection. */
+static void process_ends_at_next_read(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	struct ws_span *s;
+
+	feed(c, WS_DIR_INGRESS, INFO(7), 10, 100);
+	feed(c, WS_DIR_EGRESS, "CONNECT {}\r\nSUB news q 2\r\n", 10, 150);
+	feed(c, WS_DIR_INGRESS, "MSG news 2 5\r\nhello\r\n", 11, 1000);
+	assert_int_equal(f->out.n, 0);
+	feed(c, WS_DIR_INGRESS, "PING\r\n", 12, 1500); /* another thread */
+	assert_int_equal(f->out.n, 0);
+	feed(c, WS_DIR_INGRESS, "PING\r\n", 11, 2000);
+	assert_int_equal(f->out.n, 1);
+	s = f->out.s[0];
+	assert_string_equal(s->name, "process news");
+	assert_int_equal(s->kind, WS_SPAN_KIND_CONSUMER);
+	assert_int_equal(s->start_ns, 1000);
+	assert_int_equal(s->end_ns, 2000);
+	assert_string_equal(attr_s(s, "messaging.consumer.group.name"), "q");
+	ws_nats_conn_close(c, 3000);
+}
+
+/* The same host sees producer, server and consumer: one trace, parents
+ * producer <- deliver <- process, with ids the ends derive independently. */
+static void broker_hop_links(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *pc = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	struct ws_nats_conn *sa = conn(f, 1, WS_ROLE_SERVER, 5000);
+	struct ws_nats_conn *sb = conn(f, 1, WS_ROLE_SERVER, 6000);
+	struct ws_nats_conn *cc = conn(f, 20, WS_ROLE_CLIENT, 6000);
+	struct ws_span *pub, *dlv, *proc;
+
+	/* the server writes INFO on both connections, the clients read it */
+	feed(sa, WS_DIR_EGRESS, INFO(1), 2, 10);
+	feed(pc, WS_DIR_INGRESS, INFO(1), 10, 11);
+	feed(sb, WS_DIR_EGRESS, INFO(2), 2, 12);
+	feed(cc, WS_DIR_INGRESS, INFO(2), 20, 13);
+	feed(cc, WS_DIR_EGRESS, "CONNECT {}\r\nSUB a.b 1\r\n", 20, 14);
+	feed(sb, WS_DIR_INGRESS, "CONNECT {}\r\nSUB a.b 1\r\n", 2, 15);
+	feed(pc, WS_DIR_EGRESS, "CONNECT {}\r\nPUB a.b 3\r\nxyz\r\n", 10, 100);
+	feed(sa, WS_DIR_INGRESS, "CONNECT {}\r\nPUB a.b 3\r\nxyz\r\n", 2, 110);
+	feed(sb, WS_DIR_EGRESS, "MSG a.b 1 3\r\nxyz\r\n", 2, 120);
+	feed(cc, WS_DIR_INGRESS, "MSG a.b 1 3\r\nxyz\r\n", 20, 130);
+	ws_nats_conn_close(cc, 200);
+	pub = find(&f->out, "publish a.b");
+	dlv = find(&f->out, "deliver a.b");
+	proc = find(&f->out, "process a.b");
+	assert_non_null(pub);
+	assert_non_null(dlv);
+	assert_non_null(proc);
+	assert_memory_equal(dlv->parent_span_id, pub->span_id, 8);
+	assert_memory_equal(dlv->trace_id, pub->trace_id, 16);
+	assert_memory_equal(proc->parent_span_id, dlv->span_id, 8);
+	assert_memory_equal(proc->trace_id, pub->trace_id, 16);
+	assert_int_equal(dlv->start_ns, 110);
+	assert_int_equal(dlv->end_ns, 120);
+	assert_string_equal(attr_s(proc, "wirespan.message.fingerprint"),
+			    attr_s(pub, "wirespan.message.fingerprint"));
+	ws_nats_conn_close(pc, 200);
+	ws_nats_conn_close(sa, 200);
+	ws_nats_conn_close(sb, 200);
+}
+
+/* Muxed request-reply: CLIENT send span from request to reply; the
+ * responder's process span ends at its reply and is the child of the
+ * requester's span. */
+static void request_reply(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *req = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	struct ws_nats_conn *rsp = conn(f, 20, WS_ROLE_CLIENT, 6000);
+	struct ws_span *send, *proc;
+
+	feed(req, WS_DIR_EGRESS,
+	     "CONNECT {}\r\nSUB _INBOX.Nx.* 1\r\nPUB svc.time _INBOX.Nx.7 0\r\n"
+	     "\r\n",
+	     10, 100);
+	feed(rsp, WS_DIR_EGRESS, "CONNECT {}\r\nSUB svc.time 4\r\n", 20, 50);
+	feed(rsp, WS_DIR_INGRESS, "MSG svc.time 4 _INBOX.Nx.7 0\r\n\r\n", 21,
+	     110);
+	feed(rsp, WS_DIR_EGRESS, "PUB _INBOX.Nx.7 2\r\nok\r\n", 21, 150);
+	assert_int_equal(f->out.n, 1);
+	feed(req, WS_DIR_INGRESS, "MSG _INBOX.Nx.7 1 2\r\nok\r\n", 10, 160);
+	assert_int_equal(f->out.n, 2);
+	send = find(&f->out, "send svc.time");
+	proc = find(&f->out, "process svc.time");
+	assert_non_null(send);
+	assert_non_null(proc);
+	assert_int_equal(send->kind, WS_SPAN_KIND_CLIENT);
+	assert_int_equal(send->start_ns, 100);
+	assert_int_equal(send->end_ns, 160);
+	assert_int_equal(proc->end_ns, 150);
+	assert_memory_equal(proc->parent_span_id, send->span_id, 8);
+	assert_memory_equal(proc->trace_id, send->trace_id, 16);
+	assert_int_equal(send->status, WS_STATUS_UNSET);
+	/* the reply did not make spans of its own */
+	assert_int_equal(count(&f->out, "publish _INBOX.*"), 0);
+	assert_int_equal(count(&f->out, "process _INBOX.*"), 0);
+	ws_nats_conn_close(req, 200);
+	ws_nats_conn_close(rsp, 200);
+}
+
+/* No responders: a 503 status reply fails the request. */
+static void no_responders(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	struct ws_span *s;
+
+	feed(c, WS_DIR_EGRESS,
+	     "CONNECT {}\r\nSUB _INBOX.a.* 1\r\nPUB nobody _INBOX.a.1 "
+	     "0\r\n\r\n",
+	     10, 100);
+	feed(c, WS_DIR_INGRESS,
+	     "HMSG _INBOX.a.1 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n", 10, 120);
+	assert_int_equal(f->out.n, 1);
+	s = f->out.s[0];
+	assert_string_equal(s->name, "send nobody");
+	assert_int_equal(s->status, WS_STATUS_ERROR);
+	assert_string_equal(attr_s(s, "error.type"), "no_responders");
+	ws_nats_conn_close(c, 200);
+}
+
+/* A request with no reply times out with an error. */
+static void request_timeout(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 10, WS_ROLE_CLIENT, 5000);
+
+	feed(c, WS_DIR_EGRESS,
+	     "CONNECT {}\r\nSUB _INBOX.old 1\r\nPUB slow _INBOX.old 0\r\n\r\n",
+	     10, 100);
+	ws_nats_spans_tick(f->b, 100 + 4000000);
+	assert_int_equal(f->out.n, 0);
+	ws_nats_spans_tick(f->b, 100 + 5000000);
+	assert_int_equal(f->out.n, 1);
+	assert_string_equal(attr_s(f->out.s[0], "error.type"), "timeout");
+	ws_nats_conn_close(c, 200);
+}
+
+/* traceparent in HPUB/HMSG: trace id and parent come from it. */
+static void traceparent_honoured(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	static const char hpub[] =
+		"CONNECT {}\r\nHPUB t 82 84\r\nNATS/1.0\r\ntraceparent: "
+		"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"
+		"\r\nhi\r\n";
+	char hex[33];
+	struct ws_span *s;
+
+	feed(c, WS_DIR_EGRESS, hpub, 10, 100);
+	assert_int_equal(f->out.n, 1);
+	s = f->out.s[0];
+	ws_id_hex(s->trace_id, 16, hex);
+	assert_string_equal(hex, "0af7651916cd43dd8448eb211c80319c");
+	assert_true(s->has_parent);
+	ws_id_hex(s->parent_span_id, 8, hex);
+	assert_string_equal(hex, "b7ad6b7169203331");
+	ws_nats_conn_close(c, 200);
+}
+
+/* A thread inside a process span publishes: the publish is its child. */
+static void in_process_causality(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	struct ws_span *proc, *pub;
+
+	feed(c, WS_DIR_EGRESS, "CONNECT {}\r\nSUB in 1\r\n", 10, 50);
+	feed(c, WS_DIR_INGRESS, "MSG in 1 1\r\nx\r\n", 10, 100);
+	feed(c, WS_DIR_EGRESS, "PUB out 1\r\ny\r\n", 10, 150);
+	feed(c, WS_DIR_INGRESS, "PING\r\n", 10, 300);
+	proc = find(&f->out, "process in");
+	pub = find(&f->out, "publish out");
+	assert_non_null(proc);
+	assert_non_null(pub);
+	assert_memory_equal(pub->parent_span_id, proc->span_id, 8);
+	assert_memory_equal(pub->trace_id, proc->trace_id, 16);
+	ws_nats_conn_close(c, 400);
+}
+
+/* JetStream: publish answered by a PubAck, a pull, deliveries with ack
+ * metadata (one redelivered), and settle spans linked to them. */
+static void jetstream(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	struct ws_span *s, *pull, *d1, *ack;
+
+	feed(c, WS_DIR_EGRESS,
+	     "CONNECT {}\r\nSUB _INBOX.j.* 1\r\nPUB ORDERS.new _INBOX.j.1 "
+	     "1\r\nA\r\n",
+	     10, 100);
+	feed(c, WS_DIR_INGRESS,
+	     "MSG _INBOX.j.1 1 44\r\n"
+	     "{\"stream\":\"ORDERS\",\"seq\":7,\"duplicate\":true}\r\n",
+	     10, 110);
+	s = find(&f->out, "publish ORDERS.new");
+	assert_non_null(s);
+	assert_int_equal(s->kind, WS_SPAN_KIND_PRODUCER);
+	assert_string_equal(attr_s(s, "nats.jetstream.stream"), "ORDERS");
+	assert_int_equal(attr_i(s, "nats.jetstream.sequence.stream"), 7);
+	assert_non_null(ws_attrs_get(&s->a, "nats.jetstream.duplicate"));
+
+	feed(c, WS_DIR_EGRESS,
+	     "SUB _INBOX.p 2\r\nPUB $JS.API.CONSUMER.MSG.NEXT.ORDERS.worker "
+	     "_INBOX.p 11\r\n{\"batch\":2}\r\n",
+	     10, 200);
+	feed(c, WS_DIR_INGRESS,
+	     "MSG ORDERS.new 2 $JS.ACK.ORDERS.worker.1.7.1.1700000000.0 1\r\nA"
+	     "\r\nMSG ORDERS.new 2 $JS.ACK.ORDERS.worker.2.7.2.1700000001.0 "
+	     "1\r\nA\r\n",
+	     10, 210);
+	pull = find(&f->out, "receive ORDERS");
+	assert_non_null(pull);
+	assert_int_equal(pull->end_ns, 210);
+	feed(c, WS_DIR_EGRESS,
+	     "PUB $JS.ACK.ORDERS.worker.1.7.1.1700000000.0 4\r\n+ACK\r\n"
+	     "PUB $JS.ACK.ORDERS.worker.2.7.2.1700000001.0 4\r\n-NAK\r\n",
+	     10, 220);
+	assert_int_equal(count(&f->out, "process ORDERS.new"), 2);
+	d1 = find(&f->out, "process ORDERS.new");
+	assert_memory_equal(d1->parent_span_id, pull->span_id, 8);
+	assert_int_equal(attr_i(d1, "messaging.message.delivery_count"), 1);
+	assert_int_equal(attr_i(d1, "nats.jetstream.sequence.stream"), 7);
+	ack = find(&f->out, "ack ORDERS");
+	assert_non_null(ack);
+	assert_int_equal(ack->n_links, 1);
+	assert_memory_equal(ack->links[0].span_id, d1->span_id, 8);
+	assert_non_null(find(&f->out, "nak ORDERS"));
+	s = f->out.s[f->out.n - 1];
+	assert_string_equal(s->name, "nak ORDERS");
+	ws_nats_conn_close(c, 400);
+}
+
+/* Secrets never reach a span, and JWT claims are decoded. */
+static void secrets_and_jwt(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	/* header.{"sub":"UABC","name":"svc-a","iss":"AACC",
+	 *         "nats":{"issuer_account":"AACCOUNT"}}.sig */
+	static const char connect[] =
+		"CONNECT {\"user\":\"u\",\"pass\":\"PASSWORD1\",\"auth_token\":"
+		"\"TOKEN1\",\"sig\":\"SIG1\",\"nkey\":\"UPUBLIC\",\"jwt\":"
+		"\"eyJ0"
+		"eXAiOiJKV1QifQ.eyJzdWIiOiJVQUJDIiwibmFtZSI6InN2Yy1hIiwiaXNzIjo"
+		"iQUFDQyIsIm5hdHMiOnsiaXNzdWVyX2FjY291bnQiOiJBQUNDT1VOVCJ9fQ."
+		"SIG"
+		"PART\"}\r\nPUB x 1\r\ny\r\n";
+	struct ws_span *s;
+	int i;
+
+	feed(c, WS_DIR_EGRESS, connect, 10, 100);
+	assert_int_equal(f->out.n, 1);
+	s = f->out.s[0];
+	assert_string_equal(attr_s(s, "nats.nkey"), "UPUBLIC");
+	assert_string_equal(attr_s(s, "nats.jwt.sub"), "UABC");
+	assert_string_equal(attr_s(s, "nats.jwt.name"), "svc-a");
+	assert_string_equal(attr_s(s, "nats.account"), "AACCOUNT");
+	for (i = 0; i < s->a.n; i++) {
+		if (s->a.v[i].type != WS_ATTR_STR)
+			continue;
+		assert_null(strstr(s->a.v[i].s, "PASSWORD1"));
+		assert_null(strstr(s->a.v[i].s, "TOKEN1"));
+		assert_null(strstr(s->a.v[i].s, "SIG1"));
+		assert_null(strstr(s->a.v[i].s, "eyJ"));
+	}
+	ws_nats_conn_close(c, 200);
+}
+
+/* Bad bytes: counted, no span, and the stream goes on. */
+static void garbage_then_publish(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 10, WS_ROLE_CLIENT, 5000);
+
+	feed(c, WS_DIR_EGRESS,
+	     "CONNECT {}\r\nBOGUS 1 2 3\r\nPUB x 999999999\r\n", 10, 100);
+	feed(c, WS_DIR_EGRESS, "PUB y 1\r\nz\r\n", 10, 110);
+	assert_int_equal(count(&f->out, "publish y"), 1);
+	assert_true(ws_nats_spans_stats(f->b)->parse_errors >= 1);
+	ws_nats_conn_close(c, 200);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(publish_span, setup, teardown),
+		cmocka_unit_test_setup_teardown(process_ends_at_next_read,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(broker_hop_links, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(request_reply, setup, teardown),
+		cmocka_unit_test_setup_teardown(no_responders, setup, teardown),
+		cmocka_unit_test_setup_teardown(request_timeout, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(traceparent_honoured, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(in_process_causality, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(jetstream, setup, teardown),
+		cmocka_unit_test_setup_teardown(secrets_and_jwt, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(garbage_then_publish, setup,
+						teardown),
+	};
+
+	return cmocka_run_group_tests_name("nats_spans", tests, NULL, NULL);
+}
