@@ -93,7 +93,8 @@ lint: all
 	$(Q)clang-format --dry-run --Werror $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] bpf/*.c bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/fuzz/*.c))
 	$(call msg,CPPCHECK,agent)
 	$(Q)cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,portability,performance \
-	    --suppress=missingIncludeSystem --inline-suppr -Iinclude -Iagent -D__linux__ agent
+	    --suppress=missingIncludeSystem --inline-suppr --include=.ci/cppcheck-macros.h \
+	    -Iinclude -Iagent -D__linux__ agent
 
 check: lint test
 

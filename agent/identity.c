@@ -58,8 +58,9 @@ void ws_identity_free(struct ws_identity *id)
 
 	if (!id)
 		return;
-	HASH_ITER (hh, id->by_tgid, e, tmp)
+	HASH_ITER (hh, id->by_tgid, e, tmp) {
 		entry_free(id, e);
+	}
 	free(id);
 }
 

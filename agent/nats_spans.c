@@ -1480,8 +1480,9 @@ void ws_nats_conn_close(struct ws_nats_conn *nc, uint64_t ts_ns)
 		ws_attrs_cstr(&p->span->a, "wirespan.end", "close");
 		pend_end(b, p, ts_ns ? ts_ns : p->start_ns);
 	}
-	HASH_ITER (hh, nc->subs, s, stmp)
+	HASH_ITER (hh, nc->subs, s, stmp) {
 		sub_free(nc, s);
+	}
 	for (d = 0; d < 2; d++) {
 		if (nc->parser[d]) {
 			const struct ws_nats_stats *ps =
