@@ -107,8 +107,6 @@ static bool on_open(void *ctx, struct ws_conn *c)
 	if (cap->proto_filter != WS_PROTO_UNKNOWN &&
 	    c->proto != cap->proto_filter)
 		return false;
-	if (cap->summary)
-		return true;
 	put_conn(w, "open", c);
 	if (cur)
 		jw_u64(w, "tid", cur->tid);
@@ -169,6 +167,7 @@ static void on_gap(void *ctx, struct ws_conn *c, uint8_t dir, uint64_t offset,
 	jw_u64(w, "offset", offset);
 	jw_u64(w, "len", len);
 	jw_str(w, "reason", ws_gap_reason_name(reason));
+	jw_u64(w, "ts", cap->p->cur ? cap->p->cur->hdr.ts_ns : cap->p->rec_ts);
 	emit(cap);
 }
 
@@ -201,6 +200,7 @@ static void on_close(void *ctx, struct ws_conn *c, const uint64_t *final,
 		jw_u64(w, "gap", pc->d[d].gap);
 		jw_obj_close(w);
 	}
+	jw_u64(w, "ts", cap->p->rec_ts);
 	emit(cap);
 }
 

@@ -48,6 +48,7 @@ void ws_metrics_print(FILE *f, const uint64_t kernel[WS_C_MAX],
 	jw_u64(&w, "swept", m->swept);
 	jw_u64(&w, "filtered_proto", m->filtered_proto);
 	jw_u64(&w, "output_errors", m->output_errors);
+	jw_u64(&w, "holes_released", m->holes_released);
 	jw_obj_open(&w, "conns");
 	jw_u64(&w, "live", ct->live);
 	jw_u64(&w, "inserted", ct->inserted);

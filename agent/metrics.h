@@ -30,6 +30,7 @@ struct ws_user_metrics {
 	uint64_t swept;		  /* kernel entries of dead processes removed */
 	uint64_t filtered_proto; /* records skipped by --protocol */
 	uint64_t output_errors;	 /* lines that could not be written */
+	uint64_t holes_released; /* holes declared lost after a poll round */
 };
 
 /* One JSON line {"type":"metrics","kernel":{...},"user":{...}} to f. */

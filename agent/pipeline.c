@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <bpf/libbpf.h>
+#include <utlist.h>
 
 #include "events.h"
 #include "log.h"
@@ -104,11 +105,16 @@ static void conn_finish(struct ws_pipeline *p, struct ws_conn *c,
 
 	if (!pc)
 		return;
-	p->cur = NULL;
 	for (d = 0; d < 2; d++) {
+		if (pc->d[d].holding) {
+			DL_DELETE2(p->holding, &pc->d[d], hprev, hnext);
+			pc->d[d].holding = false;
+		}
+		p->cur = pc->d[d].last.hdr.type ? &pc->d[d].last : NULL;
 		ws_reasm_flush(&c->reasm[d], final ? final[d] : 0);
 		p->m.dup_bytes += c->reasm[d].stats.dup_bytes;
 	}
+	p->cur = NULL;
 	if (pc->followed)
 		p->ops->close(p->ctx, c, final, why);
 	free(pc);
@@ -170,6 +176,7 @@ static void handle_data(struct ws_pipeline *p, const struct ws_data *d,
 			const uint8_t *payload)
 {
 	struct ws_conn *c = ws_conn_table_lookup(p->conns, &d->id);
+	struct ws_pdir *pd;
 	struct ws_pconn *pc;
 
 	if (!c) {
@@ -211,6 +218,16 @@ static void handle_data(struct ws_pipeline *p, const struct ws_data *d,
 		      d->syscall_len, tail_reason(d->flags),
 		      d->flags & WS_DF_CLASSIFY);
 	p->cur = NULL;
+	pd = &pc->d[d->dir];
+	pd->last = *d;
+	if (c->reasm[d->dir].held_segs && !pd->holding) {
+		pd->holding = true;
+		pd->hold_since = p->round;
+		DL_APPEND2(p->holding, pd, hprev, hnext);
+	} else if (!c->reasm[d->dir].held_segs && pd->holding) {
+		pd->holding = false;
+		DL_DELETE2(p->holding, pd, hprev, hnext);
+	}
 }
 
 static void handle_close(struct ws_pipeline *p, const struct ws_conn_close *e)
@@ -248,6 +265,29 @@ static void handle_proc_exit(struct ws_pipeline *p, uint32_t tgid)
 		ws_conn_table_remove_tgid(p->conns, tgid, exited_cb, p);
 }
 
+/*
+ * Records of one connection from two CPUs can arrive out of order, but only
+ * by microseconds: a hole still open a whole poll round later was lost (ring
+ * buffer full). Declare it so, and deliver what waited behind it now rather
+ * than when a bound or the close forces it.
+ */
+static void release_holds(struct ws_pipeline *p)
+{
+	struct ws_pdir *pd, *tmp;
+
+	DL_FOREACH_SAFE2(p->holding, pd, tmp, hnext)
+	{
+		if (pd->hold_since + 1 >= p->round)
+			continue;
+		DL_DELETE2(p->holding, pd, hprev, hnext);
+		pd->holding = false;
+		p->m.holes_released++;
+		p->cur = &pd->last;
+		ws_reasm_flush(&pd->pc->c->reasm[pd->dir], 0);
+		p->cur = NULL;
+	}
+}
+
 static int on_record(void *ctx, void *data, size_t size)
 {
 	struct ws_pipeline *p = ctx;
@@ -261,6 +301,7 @@ static int on_record(void *ctx, void *data, size_t size)
 		return 0;
 	}
 	p->m.by_type[ev.type]++;
+	p->rec_ts = ev.hdr->ts_ns;
 	switch (ev.type) {
 	case WS_EV_CONN_OPEN:
 		handle_open(p, ev.open);
@@ -343,6 +384,8 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 		/* Records submitted without a wakeup wait for us here. */
 		ring_buffer__consume(rb);
 		now = clock_ns(CLOCK_MONOTONIC);
+		p.round++;
+		release_holds(&p);
 		if (ops->tick)
 			ops->tick(ctx, now);
 		if (dump_requested) {

@@ -33,6 +33,13 @@ struct ws_pdir {
 	uint8_t dir;
 	bool resync; /* followed from the middle: no open record was seen */
 	uint64_t captured, gap;
+	/* The newest record pushed: what held data delivered later is
+	 * attributed to (its thread, syscall and time). */
+	struct ws_data last;
+	/* On p->holding while the reassembler holds data behind a hole. */
+	bool holding;
+	uint64_t hold_since; /* poll round in which the hold started */
+	struct ws_pdir *hprev, *hnext;
 };
 
 struct ws_pconn {
@@ -73,6 +80,11 @@ struct ws_pipeline {
 	void *ctx;
 	/* the data record being delivered, or NULL (held data flushed later) */
 	const struct ws_data *cur;
+	/* CLOCK_MONOTONIC ns of the record being handled (any type) */
+	uint64_t rec_ts;
+	/* directions holding data behind a hole, and the poll round count */
+	struct ws_pdir *holding;
+	uint64_t round;
 	/* add to a CLOCK_MONOTONIC ns value to get unix ns */
 	int64_t mono_to_unix;
 	struct ws_user_metrics m;

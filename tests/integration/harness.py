@@ -123,6 +123,7 @@ class Env:
         self.name = name
         self.tmp = Path(tempfile.mkdtemp(prefix="wirespan-it-%s-" % name))
         self.procs = []
+        self.results = []
         self.failed = False
 
     def __enter__(self):
@@ -131,6 +132,11 @@ class Env:
     def __exit__(self, et, ev, tb):
         self.failed = et is not None
         self.cleanup()
+        if not self.failed:
+            # Field-level problems of the capture output are reported after
+            # the byte checks passed, so a run shows both kinds of findings.
+            for res in self.results:
+                res.check_fields()
         return False
 
     def path(self, name):
@@ -182,7 +188,8 @@ class Env:
     def cleanup(self):
         for p in reversed(self.procs):
             stop_process(p)
-        if self.failed and os.environ.get("WIRESPAN_KEEP_TMP"):
+        keep = os.environ.get("WIRESPAN_KEEP_TMP", "")
+        if keep == "all" or (self.failed and keep):
             print("    (kept %s)" % self.tmp, file=sys.stderr)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -349,6 +356,16 @@ class Capture:
 
         return self.wait_for(pred, timeout, "%d closes" % n)
 
+    def wait_all_closed(self, timeout=10.0):
+        """Wait until every opened connection has its close line."""
+
+        def pred(lines):
+            opened = {l["conn"] for l in lines if l.get("type") == "open"}
+            closed = {l["conn"] for l in lines if l.get("type") == "close"}
+            return opened and opened <= closed
+
+        return self.wait_for(pred, timeout, "all closes")
+
     def metrics_now(self, timeout=5.0):
         """SIGUSR1 -> metrics line on stderr, without stopping."""
         with self._lock:
@@ -368,7 +385,7 @@ class Capture:
         """SIGINT, check exit 0, return a CaptureResult."""
         time.sleep(settle)
         if self.proc.poll() is not None:
-            raise TestFailure("`%s` died during the test with exit %s; stderr:\n%s" % (self.cmd, self.proc.returncode, self.stderr_tail()))
+            raise TestFailure("`%s` exited during the test, before the test stopped it (exit %s); stderr:\n%s" % (self.cmd, self.proc.returncode, self.stderr_tail()))
         t0 = time.monotonic()
         self.proc.send_signal(signal.SIGINT)
         try:
@@ -388,7 +405,9 @@ class Capture:
         metrics = find_metrics(err)
         check(metrics is not None, "no {\"type\":\"metrics\"} line on stderr after SIGINT; stderr:\n%s", self.stderr_tail())
         log("capture stopped in %.2fs: %d lines; metrics %s", stop_s, len(lines), json.dumps(metrics)[:400])
-        return CaptureResult(lines, metrics, err, self.cmd)
+        res = CaptureResult(lines, metrics, err, self.cmd)
+        self.env.results.append(res)
+        return res
 
 
 def find_metrics(lines):
@@ -563,7 +582,8 @@ class CaptureResult:
         self.stderr = stderr
         self.cmd = cmd
         self.conns = collections.OrderedDict()
-        self.problems = []
+        self.problems = []  # output that cannot be rebuilt into streams
+        self.field_problems = []  # lines that parse but lack or misuse fields
         self.types = collections.Counter()
         for n, l in enumerate(lines, 1):
             t = l.get("type")
@@ -607,10 +627,13 @@ class CaptureResult:
                     if len(b) != ln:
                         self.problems.append("line %d: len %d but data has %d bytes" % (n, ln, len(b)))
                         continue
-                    if l.get("syscall") not in SYSCALLS:
-                        self.problems.append("line %d: unknown syscall %r" % (n, l.get("syscall")))
+                    missing = [k for k in ("pid", "tid", "comm", "proto", "syscall", "ts") if k not in l]
+                    if missing:
+                        self.field_problems.append("line %d: data line without %s (offset %d len %d)" % (n, "/".join(missing), off, ln))
+                    elif l["syscall"] not in SYSCALLS:
+                        self.field_problems.append("line %d: unknown syscall %r" % (n, l["syscall"]))
                     elif (l["syscall"] in EGRESS_SYSCALLS) != (d == "egress"):
-                        self.problems.append("line %d: syscall %s in direction %s" % (n, l["syscall"], d))
+                        self.field_problems.append("line %d: syscall %s in direction %s" % (n, l["syscall"], d))
                     c.pieces[d].append((off, ln, "data", b, l))
                 else:
                     r = l.get("reason")
@@ -635,19 +658,20 @@ class CaptureResult:
     def by_pid(self, pid):
         return [c for c in self.conns.values() if c.pid == pid]
 
+    def _tuple_index(self):
+        if getattr(self, "_tindex", None) is None:
+            idx = collections.defaultdict(list)
+            for x in self.conns.values():
+                if x.open is not None:
+                    o = x.open
+                    idx[(o.get("laddr"), o.get("lport"), o.get("raddr"), o.get("rport"))].append(x)
+            self._tindex = idx
+        return self._tindex
+
     def peer_of(self, c):
         """The other end of c (client <-> server) by addresses, or None."""
         o = c.open
-        cands = [
-            x
-            for x in self.conns.values()
-            if x is not c
-            and x.open is not None
-            and x.open.get("laddr") == o.get("raddr")
-            and x.open.get("lport") == o.get("rport")
-            and x.open.get("raddr") == o.get("laddr")
-            and x.open.get("rport") == o.get("lport")
-        ]
+        cands = [x for x in self._tuple_index().get((o.get("raddr"), o.get("rport"), o.get("laddr"), o.get("lport")), []) if x is not c]
         if len(cands) > 1:
             # the same 4-tuple twice (port reuse): take the one opened closest in time
             cands.sort(key=lambda x: abs(x.open.get("ts", 0) - o.get("ts", 0)))
@@ -670,6 +694,11 @@ class CaptureResult:
 
     def check_well_formed(self):
         check(not self.problems, "malformed capture output: %s", "; ".join(self.problems[:10]))
+
+    def check_fields(self):
+        """Called at the end of a test, so the byte checks run first."""
+        p = self.field_problems
+        check(not p, "%d capture line(s) with missing/wrong fields: %s%s", len(p), "; ".join(p[:4]), " ..." if len(p) > 4 else "")
 
     def check_conn(self, c, from_start=True, allow_gaps=(), need_close=True, summary=False):
         """Open/close present, streams tile, close invariants hold."""
@@ -761,7 +790,10 @@ class Frame:
 
 
 def nats_frames(buf):
-    """Parse NATS frames (either direction) from a contiguous byte stream."""
+    """Parse NATS frames (either direction) from a contiguous byte stream.
+
+    Returns (frames, consumed): consumed < len(buf) when the stream ends inside
+    a frame."""
     out, pos = [], 0
     n = len(buf)
     while pos < n:
@@ -791,11 +823,7 @@ def nats_frames(buf):
         check(buf[end + 2 + ln : end + 4 + ln] == b"\r\n", "NATS %s at %d: payload not followed by CRLF", op, pos)
         out.append(Frame(op, args, body[hl:], body[:hl], pos))
         pos = end + 4 + ln
-    return out
-
-
-def frames_find_bytes(buf, frames_bytes):
-    return bytes(buf).find(frames_bytes)
+    return out, pos
 
 
 # --------------------------------------------------------------------------

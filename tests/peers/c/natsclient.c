@@ -209,8 +209,8 @@ static void print_result(const struct opts *o, const struct result *r, bool ok)
 	printf("\"%s.req\"", o->subject);
 	printf(",\"request_sha256\":\"%s\",\"reply_sha256\":\"%s\"", r->req_sha,
 	       r->reply_sha);
-	printf(",\"reply_ok\":%s,\"held_ms\":%lld", r->reply_ok ? "true" : "false",
-	       r->held_ms);
+	printf(",\"reply_ok\":%s,\"held_ms\":%lld",
+	       r->reply_ok ? "true" : "false", r->held_ms);
 	printf(",\"laddr\":");
 	json_str(r->laddr);
 	printf(",\"lport\":%d,\"ok\":%s", r->lport, ok ? "true" : "false");
@@ -304,7 +304,8 @@ static bool run(const struct opts *o, struct result *r)
 	}
 
 	snprintf(reqsubj, sizeof(reqsubj), "%s.req", o->subject);
-	if ((s = natsConnection_SubscribeSync(&sub, nc, o->subject)) != NATS_OK) {
+	if ((s = natsConnection_SubscribeSync(&sub, nc, o->subject)) !=
+	    NATS_OK) {
 		fail_status("subscribe", s);
 		goto out;
 	}
@@ -445,15 +446,33 @@ int main(int argc, char **argv)
 	memset(&r, 0, sizeof(r));
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'u': o.url = optarg; break;
-		case 'n': o.count = atoi(optarg); break;
-		case 's': o.size = atoi(optarg); break;
-		case 'S': o.subject = optarg; break;
-		case 'H': o.hold_file = optarg; break;
-		case 'T': o.hold_timeout_ms = atoll(optarg); break;
-		case 't': o.timeout_ms = atoll(optarg); break;
-		case 'h': o.headers = true; break;
-		default: usage(argv[0]); return 2;
+		case 'u':
+			o.url = optarg;
+			break;
+		case 'n':
+			o.count = atoi(optarg);
+			break;
+		case 's':
+			o.size = atoi(optarg);
+			break;
+		case 'S':
+			o.subject = optarg;
+			break;
+		case 'H':
+			o.hold_file = optarg;
+			break;
+		case 'T':
+			o.hold_timeout_ms = atoll(optarg);
+			break;
+		case 't':
+			o.timeout_ms = atoll(optarg);
+			break;
+		case 'h':
+			o.headers = true;
+			break;
+		default:
+			usage(argv[0]);
+			return 2;
 		}
 	}
 	if (optind < argc)

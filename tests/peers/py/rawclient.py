@@ -18,8 +18,9 @@ Modes (each connection is one NATS session on its own subject SUBJECT.<i>):
                 opens, so every one gets the same fd number;
   --flood BYTES one connection (to any NATS-looking sink) that writes
                 "PUB flood 4096\\r\\n"+payload+"\\r\\n" frames as fast as it can
-                until BYTES were sent, then shuts down its write side and reads
-                until EOF.
+                until BYTES were sent (with --linger-file: then one marker
+                frame, then waits for the file), then shuts down its write
+                side and reads until EOF.
 
 A session: read INFO, send CONNECT + PING, read PONG; [hold]; SUB, COUNT PUBs
 of SIZE bytes, PING; read until COUNT MSGs and the PONG arrived; close.
@@ -169,6 +170,9 @@ CONNECT = (
     b'"name":"wirespan-peer-pyraw","lang":"python-raw","version":"1.0.0",'
     b'"protocol":1,"echo":true,"headers":true,"no_responders":true}\r\n'
 )
+
+
+MARKER = b"PUB flood.marker 19\r\nwirespan-flood-done\r\n"
 
 
 def handshake(c, deadline):
@@ -369,6 +373,15 @@ def run_flood(a, host, port, family):
             res["frames"] += per_chunk
         res["flood_seconds"] = round(time.monotonic() - t0, 3)
         res["flood_bytes"] = sent
+        if a.linger_file:
+            # one small frame after the flood, then keep the connection open
+            # until the test says so (it looks for the frame meanwhile)
+            time.sleep(0.2)
+            c.send(MARKER, record=False)
+            hasher.update(MARKER)
+            sent += len(MARKER)
+            print("flood done; lingering until %s exists" % a.linger_file, file=sys.stderr, flush=True)
+            wait_file(a.linger_file, a.hold_timeout)
         c.sock.shutdown(socket.SHUT_WR)
         while c.recv_some() > 0:
             if time.monotonic() > deadline:
@@ -401,6 +414,7 @@ def main():
     ap.add_argument("--flood", type=int, default=0, help="flood mode: bytes of PUB frames to write")
     ap.add_argument("--flood-chunk", type=int, default=256 * 1024)
     ap.add_argument("--flood-seconds", type=float, default=60.0)
+    ap.add_argument("--linger-file", default="", help="flood mode: after the flood send one marker frame, then wait for this file before closing")
     a = ap.parse_args()
     url = a.url or a.url_opt
     host, port, family = resolve(url)

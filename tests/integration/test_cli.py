@@ -1,0 +1,54 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The command line: exit codes, usage errors, signals, clean detach."""
+import json
+import signal
+import subprocess
+import time
+
+from harness import WIRESPAN, Capture, Env, check
+
+
+def _run(args, timeout=30):
+    return subprocess.run([str(WIRESPAN)] + args, capture_output=True, timeout=timeout)
+
+
+def _our_programs():
+    """Names of loaded BPF programs that are ours (tp_* from wirespan.bpf.c)."""
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, timeout=30)
+    check(out.returncode == 0, "bpftool prog show failed: %s", out.stderr.decode()[-300:])
+    return sorted(p.get("name", "") for p in json.loads(out.stdout or b"[]") if p.get("name", "").startswith("tp_"))
+
+
+def test_usage_errors():
+    """A wrong flag: one-line error, the usage, exit 2; --help and version exit 0."""
+    for args in (["capture", "--bogus"], ["capture", "--port", "0"], ["capture", "--ringbuf-size", "1000"],
+                 ["agent", "--output", "carrier-pigeon"], ["nosuchcommand"], ["version", "extra"]):
+        r = _run(args)
+        check(r.returncode == 2, "%s: exit %s, expected 2", args, r.returncode)
+        err = r.stderr.decode()
+        check(err.startswith("wirespan: "), "%s: stderr does not start with a one-line error: %r", args, err[:200])
+        check("usage:" in err, "%s: no usage after the error: %r", args, err[:400])
+    for args in (["--help"], ["capture", "--help"], ["agent", "--help"], ["version", "--help"], ["version"]):
+        r = _run(args)
+        check(r.returncode == 0, "%s: exit %s, expected 0", args, r.returncode)
+        check(r.stdout, "%s printed nothing", args)
+    check(b"event ABI" in _run(["version"]).stdout, "version does not name the event ABI")
+
+
+def test_signals_and_clean_detach():
+    """SIGUSR1 prints metrics and keeps running; SIGTERM exits 0 and leaves no program behind."""
+    before = _our_programs()
+    with Env("detach") as env:
+        cap = Capture(env, ["--port", "1"])
+        during = _our_programs()
+        check(len(during) >= len(before) + 16, "only %d of our programs loaded while capturing", len(during) - len(before))
+        m = cap.metrics_now()
+        check(m is not None and "kernel" in m and "user" in m, "SIGUSR1 printed no metrics line")
+        check(cap.proc.poll() is None, "capture exited after SIGUSR1")
+        cap.proc.send_signal(signal.SIGTERM)
+        rc = cap.proc.wait(20)
+        check(rc == 0, "exit %s after SIGTERM", rc)
+    deadline = time.monotonic() + 5
+    while _our_programs() != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    check(_our_programs() == before, "programs left behind after exit: %s", sorted(set(_our_programs()) - set(before)))
