@@ -35,6 +35,9 @@ UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS   := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(UNIT_SRCS))
 HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto/*.h)
 
+# Skeletons and objects are inputs of later builds, not throwaway intermediates.
+.SECONDARY: $(BPF_OBJS) $(SKELS)
+
 .PHONY: all deps test unit-test integration-test check format lint clean vmlinux run bench fuzz help
 
 all: $(OUT)/wirespan $(UNIT_BINS)

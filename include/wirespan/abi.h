@@ -156,6 +156,7 @@ struct ws_conn_close {
 	__u8 _pad[3];
 };
 
+/* A data record; cap_len payload bytes follow it. */
 struct ws_data {
 	struct ws_event_hdr hdr;
 	struct ws_conn_id id;
@@ -167,7 +168,6 @@ struct ws_data {
 	__u8 proto;   /* enum ws_proto */
 	__u8 flags;   /* WS_DF_* */
 	__u8 syscall; /* enum ws_syscall */
-		      /* __u8 payload[cap_len] follows */
 };
 
 struct ws_proc_exit {
