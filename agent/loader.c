@@ -299,20 +299,18 @@ unsigned ws_loader_attached(const struct ws_loader *l)
 int ws_loader_counters(const struct ws_loader *l, uint64_t out[WS_C_MAX])
 {
 	int fd = bpf_map__fd(l->skel->maps.counters);
-	uint64_t *vals;
-	__u32 k;
-	int c;
+	struct ws_counters *vals;
+	__u32 zero = 0;
+	int c, k;
 
+	memset(out, 0, sizeof(uint64_t) * WS_C_MAX);
 	vals = calloc(l->ncpus, sizeof(*vals));
 	if (!vals)
 		return -ENOMEM;
-	for (k = 0; k < WS_C_MAX; k++) {
-		out[k] = 0;
-		if (bpf_map_lookup_elem(fd, &k, vals))
-			continue;
+	if (bpf_map_lookup_elem(fd, &zero, vals) == 0)
 		for (c = 0; c < l->ncpus; c++)
-			out[k] += vals[c];
-	}
+			for (k = 0; k < WS_C_MAX; k++)
+				out[k] += vals[c].v[k];
 	free(vals);
 	return 0;
 }

@@ -35,12 +35,20 @@ const volatile bool filter_cgroups_on = false;
 #define SOCK_STREAM 1
 #define IPPROTO_TCP 6
 
+static __always_inline struct ws_counters *counters_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&counters, &zero);
+}
+
 static __always_inline void count(__u32 idx, __u64 n)
 {
-	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
+	struct ws_counters *c = counters_get();
 
-	if (c)
-		*c += n; /* per-CPU: no atomics needed */
+	/* per-CPU: no atomics needed */
+	if (c && idx < WS_C_MAX)
+		c->v[idx] += n;
 }
 
 static __always_inline __u64 rb_flags(void)
@@ -406,6 +414,7 @@ static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 cpu = bpf_get_smp_processor_id(), i;
 	__u64 off, iovp = 0, iovcnt = 1, moved, outlen, lost;
+	struct ws_counters *c;
 	struct ws_conn_state *cs;
 	struct ws_scratch *s;
 	struct ws_fd_key key;
@@ -474,18 +483,6 @@ static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 	if (s->rem && !(s->ev.flags & (WS_DF_TRUNC_CAP | WS_DF_FAULT)))
 		s->ev.flags |= i >= WS_MAX_IOV ? WS_DF_TRUNC_IOV : WS_DF_FAULT;
 
-	lost = moved - s->ev.cap_len;
-	if (lost) {
-		if (s->ev.flags & WS_DF_FAULT) {
-			count(WS_C_FAULT_EVENTS, 1);
-			count(WS_C_FAULT_BYTES, lost);
-		} else if (s->ev.flags & WS_DF_TRUNC_IOV) {
-			count(WS_C_TRUNC_IOV_BYTES, lost);
-		} else {
-			count(WS_C_TRUNC_CAP_BYTES, lost);
-		}
-	}
-
 	s->ev.hdr.abi_version = WS_ABI_VERSION;
 	s->ev.hdr.type = WS_EV_DATA;
 	s->ev.hdr.size = sizeof(s->ev) + s->ev.cap_len;
@@ -501,13 +498,30 @@ static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 	/* cap_len <= WS_MAX_CAPTURE, so this mask never changes outlen; it
 	 * only shows the verifier a bound inside the scratch value. */
 	asm volatile("%0 &= %1" : "+r"(outlen) : "i"(2 * WS_MAX_CAPTURE - 1));
+	c = counters_get();
 	if (bpf_ringbuf_output(&rb, &s->ev, outlen, rb_flags())) {
-		count(WS_C_RB_FULL_EVENTS, 1);
-		count(WS_C_RB_FULL_BYTES, moved);
+		/* The whole syscall is lost, tail included: one reason. */
+		if (c) {
+			c->v[WS_C_RB_FULL_EVENTS]++;
+			c->v[WS_C_RB_FULL_BYTES] += moved;
+		}
 		return 0;
 	}
-	count(WS_C_EVENTS, 1);
-	count(WS_C_DATA_BYTES, outlen - sizeof(s->ev));
+	if (!c)
+		return 0;
+	c->v[WS_C_EVENTS]++;
+	c->v[WS_C_DATA_BYTES] += s->ev.cap_len;
+	lost = moved - s->ev.cap_len;
+	if (lost) {
+		if (s->ev.flags & WS_DF_FAULT) {
+			c->v[WS_C_FAULT_EVENTS]++;
+			c->v[WS_C_FAULT_BYTES] += lost;
+		} else if (s->ev.flags & WS_DF_TRUNC_IOV) {
+			c->v[WS_C_TRUNC_IOV_BYTES] += lost;
+		} else {
+			c->v[WS_C_TRUNC_CAP_BYTES] += lost;
+		}
+	}
 	return 0;
 }
 

@@ -41,12 +41,13 @@ struct {
 	__type(value, struct ws_scratch);
 } scratch SEC(".maps");
 
-/* Per-CPU loss and activity counters, indexed by enum ws_counter. */
+/* Per-CPU loss and activity counters (enum ws_counter), one value so that a
+ * data record costs one lookup however many counters it touches. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, WS_C_MAX);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct ws_counters);
 } counters SEC(".maps");
 
 /* Local ports that have a listener: a pre-existing socket on one is a server.

@@ -34,6 +34,11 @@ struct ws_conn_state {
 	__u8 flags; /* WS_SF_* */
 };
 
+/* The value of the per-CPU `counters` map. */
+struct ws_counters {
+	__u64 v[WS_C_MAX];
+};
+
 /* What sys_enter saves for sys_exit. */
 struct ws_args {
 	__u64 buf; /* buffer, iovec array or msghdr (user pointer) */
