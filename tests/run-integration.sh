@@ -28,6 +28,19 @@ if [ ! -x "$OUT/natsclient-c" ] || [ "$ROOT/tests/peers/c/natsclient.c" -nt "$OU
 		"$ROOT/tests/peers/c/natsclient.c" -lnats -o "$OUT/natsclient-c"
 fi
 
+# Role peers for the agent tests (one process per role): nats.go and nats.c.
+if [ ! -x "$OUT/natsrole-go" ] || [ "$ROOT/tests/peers/go/natsrole/natsrole.go" -nt "$OUT/natsrole-go" ]; then
+	echo "  GO       build/peers/natsrole-go"
+	(cd "$ROOT/tests/peers/go/natsrole" &&
+		GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="${GOCACHE:-$ROOT/build/gocache}" \
+			go build -o "$OUT/natsrole-go" natsrole.go)
+fi
+if [ ! -x "$OUT/natsrole-c" ] || [ "$ROOT/tests/peers/c/natsrole.c" -nt "$OUT/natsrole-c" ]; then
+	echo "  CC       build/peers/natsrole-c"
+	"${CC:-cc}" -std=c11 -Wall -Wextra -Werror -O2 -g \
+		"$ROOT/tests/peers/c/natsrole.c" -lnats -o "$OUT/natsrole-c"
+fi
+
 # Node peer's dependency (the `nats` npm package, pinned by tests/package-lock.json).
 if [ ! -d "$ROOT/tests/node_modules/nats" ]; then
 	echo "  NPM      tests/node_modules"

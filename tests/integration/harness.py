@@ -13,7 +13,13 @@ What lives here:
     data + gap lines, with contiguity (tiling) checks, close invariants,
     pairing of client and server ends by address, and byte-exact comparison
     with the other end or with the bytes a peer recorded itself;
-  - a small NATS frame parser for checking what a peer said it did.
+  - a small NATS frame parser for checking what a peer said it did;
+  - Agent / AgentResult / Span: `build/wirespan agent --output stdout ARGS`,
+    its OTLP/JSON lines flattened into spans with their resource, the
+    metrics and agent_metrics lines it prints at SIGINT; start_peer /
+    finish_peer for peers that run in the background (a {"ready":true} line
+    first, the JSON result line last); start_nats_conf for a nats-server
+    with a configuration file (authorization).
 
 Every check raises TestFailure with a message that says what was expected and
 what was seen.
@@ -838,3 +844,348 @@ def render(template, dest, **subs):
     check(not left, "template %s: unreplaced %s", template, left)
     Path(dest).write_text(t)
     return dest
+
+
+# --------------------------------------------------------------------------
+# `wirespan agent --output stdout`: OTLP/JSON spans
+
+
+ROLE_GO_PEER = PEERS_BIN / "natsrole-go"
+ROLE_C_PEER = PEERS_BIN / "natsrole-c"
+ROLE_NODE_PEER = PEERS_SRC / "node" / "natsrole.js"
+
+SPAN_KIND = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+
+
+def start_nats_conf(env, conf="", jetstream=False, host="127.0.0.1", extra_args=()):
+    """nats-server with a configuration file (e.g. authorization) on a free port."""
+    port = free_port(host)
+    cfg = env.path("nats-server.%d.conf" % port)
+    cfg.write_text("listen: \"%s:%d\"\n%s\n" % (host, port, conf))
+    args = [NATS_SERVER, "-c", str(cfg)] + [str(a) for a in extra_args]
+    if jetstream:
+        sd = env.path("js.%d" % port)
+        sd.mkdir(exist_ok=True)
+        args += ["-js", "-sd", str(sd)]
+    p = env.spawn(args, stdout=env.path("nats-server.%d.log" % port), stderr=subprocess.STDOUT, name="nats-server")
+    wait_port(host, port, 10.0, p)
+    return NatsServer(p, host, port)
+
+
+def otlp_value(v):
+    """An OTLP/JSON AnyValue as a Python value (intValue is a decimal string)."""
+    check(isinstance(v, dict) and len(v) == 1, "attribute value is not a one-key AnyValue: %r", v)
+    (k, x), = v.items()
+    if k == "intValue":
+        check(isinstance(x, (str, int)) and re.fullmatch(r"-?\d+", str(x)), "bad intValue %r", x)
+        return int(x)
+    if k in ("stringValue", "boolValue", "doubleValue"):
+        return x
+    raise TestFailure("unexpected AnyValue kind %r" % k)
+
+
+def otlp_attrs(arr, where):
+    check(isinstance(arr, list), "%s: attributes is not a list: %r", where, arr)
+    out = {}
+    for kv in arr:
+        check(isinstance(kv, dict) and "key" in kv and "value" in kv, "%s: bad attribute %r", where, kv)
+        check(kv["key"] not in out, "%s: attribute %r twice", where, kv["key"])
+        out[kv["key"]] = otlp_value(kv["value"])
+    return out
+
+
+class Span:
+    """One span of the agent's output, flattened with its resource."""
+
+    __slots__ = ("name", "kind", "trace", "id", "parent", "start", "end", "attrs", "links", "status",
+                 "resource", "res_key", "line", "raw")
+
+    def __init__(self, d, resource, res_key, line):
+        self.raw = d
+        self.line = line
+        self.name = d.get("name")
+        self.kind = d.get("kind")
+        self.trace = d.get("traceId")
+        self.id = d.get("spanId")
+        self.parent = d.get("parentSpanId") or None
+        self.start = int(d.get("startTimeUnixNano", "0"))
+        self.end = int(d.get("endTimeUnixNano", "0"))
+        self.attrs = otlp_attrs(d.get("attributes", []), "span %r" % self.name)
+        self.links = [(l.get("traceId"), l.get("spanId")) for l in d.get("links", [])]
+        self.status = d.get("status") or {}
+        self.resource = resource
+        self.res_key = res_key
+
+    @property
+    def pid(self):
+        return self.resource.get("process.pid")
+
+    @property
+    def exe(self):
+        return self.resource.get("process.executable.name")
+
+    def a(self, k, default=None):
+        return self.attrs.get(k, default)
+
+    def __repr__(self):
+        return "<%s %s pid=%s trace=%s id=%s parent=%s fp=%s>" % (
+            self.name, SPAN_KIND.get(self.kind, self.kind), self.pid, (self.trace or "")[:8], self.id,
+            self.parent, self.attrs.get("wirespan.message.fingerprint"))
+
+
+def parse_otlp_line(raw, lineno, problems):
+    """One ExportTraceServiceRequest line -> [Span]; shape problems appended."""
+    try:
+        d = json.loads(raw)
+    except ValueError as e:
+        raise TestFailure("agent stdout line %d is not JSON (%s): %s" % (lineno, e, show(raw, 200)))
+    check(isinstance(d, dict) and isinstance(d.get("resourceSpans"), list),
+          "agent stdout line %d is not an ExportTraceServiceRequest: %s", lineno, show(raw, 200))
+    out = []
+    for rs in d["resourceSpans"]:
+        res = otlp_attrs(rs.get("resource", {}).get("attributes", []), "line %d resource" % lineno)
+        key = json.dumps(sorted(res.items()))
+        if not isinstance(res.get("process.pid"), int):
+            problems.append("line %d: resource without an int process.pid: %s" % (lineno, res))
+        for ss in rs.get("scopeSpans", []):
+            for sd in ss.get("spans", []):
+                s = Span(sd, res, key, lineno)
+                where = "line %d span %r" % (lineno, s.name)
+                if not (isinstance(s.trace, str) and re.fullmatch(r"[0-9a-f]{32}", s.trace)) or s.trace == "0" * 32:
+                    problems.append("%s: bad traceId %r" % (where, s.trace))
+                if not (isinstance(s.id, str) and re.fullmatch(r"[0-9a-f]{16}", s.id)) or s.id == "0" * 16:
+                    problems.append("%s: bad spanId %r" % (where, s.id))
+                if s.parent is not None and not re.fullmatch(r"[0-9a-f]{16}", s.parent):
+                    problems.append("%s: bad parentSpanId %r" % (where, s.parent))
+                if s.kind not in SPAN_KIND:
+                    problems.append("%s: bad kind %r" % (where, s.kind))
+                if s.start <= 0 or s.end < s.start:
+                    problems.append("%s: bad times start=%d end=%d" % (where, s.start, s.end))
+                if sd.get("droppedAttributesCount"):
+                    problems.append("%s: %s attributes dropped" % (where, sd["droppedAttributesCount"]))
+                out.append(s)
+    return out
+
+
+class AgentResult:
+    def __init__(self, spans, stdout_bytes, stderr_lines, metrics, agent_metrics, problems, cmd):
+        self.spans = spans
+        self.stdout = stdout_bytes
+        self.stderr_lines = stderr_lines
+        self.stderr = "\n".join(stderr_lines)
+        self.metrics = metrics
+        self.agent_metrics = agent_metrics
+        self.problems = problems
+        self.cmd = cmd
+
+    def check_well_formed(self):
+        check(not self.problems, "malformed agent output: %s", "; ".join(self.problems[:8]))
+
+    def check_metrics(self, allow=()):
+        """agent_metrics agree with the spans printed; no losses, errors or drops
+        (except the counters named in allow)."""
+        am = self.agent_metrics
+        nm = am.get("nats", {})
+        check(am.get("spans_out") == len(self.spans), "agent_metrics.spans_out %s but %d spans on stdout",
+              am.get("spans_out"), len(self.spans))
+        bad = {k: nm.get(k) for k in ("parse_errors", "gap_bytes", "bad_json", "nomem", "pending_evicted", "recent_evicted",
+                                      "subs_dropped", "no_fingerprint") if nm.get(k) and k not in allow}
+        if am.get("write_errors"):
+            bad["write_errors"] = am["write_errors"]
+        check(not bad, "agent_metrics report problems: %s (all: %s)", bad, json.dumps(am))
+        ops = collections.Counter(s.name.split(" ", 1)[0] for s in self.spans)
+        for key, names in (("deliver", ("deliver",)), ("process", ("process",)), ("pull", ("receive",)),
+                           ("settle", ("ack", "nak", "term", "progress", "next")), ("request", ("send",))):
+            got = sum(ops[n] for n in names)
+            check(nm.get(key) == got, "agent_metrics.nats.%s is %s but %d %s spans were printed", key, nm.get(key), got, "/".join(names))
+
+    def select(self, name=None, pid=None, kind=None, pred=None):
+        out = []
+        for s in self.spans:
+            if name is not None and s.name != name:
+                continue
+            if pid is not None and s.pid != pid:
+                continue
+            if kind is not None and s.kind != kind:
+                continue
+            if pred is not None and not pred(s):
+                continue
+            out.append(s)
+        return out
+
+    def by_pid(self, pid):
+        return [s for s in self.spans if s.pid == pid]
+
+    def names(self, pid):
+        return collections.Counter(s.name for s in self.by_pid(pid))
+
+    def by_id(self):
+        idx = collections.defaultdict(list)
+        for s in self.spans:
+            idx[s.id].append(s)
+        return idx
+
+    def summary(self, limit=30):
+        c = collections.Counter((s.pid, s.exe, s.name) for s in self.spans)
+        rows = ["%s(%s) %r x%d" % (pid, exe, n, k) for (pid, exe, n), k in sorted(c.items(), key=lambda x: str(x))]
+        more = len(rows) - limit
+        return "%d spans: " % len(self.spans) + "; ".join(rows[:limit]) + (" ... %d more" % more if more > 0 else "")
+
+
+class Agent:
+    """A running `wirespan agent --output stdout ARGS`."""
+
+    def __init__(self, env, args=()):
+        self.env = env
+        self.args = ["--output", "stdout"] + [str(a) for a in args]
+        self.out_path = env.path("agent.%d.jsonl" % len(env.procs))
+        self.stderr_lines = []
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        if not WIRESPAN.exists():
+            raise TestFailure("%s does not exist (run make)" % WIRESPAN)
+        cmd = [str(WIRESPAN), "agent"] + self.args
+        self.cmd = " ".join(cmd)
+        log("agent: %s", self.cmd)
+        self.proc = env.spawn(cmd, stdout=self.out_path, stderr=subprocess.PIPE, name="wirespan")
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        self._pos = 0
+        self._partial = b""
+        self._nlines = 0
+        self.spans = []
+        self.problems = []
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self._ready.wait(0.05):
+            if self.proc.poll() is not None:
+                self._reader.join(2)
+                raise TestFailure("`%s` exited with %s before printing ready; stderr:\n%s"
+                                  % (self.cmd, self.proc.returncode, self.stderr_tail()))
+            if time.monotonic() > deadline:
+                raise TestFailure("`%s` did not print ready within %.0fs; stderr:\n%s" % (self.cmd, READY_TIMEOUT, self.stderr_tail()))
+
+    def _read_stderr(self):
+        for raw in iter(self.proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._lock:
+                self.stderr_lines.append(line)
+            if re.search(r"\bready\b", line):
+                self._ready.set()
+        self.proc.stderr.close()
+
+    def stderr_tail(self, n=25):
+        with self._lock:
+            lines = list(self.stderr_lines)
+        return "\n".join("    | " + x[:300] for x in lines[-n:]) or "    | (empty)"
+
+    def poll_spans(self):
+        with open(self.out_path, "rb") as f:
+            f.seek(self._pos)
+            chunk = f.read()
+        self._pos += len(chunk)
+        parts = (self._partial + chunk).split(b"\n")
+        self._partial = parts.pop()
+        for raw in parts:
+            if raw.strip():
+                self._nlines += 1
+                self.spans.extend(parse_otlp_line(raw, self._nlines, self.problems))
+        return self.spans
+
+    def count(self, name=None, pid=None):
+        return sum(1 for s in self.poll_spans() if (name is None or s.name == name) and (pid is None or s.pid == pid))
+
+    def wait_for(self, pred, timeout=15.0, what="condition"):
+        """Wait until pred(spans) is true; False on timeout (no raise)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if pred(self.poll_spans()):
+                return True
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                log("timeout waiting for %s", what)
+                return False
+            time.sleep(0.1)
+
+    def wait_counts(self, want, timeout=15.0):
+        """want: {(name, pid): n}; waits until at least n of each were printed."""
+
+        def pred(spans):
+            c = collections.Counter((s.name, s.pid) for s in spans)
+            return all(c[k] >= n for k, n in want.items())
+
+        return self.wait_for(pred, timeout, "spans %s" % want)
+
+    def stop(self, settle=0.3):
+        """SIGINT, exit 0 required, the metrics lines required; returns AgentResult."""
+        time.sleep(settle)
+        if self.proc.poll() is not None:
+            raise TestFailure("`%s` exited during the test (exit %s); stderr:\n%s" % (self.cmd, self.proc.returncode, self.stderr_tail()))
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            rc = self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise TestFailure("`%s` did not exit within %.0fs of SIGINT; stderr:\n%s" % (self.cmd, STOP_TIMEOUT, self.stderr_tail()))
+        self._reader.join(5)
+        check(rc == 0, "`%s` exited with %s after SIGINT (expected 0); stderr:\n%s", self.cmd, rc, self.stderr_tail())
+        spans = list(self.poll_spans())
+        check(not self._partial.strip(), "agent output ends with an unterminated line: %s", show(self._partial, 200))
+        with self._lock:
+            err = list(self.stderr_lines)
+        metrics = agent_metrics = None
+        for line in err:
+            s = line.strip()
+            if not s.startswith("{"):
+                continue
+            try:
+                d = json.loads(s)
+            except ValueError:
+                continue
+            if d.get("type") == "metrics":
+                metrics = d
+            elif d.get("type") == "agent_metrics":
+                agent_metrics = d
+        check(metrics is not None, "no {\"type\":\"metrics\"} line on the agent's stderr after SIGINT; stderr:\n%s", self.stderr_tail())
+        check(agent_metrics is not None, "no {\"type\":\"agent_metrics\"} line on the agent's stderr after SIGINT; stderr:\n%s", self.stderr_tail())
+        with open(self.out_path, "rb") as f:
+            out = f.read()
+        log("agent stopped: %d spans; agent_metrics %s", len(spans), json.dumps(agent_metrics)[:600])
+        return AgentResult(spans, out, err, metrics, agent_metrics, list(self.problems), self.cmd)
+
+
+def start_peer(env, args, name, ready=False, timeout=20.0, env_vars=None):
+    """Start a peer in the background; with ready=True wait for its {"ready":true} line."""
+    outp = env.path("%s.%d.out" % (name, len(env.procs)))
+    errp = env.path("%s.%d.err" % (name, len(env.procs)))
+    penv = None
+    if env_vars:
+        penv = dict(os.environ)
+        penv.update(env_vars)
+    p = env.spawn(args, stdout=outp, stderr=errp, env=penv, name=name)
+    p.wirespan_out, p.wirespan_err = outp, errp
+    if ready:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                text = Path(outp).read_text(errors="replace")
+            except OSError:
+                text = ""
+            if '"ready"' in text:
+                break
+            if p.poll() is not None:
+                raise TestFailure("%s exited with %s before it was ready; stdout: %s stderr: %s" % (name, p.returncode, tail(outp), tail(errp)))
+            if time.monotonic() > deadline:
+                raise TestFailure("%s not ready within %.0fs; stderr: %s" % (name, timeout, tail(errp)))
+            time.sleep(0.02)
+    return p
+
+
+def finish_peer(p, timeout=60.0, expect_ok=True):
+    """Wait for a peer started by start_peer; return its JSON result line."""
+    name = p.wirespan_name
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stop_process(p)
+        raise TestFailure("%s did not finish within %.0fs; stderr: %s" % (name, timeout, tail(p.wirespan_err)))
+    return peer_result(p, p.wirespan_out, p.wirespan_err, name, expect_ok)
