@@ -210,6 +210,12 @@ static const char agent_usage[] =
 	"  -p, --pid PID           only processes with this pid (repeatable)\n"
 	"  -P, --port PORT         only connections with this port "
 	"(repeatable)\n"
+	"  -m, --max-capture N     bytes copied per syscall (default 16384, "
+	"max "
+	"32768)\n"
+	"  -b, --ringbuf-size N    ring buffer bytes, a power of two (default "
+	"16 "
+	"MiB)\n"
 	"      --process-timeout S end a process span after S seconds without\n"
 	"                          evidence (default 10)\n"
 	"      --request-timeout S a request without a reply fails after S\n"
@@ -224,6 +230,8 @@ int cmd_agent(int argc, char **argv)
 		{"output", required_argument, NULL, 'o'},
 		{"pid", required_argument, NULL, 'p'},
 		{"port", required_argument, NULL, 'P'},
+		{"max-capture", required_argument, NULL, 'm'},
+		{"ringbuf-size", required_argument, NULL, 'b'},
 		{"process-timeout", required_argument, NULL, 'T'},
 		{"request-timeout", required_argument, NULL, 'R'},
 		{"duration", required_argument, NULL, 'd'},
@@ -249,8 +257,8 @@ int cmd_agent(int argc, char **argv)
 	ws_nats_spans_cfg_init(&ncfg);
 	optind = 1;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "o:p:P:d:vh", longopts, NULL)) !=
-	       -1) {
+	while ((opt = getopt_long(argc, argv, "o:p:P:m:b:d:vh", longopts,
+				  NULL)) != -1) {
 		switch (opt) {
 		case 'o':
 			if (strcmp(optarg, "stdout")) {
@@ -273,6 +281,23 @@ int cmd_agent(int argc, char **argv)
 				return WS_EXIT_USAGE;
 			}
 			o.lo.ports[o.lo.n_ports++] = (uint16_t)v;
+			break;
+		case 'm':
+			if (ws_cli_u64(optarg, 1, WS_MAX_CAPTURE, &v)) {
+				ws_cli_bad(agent_usage, "--max-capture",
+					   optarg);
+				return WS_EXIT_USAGE;
+			}
+			o.lo.max_capture = (uint32_t)v;
+			break;
+		case 'b':
+			if (ws_cli_u64(optarg, 4096, 1u << 30, &v) ||
+			    (v & (v - 1))) {
+				ws_cli_bad(agent_usage, "--ringbuf-size",
+					   optarg);
+				return WS_EXIT_USAGE;
+			}
+			o.lo.ringbuf_size = (uint32_t)v;
 			break;
 		case 'T':
 		case 'R':

@@ -123,15 +123,11 @@ static struct ws_resource *build(struct ws_identity *id, uint32_t tgid,
 	snprintf(path, sizeof(path), "%s/%u/cmdline", id->proc_root, tgid);
 	n = read_small(path, buf, sizeof(buf));
 	if (n > 0) {
-		ssize_t i;
+		char line[sizeof(buf) + 16];
 
 		ws_attrs_cstr(&r->a, "process.command", buf);
-		/* argv is NUL-separated: make it one line */
-		for (i = 0; i < n - 1; i++)
-			if (buf[i] == '\0')
-				buf[i] = ' ';
-		ws_attrs_str(&r->a, "process.command_line", buf,
-			     strnlen(buf, (size_t)n));
+		ws_cmdline_redact(buf, (size_t)n, line, sizeof(line));
+		ws_attrs_cstr(&r->a, "process.command_line", line);
 	}
 	snprintf(path, sizeof(path), "%s/%u", id->proc_root, tgid);
 	if (stat(path, &st) == 0) {
@@ -153,6 +149,78 @@ static struct ws_resource *build(struct ws_identity *id, uint32_t tgid,
 	ws_attrs_cstr(&r->a, "service.name", svc);
 	ws_attrs_cstr(&r->a, "host.name", id->host_name);
 	return r;
+}
+
+/* Does an argument name a secret (--password, -token, api_key=...)? */
+static bool secret_flag(const char *arg, size_t len)
+{
+	static const char *const words[] = {"pass", "secret", "token", "key",
+					    "auth", "cred",   "seed",  "sig"};
+	char low[64];
+	size_t i;
+
+	if (len >= sizeof(low))
+		len = sizeof(low) - 1;
+	for (i = 0; i < len; i++)
+		low[i] = (char)(arg[i] >= 'A' && arg[i] <= 'Z' ? arg[i] + 32
+							       : arg[i]);
+	low[len] = '\0';
+	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strstr(low, words[i]))
+			return true;
+	return false;
+}
+
+/* Append s[0..n) to out, or as much as fits. */
+static void put(char *out, size_t cap, size_t *o, const char *s, size_t n)
+{
+	if (*o + n >= cap)
+		n = *o + 1 < cap ? cap - *o - 1 : 0;
+	memcpy(out + *o, s, n);
+	*o += n;
+	out[*o] = '\0';
+}
+
+void ws_cmdline_redact(const char *argv, size_t len, char *out, size_t cap)
+{
+	static const char hidden[] = "REDACTED";
+	const char *a = argv, *end = argv + len;
+	bool hide_next = false;
+	size_t o = 0;
+
+	out[0] = '\0';
+	while (a < end) {
+		size_t n = strnlen(a, (size_t)(end - a));
+		const char *eq = memchr(a, '=', n);
+		const char *at = memchr(a, '@', n);
+		const char *scheme = n > 3 ? strstr(a, "://") : NULL;
+
+		if (o)
+			put(out, cap, &o, " ", 1);
+		if (hide_next) {
+			/* the value after --password, --token ... */
+			put(out, cap, &o, hidden, sizeof(hidden) - 1);
+			hide_next = false;
+		} else if (scheme && at && scheme < at) {
+			/* scheme://user:pass@host: keep the user only */
+			const char *ui = scheme + 3;
+			const char *colon = memchr(ui, ':', (size_t)(at - ui));
+
+			put(out, cap, &o, a,
+			    (size_t)((colon ? colon : at) - a));
+			put(out, cap, &o, colon ? ":REDACTED" : "",
+			    colon ? 9 : 0);
+			put(out, cap, &o, at, (size_t)(a + n - at));
+		} else if (a[0] == '-' && eq &&
+			   secret_flag(a, (size_t)(eq - a))) {
+			put(out, cap, &o, a, (size_t)(eq - a + 1));
+			put(out, cap, &o, hidden, sizeof(hidden) - 1);
+		} else {
+			put(out, cap, &o, a, n);
+			hide_next = a[0] == '-' && !eq && secret_flag(a, n);
+		}
+		a += n + 1;
+	}
 }
 
 struct ws_resource *ws_identity_resource(struct ws_identity *id, uint32_t tgid,

@@ -7,6 +7,7 @@
 #ifndef WIRESPAN_IDENTITY_H
 #define WIRESPAN_IDENTITY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "span.h"
@@ -33,6 +34,12 @@ struct ws_resource *ws_identity_resource(struct ws_identity *id, uint32_t tgid,
 					 const char *comm);
 /* Forget a process (it exited). */
 void ws_identity_forget(struct ws_identity *id, uint32_t tgid);
+/*
+ * Render a NUL-separated argv as one line with secrets replaced by
+ * REDACTED: the value after a flag naming a secret (--pass X, --token=X,
+ * --api-key X ...) and the password of scheme://user:password@host.
+ */
+void ws_cmdline_redact(const char *argv, size_t len, char *out, size_t cap);
 void ws_identity_stats(const struct ws_identity *id,
 		       struct ws_identity_stats *out);
 

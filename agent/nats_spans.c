@@ -35,6 +35,8 @@ struct nats_sub {
 	char sid[32];
 	char *subject;
 	char *queue;
+	uint64_t
+		left; /* UNSUB <sid> <max>: messages still to come; 0 = no max */
 	UT_hash_handle hh;
 };
 
@@ -52,7 +54,19 @@ struct pend {
 	struct pend *cprev, *cnext; /* nc->pends */
 	struct pend *tprev, *tnext; /* thread->procs (process spans) */
 	struct thread *thr;
+	/* process: when its thread read the connection again (0: not yet);
+	 * on b->ending until the grace period is over */
+	uint64_t read_end;
+	struct pend *eprev, *enext;
 };
+
+/*
+ * Records are handled in the order their syscalls exited, so the reply that
+ * ended a process span can arrive after the thread's next read. A read only
+ * marks the end; the span is closed a little later, by the earliest
+ * evidence seen by then.
+ */
+#define READ_END_GRACE_NS (100ull * 1000000ull)
 
 struct thread {
 	uint64_t key;	    /* tgid << 32 | tid */
@@ -67,9 +81,15 @@ struct recent {
 	uint8_t trace_id[16];
 	uint8_t span_id[8];
 	uint64_t ts;
-	bool used;
+	bool used;    /* holds an entry */
+	bool hashed;  /* the newest entry of its key (the one in by_key) */
+	uint32_t gen; /* bumped on every reuse of the slot */
+	/* the entry of the same key this one superseded, if still there */
+	uint32_t older, older_gen;
 	UT_hash_handle hh;
 };
+
+#define NO_OLDER UINT32_MAX
 
 struct recent_ring {
 	struct recent *slots;
@@ -110,12 +130,16 @@ struct ws_nats_spans {
 	struct pend *requests; /* by reply subject */
 	struct pend *replies;  /* process spans by their reply-to */
 	struct pend *age;
+	struct pend *ending; /* process spans whose thread read again */
 	unsigned n_pend;
 	struct thread *threads;
 	struct recent_ring pubs;       /* client publishes, by fingerprint */
 	struct recent_ring deliveries; /* server deliveries, by delivery id */
 	struct recent_ring evidence;   /* server-read PUBs, by fingerprint */
 	struct recent_ring acks;       /* deliveries, by ack subject hash */
+	/* client PUBs by their derived id: the trace they are in and the span
+	 * that stands for them (a reply PUB stands for its process span) */
+	struct recent_ring pub_ids;
 	struct ws_nats_spans_stats st;
 };
 
@@ -222,23 +246,54 @@ static void ring_put(struct ws_nats_spans *b, struct recent_ring *r,
 {
 	struct recent *e, *old;
 
-	HASH_FIND(hh, r->by_key, &key, sizeof(key), old);
-	if (old) { /* latest wins */
-		HASH_DEL(r->by_key, old);
-		old->used = false;
-	}
 	e = &r->slots[r->next];
 	r->next = (r->next + 1) % r->cap;
 	if (e->used) {
-		HASH_DEL(r->by_key, e);
+		if (e->hashed)
+			HASH_DEL(r->by_key, e);
+		e->used = e->hashed = false;
 		b->st.recent_evicted++;
 	}
+	/* The newest entry of a key is found by hash; older ones stay in
+	 * the ring, chained, for lookups of an earlier time. */
+	HASH_FIND(hh, r->by_key, &key, sizeof(key), old);
+	e->older = NO_OLDER;
+	if (old) {
+		HASH_DEL(r->by_key, old);
+		old->hashed = false;
+		e->older = (uint32_t)(old - r->slots);
+		e->older_gen = old->gen;
+	}
+	e->gen++;
 	e->key = key;
 	memcpy(e->trace_id, trace, 16);
 	memcpy(e->span_id, span, 8);
 	e->ts = ts;
-	e->used = true;
+	e->used = e->hashed = true;
 	HASH_ADD(hh, r->by_key, key, sizeof(e->key), e);
+}
+
+/* The newest entry of key recorded no later than ts_max. */
+static const struct recent *ring_get_before(struct ws_nats_spans *b,
+					    struct recent_ring *r, uint64_t key,
+					    uint64_t ts_max)
+{
+	struct recent *e;
+
+	HASH_FIND(hh, r->by_key, &key, sizeof(key), e);
+	while (e && e->ts > ts_max) {
+		struct recent *o;
+
+		if (e->older == NO_OLDER)
+			return NULL;
+		o = &r->slots[e->older];
+		if (!o->used || o->gen != e->older_gen || o->key != key)
+			return NULL;
+		e = o;
+	}
+	if (!e || ts_max - e->ts > b->cfg.recent_ttl_ns)
+		return NULL;
+	return e;
 }
 
 static const struct recent *ring_get(struct ws_nats_spans *b,
@@ -477,6 +532,8 @@ static void pend_unlink(struct ws_nats_spans *b, struct pend *p)
 		p->keyed = false;
 	}
 	DL_DELETE2(b->age, p, prev, next);
+	if (p->read_end)
+		DL_DELETE2(b->ending, p, eprev, enext);
 	if (p->nc)
 		DL_DELETE2(p->nc->pends, p, cprev, cnext);
 	if (p->thr) {
@@ -493,6 +550,9 @@ static void pend_unlink(struct ws_nats_spans *b, struct pend *p)
 /* End p at end_ns, emit its span, free it. */
 static void pend_end(struct ws_nats_spans *b, struct pend *p, uint64_t end_ns)
 {
+	/* the first evidence of the end wins */
+	if (p->read_end && p->read_end < end_ns)
+		end_ns = p->read_end;
 	pend_unlink(b, p);
 	p->span->end_ns = end_ns > p->start_ns ? end_ns : p->start_ns;
 	emit(b, p->span);
@@ -558,8 +618,17 @@ static struct pend *find_key(struct pend *hash, struct ws_nats_str key)
 static struct pend *current_process(struct ws_nats_conn *nc)
 {
 	struct thread *t = thread_get(nc->b, nc->info.tgid, nc->tid, false);
+	struct pend *p;
 
-	return t && t->procs ? t->procs->tprev : NULL;
+	if (!t || !t->procs)
+		return NULL;
+	/* newest first; one whose thread read again is over for it */
+	for (p = t->procs->tprev;; p = p->tprev) {
+		if (!p->read_end)
+			return p;
+		if (p == t->procs)
+			return NULL;
+	}
 }
 
 /* ---- identity from INFO / CONNECT --------------------------------------- */
@@ -765,10 +834,25 @@ static void on_unsub(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 	struct nats_sub *s;
 	char sid[32];
 
-	if (f->max_msgs)
-		return; /* auto-unsubscribe later: keep it until close */
 	HASH_FIND_STR(nc->subs, cstr(f->sid, sid, sizeof(sid)), s);
-	if (s)
+	if (!s)
+		return;
+	/* Auto-unsubscribe (old-style requests send UNSUB <sid> 1): the
+	 * server drops it after max messages, and so do we. */
+	if (f->max_msgs)
+		s->left = f->max_msgs;
+	else
+		sub_free(nc, s);
+}
+
+/* A MSG was delivered on sid: count it against an auto-unsubscribe. */
+static void sub_delivered(struct ws_nats_conn *nc, struct ws_nats_str sidv)
+{
+	struct nats_sub *s;
+	char sid[32];
+
+	HASH_FIND_STR(nc->subs, cstr(sidv, sid, sizeof(sid)), s);
+	if (s && s->left && --s->left == 0)
 		sub_free(nc, s);
 }
 
@@ -956,7 +1040,9 @@ static void publish_context(struct ws_nats_conn *nc,
 {
 	struct pend *proc;
 
-	if (derive_id(nc, "pub", f->offset, s->span_id, 8))
+	bool derived = derive_id(nc, "pub", f->offset, s->span_id, 8);
+
+	if (derived)
 		derive_id(nc, "trace", f->offset, s->trace_id, 16);
 	proc = current_process(nc);
 	if (proc) {
@@ -965,6 +1051,25 @@ static void publish_context(struct ws_nats_conn *nc,
 		nc->b->st.parent_in_process++;
 	}
 	apply_traceparent(nc->b, s, f);
+	/* The server side derives our id but cannot know the trace we
+	 * inherited: tell it, for when it is on this host too. */
+	if (derived)
+		ring_put(nc->b, &nc->b->pub_ids, id8_key(s->span_id),
+			 s->trace_id, s->span_id, nc->ts);
+}
+
+/* A request registered after its message was already being processed
+ * (the responder's read was handled first): adopt it now. */
+static void adopt_early_process(struct ws_nats_conn *nc,
+				const struct ws_nats_frame *f,
+				const struct ws_span *req)
+{
+	struct pend *p = find_key(nc->b->replies, f->reply);
+
+	if (!p)
+		return;
+	ws_span_set_parent(p->span, req->trace_id, req->span_id);
+	nc->b->st.parent_same_host++;
 }
 
 /* Open until its reply (or a timeout); the key is the reply subject. */
@@ -1000,7 +1105,15 @@ static void on_publish(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 	 * process span, and the reply itself is part of it. */
 	replied = find_key(b->replies, f->subject);
 	if (replied && replied->tgid == nc->info.tgid) {
+		uint8_t id[8];
+
 		ws_attrs_bool(&replied->span->a, "nats.reply.sent", true);
+		/* The server's hop for this reply names the PUB's derived id:
+		 * on this host, that id stands for the process span. */
+		if (derive_id(nc, "pub", f->offset, id, 8))
+			ring_put(b, &b->pub_ids, id8_key(id),
+				 replied->span->trace_id,
+				 replied->span->span_id, nc->ts);
 		b->st.process_end_reply++;
 		pend_end(b, replied, nc->ts);
 		return;
@@ -1058,6 +1171,8 @@ static void on_publish(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 	if (request) {
 		b->st.request++;
 		start_request(nc, f, s, PEND_REQUEST, &p);
+		if (p)
+			adopt_early_process(nc, f, s);
 		if (p && fp_ok)
 			ring_put(b, &b->pubs, fp, s->trace_id, s->span_id,
 				 nc->ts);
@@ -1110,6 +1225,32 @@ static bool is_pub_ack(struct ws_nats_spans *b, const struct ws_nats_frame *f,
 	return ok;
 }
 
+/* A $JS.API reply that carries {"error":{...}} fails its span. */
+static void js_api_error(struct ws_nats_spans *b, const struct ws_nats_frame *f,
+			 struct ws_span *s)
+{
+	json_object *o, *e, *d;
+
+	if (!f->payload_len || f->payload[0] != '{' ||
+	    !memmem(f->payload, f->payload_len, "\"error\"", 7))
+		return;
+	o = parse_json(b, (const char *)f->payload, f->payload_len);
+	if (!o)
+		return;
+	if (json_object_object_get_ex(o, "error", &e)) {
+		ws_span_set_status(
+			s, WS_STATUS_ERROR,
+			json_object_object_get_ex(e, "description", &d)
+				? json_object_get_string(d)
+				: "jetstream api error");
+		ws_attrs_cstr(&s->a, "error.type", "jetstream_api_error");
+		if (json_object_object_get_ex(e, "err_code", &d))
+			ws_attrs_int(&s->a, "nats.jetstream.err_code",
+				     json_object_get_int64(d));
+	}
+	json_object_put(o);
+}
+
 /* The reply to an open request arrived. */
 static void finish_request(struct ws_nats_conn *nc, struct pend *p,
 			   const struct ws_nats_frame *f)
@@ -1127,6 +1268,8 @@ static void finish_request(struct ws_nats_conn *nc, struct pend *p,
 		snprintf(code, sizeof(code), "%u", f->headers.status);
 		ws_span_set_status(s, WS_STATUS_ERROR, NULL);
 		ws_attrs_cstr(&s->a, "error.type", code);
+	} else if (p->kind == PEND_JS_API) {
+		js_api_error(b, f, s);
 	} else if (p->kind == PEND_REQUEST && is_pub_ack(b, f, s)) {
 		/* A JetStream publish: the request was a publish. */
 		char name[MAX_SUBJECT + 16];
@@ -1287,9 +1430,20 @@ static void on_server_pub(struct ws_nats_conn *nc,
 		return;
 	}
 	/* The publisher's span id and trace, as the publisher's host
-	 * derives them (or its traceparent says). */
-	if (!derive_id(nc, "pub", f->offset, span, 8))
+	 * derives them (or its traceparent says); when the publisher is on
+	 * this host, what it recorded for that id wins. */
+	if (derive_id(nc, "pub", f->offset, span, 8)) {
+		const struct recent *r =
+			ring_get(nc->b, &nc->b->pub_ids, id8_key(span), nc->ts);
+
+		if (r) {
+			ring_put(nc->b, &nc->b->evidence, fp ^ nc->info.tgid,
+				 r->trace_id, r->span_id, nc->ts);
+			return;
+		}
+	} else {
 		ws_id_random(span, 8);
+	}
 	if (!parse_traceparent(f, trace, tp_span, &fl) &&
 	    !derive_id(nc, "trace", f->offset, trace, 16))
 		ws_id_random(trace, 16);
@@ -1312,7 +1466,9 @@ static void on_server_msg(struct ws_nats_conn *nc,
 		b->st.no_fingerprint++;
 		return;
 	}
-	r = ring_get(b, &b->evidence, fp ^ nc->info.tgid, nc->ts);
+	/* Identical messages may be in flight: the newest PUB read no later
+	 * than this write started is the one being delivered. */
+	r = ring_get_before(b, &b->evidence, fp ^ nc->info.tgid, nc->ts);
 	s = new_span(nc, "deliver", "send", f->subject, WS_SPAN_KIND_PRODUCER);
 	if (!s)
 		return;
@@ -1376,6 +1532,7 @@ static void on_frame(void *ctx, const struct ws_nats_frame *f)
 			on_server_msg(nc, f);
 		else
 			on_message(nc, f);
+		sub_delivered(nc, f->sid);
 		break;
 	default:
 		break;
@@ -1429,13 +1586,12 @@ static void end_thread_reads(struct ws_nats_conn *nc)
 
 	if (!t)
 		return;
-	/* pend_end frees t with its last span; the loop reads only tmp. */
 	DL_FOREACH_SAFE2(t->procs, p, tmp, tnext)
 	{
-		if (p->nc != nc)
+		if (p->nc != nc || p->read_end)
 			continue;
-		nc->b->st.process_end_read++;
-		pend_end(nc->b, p, nc->ts);
+		p->read_end = nc->ts ? nc->ts : 1;
+		DL_APPEND2(nc->b->ending, p, eprev, enext);
 	}
 }
 
@@ -1530,7 +1686,8 @@ struct ws_nats_spans *ws_nats_spans_new(const struct ws_nats_spans_cfg *cfg,
 	if (ring_init(&b->pubs, WS_NS_MAX_RECENT) ||
 	    ring_init(&b->deliveries, WS_NS_MAX_RECENT) ||
 	    ring_init(&b->evidence, WS_NS_MAX_RECENT) ||
-	    ring_init(&b->acks, WS_NS_MAX_RECENT)) {
+	    ring_init(&b->acks, WS_NS_MAX_RECENT) ||
+	    ring_init(&b->pub_ids, WS_NS_MAX_RECENT)) {
 		ws_nats_spans_free(b, 0);
 		return NULL;
 	}
@@ -1539,6 +1696,16 @@ struct ws_nats_spans *ws_nats_spans_new(const struct ws_nats_spans_cfg *cfg,
 
 void ws_nats_spans_tick(struct ws_nats_spans *b, uint64_t now_ns)
 {
+	struct pend *p, *tmp;
+
+	DL_FOREACH_SAFE2(b->ending, p, tmp, enext)
+	{
+		if (now_ns < p->read_end ||
+		    now_ns - p->read_end < READ_END_GRACE_NS)
+			continue;
+		b->st.process_end_read++;
+		pend_end(b, p, p->read_end);
+	}
 	while (b->age) {
 		struct pend *p = b->age;
 		uint64_t limit = p->kind == PEND_PROCESS
@@ -1575,6 +1742,7 @@ void ws_nats_spans_free(struct ws_nats_spans *b, uint64_t now_ns)
 	ring_free(&b->deliveries);
 	ring_free(&b->evidence);
 	ring_free(&b->acks);
+	ring_free(&b->pub_ids);
 	free(b);
 }
 

@@ -288,6 +288,7 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys)
 	a.cnt = cnt;
 	a.fd = fd;
 	a.sys = sys;
+	a.start = bpf_ktime_get_ns();
 	if (bpf_map_update_elem(&args, &pid_tgid, &a, BPF_ANY))
 		count(WS_C_ARGS_MAP_FULL, 1);
 	return 0;
@@ -413,7 +414,7 @@ static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 cpu = bpf_get_smp_processor_id(), i;
-	__u64 off, iovp = 0, iovcnt = 1, moved, outlen, lost;
+	__u64 off, iovp = 0, iovcnt = 1, moved, outlen, lost, start;
 	struct ws_counters *c;
 	struct ws_conn_state *cs;
 	struct ws_scratch *s;
@@ -426,6 +427,7 @@ static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 	if (!ap)
 		return 0;
 	buf = ap->buf;
+	start = ap->start;
 	iovcnt = ap->cnt;
 	key.tgid = pid_tgid >> 32;
 	key.fd = ap->fd;
@@ -486,7 +488,10 @@ static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 	s->ev.hdr.abi_version = WS_ABI_VERSION;
 	s->ev.hdr.type = WS_EV_DATA;
 	s->ev.hdr.size = sizeof(s->ev) + s->ev.cap_len;
-	s->ev.hdr.ts_ns = bpf_ktime_get_ns();
+	/* Egress: when the bytes started to leave (the write's enter), so a
+	 * reply never seems to precede its request; ingress: when they
+	 * arrived (the read's exit). */
+	s->ev.hdr.ts_ns = dir == WS_DIR_EGRESS ? start : bpf_ktime_get_ns();
 	s->ev.id = cs->id;
 	s->ev.offset = off;
 	s->ev.syscall_len = moved;

@@ -121,7 +121,9 @@ struct ws_event_hdr {
 	__u16 abi_version; /* WS_ABI_VERSION */
 	__u16 type;	   /* enum ws_event_type */
 	__u32 size;	   /* bytes of the whole record including this header */
-	__u64 ts_ns;	   /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	/* bpf_ktime_get_ns() (CLOCK_MONOTONIC); egress data: the syscall's
+	 * enter (when the bytes started to leave), ingress: its exit */
+	__u64 ts_ns;
 };
 
 /* TCP endpoints; IPv4 addresses are stored as IPv4-mapped IPv6. */

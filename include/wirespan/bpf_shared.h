@@ -41,8 +41,9 @@ struct ws_counters {
 
 /* What sys_enter saves for sys_exit. */
 struct ws_args {
-	__u64 buf; /* buffer, iovec array or msghdr (user pointer) */
-	__u64 cnt; /* iovec count for readv/writev */
+	__u64 buf;   /* buffer, iovec array or msghdr (user pointer) */
+	__u64 cnt;   /* iovec count for readv/writev */
+	__u64 start; /* ktime at enter: a write's bytes left then */
 	__s32 fd;
 	__u8 sys; /* enum ws_syscall */
 	__u8 _pad[3];

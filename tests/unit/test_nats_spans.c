@@ -85,7 +85,7 @@ static int setup(void **state)
 
 	memset(&f, 0, sizeof(f));
 	ws_nats_spans_cfg_init(&cfg);
-	cfg.process_timeout_ns = 1000000;
+	cfg.process_timeout_ns = 1000000000;
 	cfg.request_timeout_ns = 5000000;
 	f.b = ws_nats_spans_new(&cfg, collect, &f.out);
 	assert_non_null(f.b);
@@ -171,6 +171,10 @@ static void process_ends_at_next_read(void **state)
 	feed(c, WS_DIR_INGRESS, "PING\r\n", 12, 1500); /* another thread */
 	assert_int_equal(f->out.n, 0);
 	feed(c, WS_DIR_INGRESS, "PING\r\n", 11, 2000);
+	/* closed after a grace period, in case a reply record comes late */
+	ws_nats_spans_tick(f->b, 2000 + 50000000);
+	assert_int_equal(f->out.n, 0);
+	ws_nats_spans_tick(f->b, 2000 + 100000000);
 	assert_int_equal(f->out.n, 1);
 	s = f->out.s[0];
 	assert_string_equal(s->name, "process news");
@@ -334,7 +338,11 @@ static void in_process_causality(void **state)
 	feed(c, WS_DIR_INGRESS, "MSG in 1 1\r\nx\r\n", 10, 100);
 	feed(c, WS_DIR_EGRESS, "PUB out 1\r\ny\r\n", 10, 150);
 	feed(c, WS_DIR_INGRESS, "PING\r\n", 10, 300);
+	/* after the read, the thread is no longer inside it */
+	feed(c, WS_DIR_EGRESS, "PUB later 1\r\nz\r\n", 10, 350);
+	ws_nats_spans_tick(f->b, 300 + 100000000);
 	proc = find(&f->out, "process in");
+	assert_false(find(&f->out, "publish later")->has_parent);
 	pub = find(&f->out, "publish out");
 	assert_non_null(proc);
 	assert_non_null(pub);

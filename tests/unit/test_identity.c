@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Process identity: the resource of a live process, and secrets kept out of
+ * the command line. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "identity.h"
+
+static void redact(const char *argv, size_t len, const char *want)
+{
+	char out[512];
+
+	ws_cmdline_redact(argv, len, out, sizeof(out));
+	assert_string_equal(out, want);
+}
+
+#define R(lit, want) redact(lit, sizeof(lit), want)
+
+static void cmdline_secrets(void **state)
+{
+	R("nats-server\0-c\0/etc/nats.conf", "nats-server -c /etc/nats.conf");
+	R("app\0--url\0nats://carol:pw123@127.0.0.1:4222",
+	  "app --url nats://carol:REDACTED@127.0.0.1:4222");
+	R("app\0nats://tok@host:4222", "app nats://tok@host:4222");
+	R("nats-server\0--pass\0hunter2\0--user\0bob",
+	  "nats-server --pass REDACTED --user bob");
+	R("app\0--auth_token=abc\0--Api-Key\0k1\0--seed-file=/x",
+	  "app --auth_token=REDACTED --Api-Key REDACTED --seed-file=REDACTED");
+	R("app\0--port=4222", "app --port=4222");
+	/* a cut buffer stays NUL-terminated */
+	{
+		char out[8];
+
+		ws_cmdline_redact("abcdefghijkl", 12, out, sizeof(out));
+		assert_int_equal(strlen(out), 7);
+	}
+}
+
+static void self_resource(void **state)
+{
+	struct ws_identity *id = ws_identity_new("/proc");
+	struct ws_resource *r, *r2;
+	const struct ws_attr *a;
+
+	assert_non_null(id);
+	r = ws_identity_resource(id, (uint32_t)getpid(), "test");
+	assert_non_null(r);
+	a = ws_attrs_get(&r->a, "process.pid");
+	assert_non_null(a);
+	assert_int_equal(a->i, getpid());
+	a = ws_attrs_get(&r->a, "process.executable.name");
+	assert_string_equal(a->s, "test_identity");
+	a = ws_attrs_get(&r->a, "service.name");
+	assert_string_equal(a->s, "unknown_service:test_identity");
+	assert_non_null(ws_attrs_get(&r->a, "process.owner"));
+	assert_non_null(ws_attrs_get(&r->a, "host.name"));
+	/* cached: the same resource again */
+	r2 = ws_identity_resource(id, (uint32_t)getpid(), "test");
+	assert_ptr_equal(r, r2);
+	ws_resource_put(r2);
+	ws_resource_put(r);
+	/* a process that is gone: only what we were told */
+	r = ws_identity_resource(id, 0x7ffffff0u, "ghost");
+	a = ws_attrs_get(&r->a, "process.executable.name");
+	assert_string_equal(a->s, "ghost");
+	ws_resource_put(r);
+	ws_identity_free(id);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(cmdline_secrets),
+		cmocka_unit_test(self_resource),
+	};
+
+	return cmocka_run_group_tests_name("identity", tests, NULL, NULL);
+}
