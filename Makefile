@@ -6,13 +6,13 @@ CLANG      ?= clang
 CC         ?= cc
 BPFTOOL    ?= bpftool
 ARCH       := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
-PKGS       := libbpf json-c libxxhash
+PKGS       := libbpf json-c libxxhash libprotobuf-c
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN       := -Wall -Wextra -Werror -Wno-unused-parameter
 CFLAGS     ?= -O2 -g
-CFLAGS     += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude -Ibpf -Iagent -I$(OUT) $(PKG_CFLAGS)
+CFLAGS     += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude -Ibpf -Iagent -I$(OUT) -I$(OUT)/gen $(PKG_CFLAGS)
 LDLIBS     += $(PKG_LIBS) -lelf -lz
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) $(WARN) -Iinclude -Ibpf
 
@@ -27,22 +27,26 @@ endif
 BPF_SRCS    := $(wildcard bpf/*.bpf.c)
 BPF_OBJS    := $(patsubst bpf/%.bpf.c,$(OUT)/%.bpf.o,$(BPF_SRCS))
 SKELS       := $(patsubst bpf/%.bpf.c,$(OUT)/%.skel.h,$(BPF_SRCS))
-AGENT_SRCS  := $(wildcard agent/*.c agent/proto/*.c)
+# OTLP .proto files (agent/export/) become C with protoc-c, in build/gen/.
+PROTOS      := $(wildcard agent/export/*.proto)
+PB_SRCS     := $(patsubst agent/export/%.proto,$(OUT)/gen/%.pb-c.c,$(PROTOS))
+PB_HDRS     := $(PB_SRCS:.c=.h)
+AGENT_SRCS  := $(wildcard agent/*.c agent/proto/*.c agent/export/*.c) $(PB_SRCS)
 LIB_SRCS    := $(filter-out agent/main.c,$(AGENT_SRCS))
 LIB_OBJS    := $(patsubst %.c,$(OUT)/obj/%.o,$(LIB_SRCS))
 MAIN_OBJ    := $(OUT)/obj/agent/main.o
 UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS   := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(UNIT_SRCS))
-HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto/*.h)
+HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto/*.h agent/export/*.h)
 
 # Skeletons and objects are inputs of later builds, not throwaway intermediates.
-.SECONDARY: $(BPF_OBJS) $(SKELS)
+.SECONDARY: $(BPF_OBJS) $(SKELS) $(PB_SRCS) $(PB_HDRS)
 
 .PHONY: all deps test unit-test integration-test check format lint clean vmlinux run bench fuzz help
 
 all: $(OUT)/wirespan $(UNIT_BINS)
 
-$(OUT) $(OUT)/obj/agent $(OUT)/obj/agent/proto $(OUT)/tests:
+$(OUT) $(OUT)/tests:
 	$(Q)mkdir -p $@
 
 $(OUT)/%.bpf.o: bpf/%.bpf.c $(HDRS) bpf/vmlinux.h | $(OUT)
@@ -55,8 +59,14 @@ $(OUT)/%.skel.h: $(OUT)/%.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< name $(notdir $*)_bpf > $@
 
-$(OUT)/obj/%.o: %.c $(HDRS) $(SKELS) | $(OUT)/obj/agent $(OUT)/obj/agent/proto
+$(OUT)/gen/%.pb-c.c $(OUT)/gen/%.pb-c.h: agent/export/%.proto
+	$(call msg,PROTOC-C,$@)
+	$(Q)mkdir -p $(OUT)/gen
+	$(Q)protoc-c --proto_path=agent/export --c_out=$(OUT)/gen $<
+
+$(OUT)/obj/%.o: %.c $(HDRS) $(SKELS) $(PB_HDRS)
 	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
 $(OUT)/libwirespan.a: $(LIB_OBJS)
@@ -67,7 +77,7 @@ $(OUT)/wirespan: $(MAIN_OBJ) $(OUT)/libwirespan.a
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
 
-$(OUT)/tests/%: tests/unit/%.c $(OUT)/libwirespan.a $(HDRS) | $(OUT)/tests
+$(OUT)/tests/%: tests/unit/%.c $(OUT)/libwirespan.a $(HDRS) $(PB_HDRS) | $(OUT)/tests
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) -Itests/unit $< $(OUT)/libwirespan.a $(LDLIBS) -lcmocka -o $@
 
@@ -89,11 +99,11 @@ test: all
 	$(Q)bash tests/run-all.sh
 
 format:
-	$(Q)clang-format -i $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] bpf/*.c bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/fuzz/*.c))
+	$(Q)clang-format -i $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] agent/export/*.[ch] bpf/*.c bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/fuzz/*.c))
 
 lint: all
 	$(call msg,FORMAT,check)
-	$(Q)clang-format --dry-run --Werror $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] bpf/*.c bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/fuzz/*.c))
+	$(Q)clang-format --dry-run --Werror $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] agent/export/*.[ch] bpf/*.c bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/fuzz/*.c))
 	$(call msg,CPPCHECK,agent)
 	$(Q)cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,portability,performance \
 	    --suppress=missingIncludeSystem --inline-suppr --include=.ci/cppcheck-macros.h \
