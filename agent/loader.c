@@ -34,6 +34,7 @@ struct ws_loader {
 	struct bpf_link **links;
 	unsigned n_links;
 	int ncpus;
+	bool task_storage;
 };
 
 static int libbpf_print(enum libbpf_print_level level, const char *fmt,
@@ -238,6 +239,22 @@ int ws_loader_open(struct ws_loader **out, const struct ws_loader_opts *opts)
 	l->skel->rodata->filter_pids_on = opts->n_pids > 0;
 	l->skel->rodata->filter_ports_on = opts->n_ports > 0;
 	l->skel->rodata->filter_cgroups_on = opts->n_cgroups > 0;
+	/* Task-local storage for syscall arguments where tracepoint programs
+	 * may use it; the hash map otherwise. */
+	l->task_storage =
+		libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, NULL) >
+			0 &&
+		libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT,
+					BPF_FUNC_task_storage_get, NULL) > 0 &&
+		libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT,
+					BPF_FUNC_get_current_task_btf,
+					NULL) > 0 &&
+		!getenv("WIRESPAN_NO_TASK_STORAGE");
+	l->skel->rodata->use_task_storage = l->task_storage;
+	if (!l->task_storage)
+		bpf_map__set_autocreate(l->skel->maps.args_task, false);
+	ws_info("syscall arguments kept in %s",
+		l->task_storage ? "task storage" : "a hash map");
 	bpf_map__set_max_entries(l->skel->maps.rb, opts->ringbuf_size);
 	bpf_map__set_max_entries(l->skel->maps.scratch, l->ncpus);
 

@@ -28,6 +28,10 @@ const volatile __u64 wakeup_bytes = 256 * 1024; /* wake the reader past this */
 const volatile bool filter_pids_on = false;
 const volatile bool filter_ports_on = false;
 const volatile bool filter_cgroups_on = false;
+/* Arguments live in task-local storage where the kernel allows it (5.11+
+ * for the map, later for tracepoint programs): the exit of a syscall we did
+ * not save anything for then costs no hash lookup. */
+const volatile bool use_task_storage = false;
 
 #define EINPROGRESS 115
 #define S_IFMT 00170000
@@ -256,6 +260,49 @@ conn_open(__u32 tgid, int fd, struct sock *sk, __u8 role, __u8 sflags)
 	return bpf_map_lookup_elem(&conns, &key);
 }
 
+/* Keep a syscall's arguments from its enter to its exit. */
+static __always_inline void args_save(__u64 pid_tgid, const struct ws_args *a)
+{
+	struct ws_args *st;
+
+	if (use_task_storage) {
+		st = bpf_task_storage_get(&args_task,
+					  bpf_get_current_task_btf(), 0,
+					  BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!st) {
+			count(WS_C_ARGS_MAP_FULL, 1);
+			return;
+		}
+		*st = *a;
+		st->live = 1;
+		return;
+	}
+	if (bpf_map_update_elem(&args, &pid_tgid, a, BPF_ANY))
+		count(WS_C_ARGS_MAP_FULL, 1);
+}
+
+/* The arguments saved at this syscall's enter, if any (and forget them). */
+static __always_inline bool args_take(__u64 pid_tgid, struct ws_args *out)
+{
+	struct ws_args *st;
+
+	if (use_task_storage) {
+		st = bpf_task_storage_get(&args_task,
+					  bpf_get_current_task_btf(), 0, 0);
+		if (!st || !st->live)
+			return false;
+		*out = *st;
+		st->live = 0;
+		return true;
+	}
+	st = bpf_map_lookup_elem(&args, &pid_tgid);
+	if (!st)
+		return false;
+	*out = *st;
+	bpf_map_delete_elem(&args, &pid_tgid);
+	return true;
+}
+
 /* ---- data syscalls: enter ---------------------------------------------- */
 
 static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys)
@@ -265,17 +312,19 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys)
 	struct ws_fd_key key = {.tgid = tgid, .fd = fd};
 	struct ws_conn_state *cs;
 	struct ws_args a = {};
+	struct sock *sk;
 
 	if (pid_filtered(tgid))
+		return 0;
+	/* Most reads and writes are on files and pipes: the fd table says so
+	 * faster than a missed hash lookup would, so look there first. */
+	sk = fd_to_sock(fd);
+	if (!sk)
 		return 0;
 	cs = bpf_map_lookup_elem(&conns, &key);
 	if (!cs) {
 		/* A socket opened before we started (or by a path we do not
-		 * hook): adopt it now. Regular files and pipes end here. */
-		struct sock *sk = fd_to_sock(fd);
-
-		if (!sk)
-			return 0;
+		 * hook): adopt it now. */
 		cs = conn_open(tgid, fd, sk, WS_ROLE_UNKNOWN,
 			       WS_SF_PREEXISTING);
 		if (!cs)
@@ -289,8 +338,7 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys)
 	a.fd = fd;
 	a.sys = sys;
 	a.start = bpf_ktime_get_ns();
-	if (bpf_map_update_elem(&args, &pid_tgid, &a, BPF_ANY))
-		count(WS_C_ARGS_MAP_FULL, 1);
+	args_save(pid_tgid, &a);
 	return 0;
 }
 
@@ -419,19 +467,18 @@ static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 	struct ws_conn_state *cs;
 	struct ws_scratch *s;
 	struct ws_fd_key key;
-	struct ws_args *ap;
+	struct ws_args *ap, a;
 	__u64 buf;
 	__u8 proto, flags = 0;
 
-	ap = bpf_map_lookup_elem(&args, &pid_tgid);
-	if (!ap)
+	if (!args_take(pid_tgid, &a))
 		return 0;
+	ap = &a;
 	buf = ap->buf;
 	start = ap->start;
 	iovcnt = ap->cnt;
 	key.tgid = pid_tgid >> 32;
 	key.fd = ap->fd;
-	bpf_map_delete_elem(&args, &pid_tgid);
 	if (ret <= 0)
 		return 0;
 	cs = bpf_map_lookup_elem(&conns, &key);
@@ -574,8 +621,7 @@ int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
 
 	if (pid_filtered(pid_tgid >> 32))
 		return 0;
-	if (bpf_map_update_elem(&args, &pid_tgid, &a, BPF_ANY))
-		count(WS_C_ARGS_MAP_FULL, 1);
+	args_save(pid_tgid, &a);
 	return 0;
 }
 
@@ -583,14 +629,13 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct ws_args *a = bpf_map_lookup_elem(&args, &pid_tgid);
+	struct ws_args a;
 	struct sock *sk;
 	int fd;
 
-	if (!a)
+	if (!args_take(pid_tgid, &a))
 		return 0;
-	fd = a->fd;
-	bpf_map_delete_elem(&args, &pid_tgid);
+	fd = a.fd;
 	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
 		return 0;
 	sk = fd_to_sock(fd);

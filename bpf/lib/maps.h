@@ -31,6 +31,15 @@ struct {
 	__type(value, struct ws_args);
 } args SEC(".maps");
 
+/* The same, in task-local storage, where the kernel allows it
+ * (use_task_storage); the loader does not create it otherwise. */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct ws_args);
+} args_task SEC(".maps");
+
 /* Per-CPU scratch for a data record (too big for the 512-byte stack). An
  * ARRAY indexed by CPU because per-CPU values are limited to 32 KiB; the
  * loader sets max_entries to the number of possible CPUs. */

@@ -45,8 +45,9 @@ struct ws_args {
 	__u64 cnt;   /* iovec count for readv/writev */
 	__u64 start; /* ktime at enter: a write's bytes left then */
 	__s32 fd;
-	__u8 sys; /* enum ws_syscall */
-	__u8 _pad[3];
+	__u8 sys;  /* enum ws_syscall */
+	__u8 live; /* task storage: saved and not yet taken */
+	__u8 _pad[2];
 };
 
 /* Per-CPU scratch: a data record under construction and the inference

@@ -52,3 +52,18 @@ def test_signals_and_clean_detach():
     while _our_programs() != before and time.monotonic() < deadline:
         time.sleep(0.2)
     check(_our_programs() == before, "programs left behind after exit: %s", sorted(set(_our_programs()) - set(before)))
+
+
+def test_hash_map_fallback():
+    """Kernels without task storage for tracepoints keep syscall arguments in a
+    hash map: the same byte-exact capture through that path."""
+    import os
+
+    import test_capture
+
+    os.environ["WIRESPAN_NO_TASK_STORAGE"] = "1"
+    try:
+        test_capture.test_py_raw_client()
+        test_capture.test_server_writev()
+    finally:
+        del os.environ["WIRESPAN_NO_TASK_STORAGE"]
