@@ -58,6 +58,9 @@ struct pend {
 	 * on b->ending until the grace period is over */
 	uint64_t read_end;
 	struct pend *eprev, *enext;
+	/* process: the server hop to parent to, if it shows up by the end */
+	uint8_t delivery[8];
+	bool want_delivery;
 };
 
 /*
@@ -553,6 +556,16 @@ static void pend_end(struct ws_nats_spans *b, struct pend *p, uint64_t end_ns)
 	/* the first evidence of the end wins */
 	if (p->read_end && p->read_end < end_ns)
 		end_ns = p->read_end;
+	if (p->want_delivery) {
+		const struct recent *r = ring_get(b, &b->deliveries,
+						  id8_key(p->delivery), end_ns);
+
+		if (r && !memcmp(r->trace_id, p->span->trace_id, 16)) {
+			memcpy(p->span->parent_span_id, r->span_id, 8);
+			p->span->has_parent = true;
+			b->st.parent_delivery++;
+		}
+	}
 	pend_unlink(b, p);
 	p->span->end_ns = end_ns > p->start_ns ? end_ns : p->start_ns;
 	emit(b, p->span);
@@ -1403,6 +1416,7 @@ static void on_message(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 						  id8_key(delivery), nc->ts))) {
 		ws_span_set_parent(s, r->trace_id, r->span_id);
 		b->st.parent_delivery++;
+		have_delivery = false;
 	} else if (fp_ok && (r = ring_get(b, &b->pubs, fp, nc->ts))) {
 		ws_span_set_parent(s, r->trace_id, r->span_id);
 		b->st.parent_same_host++;
@@ -1411,8 +1425,17 @@ static void on_message(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 	if (js)
 		ring_put(b, &b->acks, XXH3_64bits(f->reply.ptr, f->reply.len),
 			 s->trace_id, s->span_id, nc->ts);
-	if (!pend_add(b, nc, PEND_PROCESS, s, f->reply))
+	p = pend_add(b, nc, PEND_PROCESS, s, f->reply);
+	if (!p) {
 		ws_span_free(s);
+		return;
+	}
+	/* The server's write of this MSG may be handled after our read of
+	 * it: look for its hop again when the span ends. */
+	if (have_delivery && !req && !p->span->flags) {
+		memcpy(p->delivery, delivery, 8);
+		p->want_delivery = true;
+	}
 }
 
 /* ---- server side: the broker hop ---------------------------------------- */
