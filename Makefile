@@ -112,7 +112,7 @@ lint: all
 check: lint test
 
 run: all
-	$(OUT)/wirespan capture
+	$(OUT)/wirespan agent --output stdout
 
 bench: all
 	$(Q)bash tests/bench/run.sh
@@ -126,7 +126,7 @@ help:
 	@echo "make deps           install the Debian and npm packages wirespan needs"
 	@echo "make test           run every test (BPF integration tests need root)"
 	@echo "make check          format check, cppcheck and make test"
-	@echo "make run            run wirespan capture (root)"
+	@echo "make run            run wirespan agent, spans to stdout (root)"
 	@echo "make bench          run the benchmarks (root)"
 	@echo "make fuzz           run the libFuzzer targets (FUZZ_SECONDS=60)"
 	@echo "make vmlinux        regenerate bpf/vmlinux.h from this kernel"
