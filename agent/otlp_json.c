@@ -107,6 +107,11 @@ static json_object *span_json(const struct ws_span *s)
 				json_object_new_string(s->events[i].name));
 			json_object_object_add(e, "attributes",
 					       attrs_array(&s->events[i].a));
+			if (s->events[i].a.dropped)
+				json_object_object_add(
+					e, "droppedAttributesCount",
+					json_object_new_int64(
+						s->events[i].a.dropped));
 			json_object_array_add(arr, e);
 		}
 		json_object_object_add(o, "events", arr);
@@ -130,6 +135,11 @@ static json_object *span_json(const struct ws_span *s)
 						s->links[i].flags));
 			json_object_object_add(l, "attributes",
 					       attrs_array(&s->links[i].a));
+			if (s->links[i].a.dropped)
+				json_object_object_add(
+					l, "droppedAttributesCount",
+					json_object_new_int64(
+						s->links[i].a.dropped));
 			json_object_array_add(arr, l);
 		}
 		json_object_object_add(o, "links", arr);
@@ -179,6 +189,11 @@ int ws_otlp_json_write(FILE *f, struct ws_span *const *spans, size_t n)
 			res, "attributes",
 			spans[i]->resource ? attrs_array(&spans[i]->resource->a)
 					   : json_object_new_array());
+		if (spans[i]->resource && spans[i]->resource->a.dropped)
+			json_object_object_add(
+				res, "droppedAttributesCount",
+				json_object_new_int64(
+					spans[i]->resource->a.dropped));
 		json_object_object_add(rs, "resource", res);
 		ss = json_object_new_object();
 		scope = json_object_new_object();
