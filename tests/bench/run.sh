@@ -14,17 +14,25 @@
 #  2. Capture loss under NATS load: nats-server on 127.0.0.1 plus a nats.c
 #     publisher/subscriber (tests/bench/nats_pub.c) at 50k msg/s, 100k msg/s
 #     and saturation, with `wirespan capture --summary --port PORT`.
+#  3. The NATS parser alone (tests/bench/bench_nats_parser.c): MB/s, frames/s.
+#  4. The whole agent: `wirespan agent --output stdout --port PORT` under the
+#     same NATS load (10k to 100k msg/s of 128 B): spans by kind against
+#     messages, every counted drop, CPU and RSS (tests/bench/agent_bench.sh).
 #
-# QUICK=1 finishes in about a minute; the default (full) mode takes a few
-# minutes. Prints a markdown report on stdout (also saved as
-# build/bench/report.md) and keeps the raw files under build/bench/.
+# QUICK=1 finishes in 2-3 minutes; the default (full) mode takes 6.5-10.5
+# minutes (more when it waits for other captures). Prints a markdown report
+# on stdout (also saved as build/bench/report.md) and keeps the raw files
+# under build/bench/.
 #
 # Knobs (environment): QUICK, WINDOWS, N_SMALL, N_NATS, LOAD_SECONDS, QUIET_WAIT,
 # MAXCAP_RATES (more runs at these rates with --max-capture 32768; "" = none),
 # FULL_RATE (one more run at this rate without --summary; "" = none),
 # SMALL_RB (one more saturation run with --ringbuf-size SMALL_RB; "" = none),
 # SWEEP (--max-capture values for extra runs of the NATS scenario; "" = none),
-# RATES ("50000 100000 0"; 0 = saturation), RINGBUF (default: the agent's).
+# RATES ("50000 100000 0"; 0 = saturation),
+# RINGBUF (capture runs only; default: the capture's 16 MiB),
+# PARTS ("1 2 3 4": which parts to run). Parts 3 and 4 have their own knobs,
+# listed in tests/bench/agent_bench.sh (AGENT_RATES, AGENT_FILE_RATES, ...).
 
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
@@ -53,6 +61,8 @@ MAXCAP_RATES=${MAXCAP_RATES-$([ "$QUICK" = 1 ] && echo 50000 || echo "50000 1000
 RINGBUF=${RINGBUF:-}
 QUIET_WAIT=${QUIET_WAIT:-$([ "$QUICK" = 1 ] && echo 0 || echo 60)}
 MIN_WINDOW_RUNS=100 # programs/windows with fewer runs are not tabulated
+PARTS=${PARTS:-"1 2 3 4"}
+part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 WS=$ROOT/build/wirespan
 OUT=$ROOT/build/bench
@@ -141,6 +151,9 @@ cc -O2 -std=c11 -Wall -Wextra -Werror tests/bench/nats_pub.c -lnats \
 OLD_STATS=$(sysctl -n kernel.bpf_stats_enabled) || die "cannot read kernel.bpf_stats_enabled"
 sysctl -q -w kernel.bpf_stats_enabled=1 >/dev/null || die "cannot set kernel.bpf_stats_enabled=1"
 HZ=$(getconf CLK_TCK)
+# parts 3 and 4 (functions only; they use the helpers above and below)
+# shellcheck source=tests/bench/agent_bench.sh
+. tests/bench/agent_bench.sh
 
 # Wait (bounded) until no other tp_* BPF programs are loaded: another capture
 # on this host competes for the CPUs. Called while ours is not running.
@@ -235,7 +248,7 @@ proc_ticks() { # utime+stime of pid, in clock ticks
 	awk '{sub(/.*\) /, ""); print $12 + $13}' /proc/"$1"/stat 2>/dev/null || echo 0
 }
 proc_sched_ns() { # on-CPU ns of all threads of pid (schedstat), for precision
-	cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}'
+	cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'
 }
 proc_kb() { # pid field (VmHWM, VmRSS) in kB
 	awk -v f="$2:" '$1 == f {print $2}' /proc/"$1"/status 2>/dev/null || echo 0
@@ -493,6 +506,7 @@ START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 T_START=$(date +%s)
 log "mode: $([ "$QUICK" = 1 ] && echo quick || echo full); windows=$WINDOWS n_small=$N_SMALL n_nats=$N_NATS load_seconds=$LOAD_SECONDS rates=$RATES"
 
+if part 1; then
 log "part 1: baselines without capture"
 wait_quiet
 baseline_windows nonsock nonsock "$N_SMALL"
@@ -510,8 +524,10 @@ for mc in $SWEEP; do
 	log "part 1: NATS 4 KiB writes, --max-capture $mc"
 	WINDOWS=$SWEEP_WINDOWS NO_NOSTATS=1 bpf_scenario "nats-mc$mc" nats "$N_NATS" --max-capture "$mc"
 done
+fi
 
 LOADS=()
+if part 2; then
 case " $RATES " in *" 0 "*)
 	log "part 2: NATS load, saturation without the capture, $LOAD_SECONDS s"
 	sat_nocap ;;
@@ -537,6 +553,14 @@ if [ -n "$FULL_RATE" ]; then
 	load_run "load-$FULL_RATE-full" "$FULL_RATE" "$LOAD_SECONDS" 0
 	LOADS+=("load-$FULL_RATE-full|$FULL_RATE/s, full output")
 fi
+fi
+if part 3; then
+	log "part 3: NATS parser alone ($PARSER_REPS × $PARSER_SECONDS s per case, feed $PARSER_FEED)"
+	parser_part
+fi
+if part 4; then
+	agent_part
+fi
 T_END=$(date +%s)
 
 # ---- report ------------------------------------------------------------------
@@ -549,7 +573,8 @@ T_END=$(date +%s)
 	echo "- wirespan: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- agent bpf include 2>/dev/null || echo ' (agent/bpf/include modified)'), ring buffer ${RINGBUF:-default}"
 	echo "- other tp_* BPF programs attached (another capture on this host) at our snapshots (min, max): $(cat "$RAW"/*/foreign_progs 2>/dev/null | sort -n | awk 'NR == 1 {a = $1} {b = $1} END {print a ", " b}')"
 	echo "- 1-min load average at our capture starts (min, max; our own load included): $(sort -n "$RAW/loadavg" | awk 'NR == 1 {a = $1} {b = $1} END {print a ", " b}')"
-	echo "- settings: windows=$WINDOWS, N_SMALL=$N_SMALL syscalls of each kind per window, N_NATS=$N_NATS frames per window, load $LOAD_SECONDS s per rate"
+	echo "- settings: windows=$WINDOWS, N_SMALL=$N_SMALL syscalls of each kind per window, N_NATS=$N_NATS frames per window, load $LOAD_SECONDS s per rate$(part 4 && echo "; agent rates $AGENT_RATES (file output: ${AGENT_FILE_RATES:-none})"); parts $PARTS"
+	if part 1; then
 	echo
 	echo "### 1. BPF cost per program (bpf_stats)"
 	echo
@@ -594,6 +619,8 @@ T_END=$(date +%s)
 	cap_metrics_row nonsock "non-socket"
 	cap_metrics_row tcp "unclassified TCP"
 	cap_metrics_row nats "NATS 4 KiB"
+	fi
+	if part 2; then
 	echo
 	echo "### 2. NATS load: nats_pub (128 B messages) via nats-server, capture --summary --port PORT"
 	echo
@@ -618,12 +645,16 @@ T_END=$(date +%s)
 	echo "| run | comm (pid) | proto | egress | ingress | bytes = captured + gap |"
 	echo "|---|---|---|---|---|---|"
 	for l in "${LOADS[@]}"; do conn_rows "${l%%|*}" "${l#*|}"; done
+	fi
+	part 3 && parser_report
+	part 4 && agent_report
 } >"$REPORT"
 cat "$REPORT"
 log "raw data: $RAW; report: $REPORT"
 
 fail=0
 for rc in "$RAW"/*/capture.rc; do
+	[ -f "$rc" ] || continue
 	[ "$(cat "$rc")" = 0 ] || { log "capture exited non-zero: $rc"; fail=1; }
 done
 exit $fail
