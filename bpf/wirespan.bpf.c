@@ -316,15 +316,15 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys)
 
 	if (pid_filtered(tgid))
 		return 0;
-	/* Most reads and writes are on files and pipes: the fd table says so
-	 * faster than a missed hash lookup would, so look there first. */
-	sk = fd_to_sock(fd);
-	if (!sk)
-		return 0;
+	/* Known sockets first: a hit (or a miss) costs less than walking the
+	 * fd table, which only unknown fds pay (measured: docs/BENCHMARKS.md). */
 	cs = bpf_map_lookup_elem(&conns, &key);
 	if (!cs) {
 		/* A socket opened before we started (or by a path we do not
-		 * hook): adopt it now. */
+		 * hook): adopt it now. Files and pipes end here. */
+		sk = fd_to_sock(fd);
+		if (!sk)
+			return 0;
 		cs = conn_open(tgid, fd, sk, WS_ROLE_UNKNOWN,
 			       WS_SF_PREEXISTING);
 		if (!cs)
