@@ -631,17 +631,8 @@ static struct pend *find_key(struct pend *hash, struct ws_nats_str key)
 static struct pend *current_process(struct ws_nats_conn *nc)
 {
 	struct thread *t = thread_get(nc->b, nc->info.tgid, nc->tid, false);
-	struct pend *p;
 
-	if (!t || !t->procs)
-		return NULL;
-	/* newest first; one whose thread read again is over for it */
-	for (p = t->procs->tprev;; p = p->tprev) {
-		if (!p->read_end)
-			return p;
-		if (p == t->procs)
-			return NULL;
-	}
+	return t && t->procs ? t->procs->tprev : NULL;
 }
 
 /* ---- identity from INFO / CONNECT --------------------------------------- */
@@ -1611,10 +1602,18 @@ static void end_thread_reads(struct ws_nats_conn *nc)
 		return;
 	DL_FOREACH_SAFE2(t->procs, p, tmp, tnext)
 	{
-		if (p->nc != nc || p->read_end)
+		if (p->nc != nc)
 			continue;
 		p->read_end = nc->ts ? nc->ts : 1;
 		DL_APPEND2(nc->b->ending, p, eprev, enext);
+		/* Over for this thread: off its list now, so that the list
+		 * holds only what the thread may still be inside. */
+		DL_DELETE2(t->procs, p, tprev, tnext);
+		p->thr = NULL;
+	}
+	if (!t->procs) {
+		HASH_DEL(nc->b->threads, t);
+		free(t);
 	}
 }
 
