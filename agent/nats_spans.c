@@ -1476,13 +1476,12 @@ static void on_server_msg(struct ws_nats_conn *nc,
 	bool fp_ok;
 	uint64_t fp = frame_fingerprint(f, &fp_ok);
 
-	if (!fp_ok) {
-		b->st.no_fingerprint++;
-		return;
-	}
 	/* Identical messages may be in flight: the newest PUB read no later
-	 * than this write started is the one being delivered. */
-	r = ring_get_before(b, &b->evidence, fp ^ nc->info.tgid, nc->ts);
+	 * than this write started is the one being delivered. Without a
+	 * fingerprint (the capture cut the payload) the hop is still a span,
+	 * just not joined to its publish (put_fingerprint counts it). */
+	r = fp_ok ? ring_get_before(b, &b->evidence, fp ^ nc->info.tgid, nc->ts)
+		  : NULL;
 	s = new_span(nc, "deliver", "send", f->subject, WS_SPAN_KIND_PRODUCER);
 	if (!s)
 		return;
