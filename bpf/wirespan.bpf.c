@@ -65,16 +65,32 @@ static __always_inline __u64 rb_flags(void)
 /* The struct sock behind fd in the current task, or NULL if fd is not a socket. */
 static __always_inline struct sock *fd_to_sock(int fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	struct file **fds;
 	struct file *f = NULL;
 	struct socket *sock;
 	umode_t mode;
 
-	if (!fdt || fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
+	if (use_task_storage) {
+		/* Kernels that give tracepoints task storage also give a
+		 * BTF-typed current task: plain loads instead of helper
+		 * calls for the first steps of the walk. */
+		struct task_struct *t = bpf_get_current_task_btf();
+		struct fdtable *fdt = t->files->fdt;
+
+		if (!fdt || (unsigned int)fd >= fdt->max_fds)
+			return NULL;
+		fds = fdt->fd;
+	} else {
+		struct task_struct *task =
+			(struct task_struct *)bpf_get_current_task();
+		struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+
+		if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+			return NULL;
+		fds = BPF_CORE_READ(fdt, fd);
+	}
 	if (bpf_core_read(&f, sizeof(f), &fds[fd]) || !f)
 		return NULL;
 	mode = BPF_CORE_READ(f, f_inode, i_mode);
