@@ -59,18 +59,6 @@ static void on_span(void *ctx, struct ws_span *s)
 		flush_batch(ag);
 }
 
-static void addr_text(const uint8_t a[16], uint16_t family, char *out,
-		      size_t cap)
-{
-	static const uint8_t pfx[12] = {0, 0, 0, 0, 0,	  0,
-					0, 0, 0, 0, 0xff, 0xff};
-
-	if (family == WS_AF_INET || !memcmp(a, pfx, 12))
-		inet_ntop(AF_INET, a + 12, out, (socklen_t)cap);
-	else
-		inet_ntop(AF_INET6, a, out, (socklen_t)cap);
-}
-
 /* Unix ns of the record being delivered (or the last one). */
 static uint64_t rec_ts(struct agent *ag)
 {
@@ -84,9 +72,7 @@ static void on_ready(void *ctx, struct ws_pipeline *p, unsigned programs)
 	struct agent *ag = ctx;
 
 	ag->p = p;
-	fprintf(stderr, "wirespan agent: %u programs attached, ready\n",
-		programs);
-	fflush(stderr);
+	ws_pipeline_say_ready("agent", programs);
 }
 
 static bool on_open(void *ctx, struct ws_conn *c)
@@ -102,10 +88,10 @@ static bool on_open(void *ctx, struct ws_conn *c)
 	info.fd = c->id.fd;
 	info.role = c->role;
 	info.preexisting = c->flags & WS_CF_PREEXISTING;
-	addr_text(c->tuple.laddr, c->tuple.family, info.laddr,
-		  sizeof(info.laddr));
-	addr_text(c->tuple.raddr, c->tuple.family, info.raddr,
-		  sizeof(info.raddr));
+	ws_addr_text(c->tuple.laddr, c->tuple.family, info.laddr,
+		     sizeof(info.laddr));
+	ws_addr_text(c->tuple.raddr, c->tuple.family, info.raddr,
+		     sizeof(info.raddr));
 	info.lport = c->tuple.lport;
 	info.rport = c->tuple.rport;
 	info.resource = ws_identity_resource(ag->ids, c->id.tgid, c->comm);

@@ -49,24 +49,13 @@ static const char *const syscall_names[] = {
 	"read", "readv", "recvfrom", "recvmsg",
 };
 
-static bool is_v4mapped(const uint8_t a[16])
-{
-	static const uint8_t pfx[12] = {0, 0, 0, 0, 0,	  0,
-					0, 0, 0, 0, 0xff, 0xff};
-
-	return memcmp(a, pfx, 12) == 0;
-}
-
 static void put_addr(struct ws_jsonw *w, const char *key, const uint8_t a[16],
 		     uint16_t family)
 {
-	char s[INET6_ADDRSTRLEN];
+	char text[INET6_ADDRSTRLEN];
 
-	if (family == WS_AF_INET || is_v4mapped(a))
-		inet_ntop(AF_INET, a + 12, s, sizeof(s));
-	else
-		inet_ntop(AF_INET6, a, s, sizeof(s));
-	jw_str(w, key, s);
+	ws_addr_text(a, family, text, sizeof(text));
+	jw_str(w, key, text);
 }
 
 static void put_conn(struct ws_jsonw *w, const char *type,
@@ -93,9 +82,7 @@ static void on_ready(void *ctx, struct ws_pipeline *p, unsigned programs)
 	struct capture *cap = ctx;
 
 	cap->p = p;
-	fprintf(stderr, "wirespan capture: %u programs attached, ready\n",
-		programs);
-	fflush(stderr);
+	ws_pipeline_say_ready("capture", programs);
 }
 
 static bool on_open(void *ctx, struct ws_conn *c)

@@ -48,30 +48,24 @@ static void put(struct ws_jsonw *w, const char *s, size_t n)
 }
 
 /* Escape n bytes as a JSON string body, one character per byte. */
-static void put_escaped(struct ws_jsonw *w, const uint8_t *b, size_t n)
+size_t ws_json_escape(char *dst, const uint8_t *src, size_t n, bool utf8)
 {
 	static const char hex[] = "0123456789abcdef";
+	char *o = dst;
 	size_t i;
-	char *o;
 
-	/* Worst case 6 output bytes per input byte. */
-	if (!reserve(w, n * 6))
-		return;
-	o = w->buf + w->len;
 	for (i = 0; i < n; i++) {
-		uint8_t c = b[i];
+		uint8_t c = src[i];
 
-		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+		if (c >= 0x20 && c != '"' && c != '\\' && (utf8 || c < 0x7f)) {
 			*o++ = (char)c;
 			continue;
 		}
 		*o++ = '\\';
 		switch (c) {
 		case '"':
-			*o++ = '"';
-			break;
 		case '\\':
-			*o++ = '\\';
+			*o++ = (char)c;
 			break;
 		case '\n':
 			*o++ = 'n';
@@ -90,7 +84,14 @@ static void put_escaped(struct ws_jsonw *w, const uint8_t *b, size_t n)
 			*o++ = hex[c & 15];
 		}
 	}
-	w->len = (size_t)(o - w->buf);
+	return (size_t)(o - dst);
+}
+
+static void put_escaped(struct ws_jsonw *w, const uint8_t *b, size_t n)
+{
+	if (!reserve(w, n * 6))
+		return;
+	w->len += ws_json_escape(w->buf + w->len, b, n, false);
 }
 
 static void key(struct ws_jsonw *w, const char *k)

@@ -20,6 +20,14 @@ struct ws_jsonw {
 	bool oom; /* an allocation failed: the line is dropped, counted by the caller */
 };
 
+/*
+ * Escape n bytes as the inside of a JSON string into dst (room for 6 * n
+ * bytes). utf8: pass bytes >= 0x80 through (src is valid UTF-8); else every
+ * byte >= 0x7f becomes \u00XX (one character per byte, for raw bytes).
+ * Returns the bytes written.
+ */
+size_t ws_json_escape(char *dst, const uint8_t *src, size_t n, bool utf8);
+
 void jw_init(struct ws_jsonw *w);
 void jw_free(struct ws_jsonw *w);
 void jw_begin(struct ws_jsonw *w); /* start a line's object */

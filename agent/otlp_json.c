@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonw.h"
 #include "otlp_json.h"
 
 #ifndef WIRESPAN_VERSION
@@ -59,50 +60,16 @@ static void raw(struct out *o, const char *s, size_t n)
 
 #define LIT(o, s) raw(o, s, sizeof(s) - 1)
 
-/* A JSON string of valid UTF-8 (the span model guarantees it): escape
- * quotes, backslashes and control characters, pass the rest through. */
+/* A JSON string of valid UTF-8 (the span model guarantees it). */
 static void str(struct out *o, const char *s)
 {
-	static const char hex[] = "0123456789abcdef";
-	size_t n = strlen(s), i;
-	char *p;
+	size_t n = strlen(s);
 
 	if (!reserve(o, n * 6 + 2))
 		return;
-	p = o->buf + o->len;
-	*p++ = '"';
-	for (i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c >= 0x20 && c != '"' && c != '\\') {
-			*p++ = (char)c;
-			continue;
-		}
-		*p++ = '\\';
-		switch (c) {
-		case '"':
-		case '\\':
-			*p++ = (char)c;
-			break;
-		case '\n':
-			*p++ = 'n';
-			break;
-		case '\r':
-			*p++ = 'r';
-			break;
-		case '\t':
-			*p++ = 't';
-			break;
-		default:
-			*p++ = 'u';
-			*p++ = '0';
-			*p++ = '0';
-			*p++ = hex[c >> 4];
-			*p++ = hex[c & 15];
-		}
-	}
-	*p++ = '"';
-	o->len = (size_t)(p - o->buf);
+	o->buf[o->len++] = '"';
+	o->len += ws_json_escape(o->buf + o->len, (const uint8_t *)s, n, true);
+	o->buf[o->len++] = '"';
 }
 
 static void key(struct out *o, const char *k)

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -35,6 +36,24 @@ static uint64_t clock_ns(clockid_t id)
 
 	clock_gettime(id, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void ws_addr_text(const uint8_t a[16], uint16_t family, char *out, size_t cap)
+{
+	static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0,    0,
+					     0, 0, 0, 0, 0xff, 0xff};
+
+	if (family == WS_AF_INET || !memcmp(a, v4mapped, sizeof(v4mapped)))
+		inet_ntop(AF_INET, a + 12, out, (socklen_t)cap);
+	else
+		inet_ntop(AF_INET6, a, out, (socklen_t)cap);
+}
+
+void ws_pipeline_say_ready(const char *cmd, unsigned programs)
+{
+	fprintf(stderr, "wirespan %s: %u programs attached, ready\n", cmd,
+		programs);
+	fflush(stderr);
 }
 
 void ws_pipeline_opts_init(struct ws_pipeline_opts *o)

@@ -106,6 +106,14 @@ static inline struct ws_pconn *ws_pconn_of(const struct ws_conn *c)
 	return c->user;
 }
 
+/* Text of a tuple address: dotted quad for IPv4 (also v4-mapped), else
+ * RFC 5952 IPv6. out needs 46 bytes. */
+void ws_addr_text(const uint8_t a[16], uint16_t family, char *out, size_t cap);
+
+/* "wirespan <cmd>: N programs attached, ready" on stderr: what tests and
+ * scripts wait for. */
+void ws_pipeline_say_ready(const char *cmd, unsigned programs);
+
 /* Kernel ns (CLOCK_MONOTONIC) to unix ns. */
 static inline uint64_t ws_pipeline_unix_ns(const struct ws_pipeline *p,
 					   uint64_t mono_ns)
