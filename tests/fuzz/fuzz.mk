@@ -2,11 +2,13 @@
 # libFuzzer targets; the top Makefile includes this file, and it also works
 # on its own:  make -f tests/fuzz/fuzz.mk fuzz-smoke
 #
-#   make fuzz [FUZZ_SECONDS=60]   build build/fuzz/fuzz_nats and run it
-#   make fuzz-smoke               the same for 10 s (CI)
+#   make fuzz [FUZZ_SECONDS=60]   build build/fuzz/fuzz_{nats,http}, run each
+#   make fuzz-smoke               the same for 10 s each (CI)
+#   make fuzz-nats / fuzz-http    one target (FUZZ_SECONDS as for fuzz)
 #
 # Runs work on a temporary copy of the committed seed corpus, so it never
-# grows; crashes are written to build/fuzz/ (crash-*, leak-*, timeout-*).
+# grows; crashes are written to build/fuzz/ (crash-*, leak-*, timeout-*;
+# http-crash-* and so on for the HTTP target).
 # Only FUZZ_* names are defined here, so nothing clashes with the includer.
 
 FUZZ_ROOT      := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/../..)
@@ -27,22 +29,49 @@ FUZZ_NATS_ARGS := -dict=$(FUZZ_ROOT)/tests/fuzz/nats.dict -max_len=8192 \
 		  -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 		  -artifact_prefix=$(FUZZ_OUT)/
 
+# Lowered limits so that inputs of a few KiB reach them (see http.h).
+FUZZ_HTTP_DEFS := -DWS_HTTP_MAX_HEAD=512 -DWS_HTTP_MAX_HEADERS=8 \
+		  -DWS_HTTP_MAX_CHUNK_LINE=40 -DWS_HTTP_MAX_PIPELINE=4
+FUZZ_HTTP_SRCS := $(FUZZ_ROOT)/agent/proto/http.c $(FUZZ_ROOT)/tests/fuzz/fuzz_http.c
+FUZZ_HTTP_HDRS := $(FUZZ_ROOT)/agent/proto/http.h $(FUZZ_ROOT)/agent/proto/parser.h
+FUZZ_HTTP_BIN  := $(FUZZ_OUT)/fuzz_http
+FUZZ_HTTP_ARGS := -dict=$(FUZZ_ROOT)/tests/fuzz/http.dict -max_len=8192 \
+		  -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+		  -artifact_prefix=$(FUZZ_OUT)/http-
+
 # $(call FUZZ_RUN,binary,args,seconds,corpus dir)
 FUZZ_RUN = FUZZ_TMP=$$(mktemp -d) && cp $(4)/* "$$FUZZ_TMP"/ && \
 	$(1) $(2) -max_total_time=$(3) "$$FUZZ_TMP"; \
 	FUZZ_RC=$$?; rm -rf "$$FUZZ_TMP"; exit $$FUZZ_RC
 
-.PHONY: fuzz fuzz-smoke fuzz-build
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-nats fuzz-http fuzz-smoke-nats \
+	fuzz-smoke-http
 
-fuzz-build: $(FUZZ_NATS_BIN)
+fuzz-build: $(FUZZ_NATS_BIN) $(FUZZ_HTTP_BIN)
 
 $(FUZZ_NATS_BIN): $(FUZZ_NATS_SRCS) $(FUZZ_NATS_HDRS)
 	@mkdir -p $(@D)
 	@printf '  %-8s %s\n' FUZZ-CC $@
 	@$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_NATS_DEFS) $(FUZZ_NATS_SRCS) -ljson-c -o $@
 
-fuzz: $(FUZZ_NATS_BIN)
+$(FUZZ_HTTP_BIN): $(FUZZ_HTTP_SRCS) $(FUZZ_HTTP_HDRS)
+	@mkdir -p $(@D)
+	@printf '  %-8s %s\n' FUZZ-CC $@
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_HTTP_DEFS) $(FUZZ_HTTP_SRCS) -o $@
+
+# One target after the other (without -j); a failure stops the rest.
+fuzz: fuzz-nats fuzz-http
+
+fuzz-smoke: fuzz-smoke-nats fuzz-smoke-http
+
+fuzz-nats: $(FUZZ_NATS_BIN)
 	@$(call FUZZ_RUN,$(FUZZ_NATS_BIN),$(FUZZ_NATS_ARGS),$(FUZZ_SECONDS),$(FUZZ_ROOT)/tests/fuzz/corpus/nats)
 
-fuzz-smoke: $(FUZZ_NATS_BIN)
+fuzz-smoke-nats: $(FUZZ_NATS_BIN)
 	@$(call FUZZ_RUN,$(FUZZ_NATS_BIN),$(FUZZ_NATS_ARGS),$(FUZZ_SMOKE_SECONDS),$(FUZZ_ROOT)/tests/fuzz/corpus/nats)
+
+fuzz-http: $(FUZZ_HTTP_BIN)
+	@$(call FUZZ_RUN,$(FUZZ_HTTP_BIN),$(FUZZ_HTTP_ARGS),$(FUZZ_SECONDS),$(FUZZ_ROOT)/tests/fuzz/corpus/http)
+
+fuzz-smoke-http: $(FUZZ_HTTP_BIN)
+	@$(call FUZZ_RUN,$(FUZZ_HTTP_BIN),$(FUZZ_HTTP_ARGS),$(FUZZ_SMOKE_SECONDS),$(FUZZ_ROOT)/tests/fuzz/corpus/http)
