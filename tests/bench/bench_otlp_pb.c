@@ -168,7 +168,7 @@ static void run_json(struct ws_span **spans, size_t batch, double secs)
 	} while (t < secs);
 	fclose(f);
 	printf("%-28s batch %5zu: %9.0f spans/s  %6.0f ns/span\n",
-	       "ws_otlp_json_write (json-c)", batch, n / t, t * 1e9 / n);
+	       "ws_otlp_json_write (stream)", batch, n / t, t * 1e9 / n);
 }
 
 int main(int argc, char **argv)
