@@ -25,35 +25,10 @@
 #include <cmocka.h>
 
 #include "wirespan/abi.h"
+#include "guard.h"
 #include "proto/http.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-
-/* ---- guard-page feeding -------------------------------------------- */
-
-#define GUARD_AREA (256u * 1024u)
-
-static uint8_t *guard_base; /* GUARD_AREA bytes, then a PROT_NONE page */
-
-static int guard_setup(void **state)
-{
-	long pg = sysconf(_SC_PAGESIZE);
-	uint8_t *m = mmap(NULL, GUARD_AREA + (size_t)pg, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (m == MAP_FAILED)
-		return -1;
-	if (mprotect(m + GUARD_AREA, (size_t)pg, PROT_NONE))
-		return -1;
-	guard_base = m;
-	return 0;
-}
-
-static int guard_teardown(void **state)
-{
-	munmap(guard_base, GUARD_AREA + (size_t)sysconf(_SC_PAGESIZE));
-	return 0;
-}
 
 /* Feed buf in chunks of at most GUARD_AREA, each ending at the guard. */
 static void feed_guarded(struct ws_http_parser *p, const void *buf, size_t len)
@@ -62,10 +37,9 @@ static void feed_guarded(struct ws_http_parser *p, const void *buf, size_t len)
 
 	while (len) {
 		size_t n = len < GUARD_AREA ? len : GUARD_AREA;
-		uint8_t *dst = guard_base + GUARD_AREA - n;
 
-		memcpy(dst, b, n);
-		assert_int_equal(ws_http_parser_feed(p, dst, n), 0);
+		assert_int_equal(ws_http_parser_feed(p, guard_copy(b, n), n),
+				 0);
 		b += n;
 		len -= n;
 	}
