@@ -4,6 +4,7 @@
  * docs/ARCHITECTURE.md ("NATS spans") for the evidence each one rests on.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -345,33 +346,44 @@ static void put_addr_attrs(struct ws_span *s, const struct ws_nats_conn *nc)
 	}
 }
 
+/* Identity strings of a connection and the attribute each becomes. */
+static const struct {
+	const char *key;
+	size_t off;
+} identity_attrs[] = {
+	{"nats.server.id", offsetof(struct ws_nats_conn, server_id)},
+	{"nats.server.name", offsetof(struct ws_nats_conn, server_name)},
+	{"nats.server.version", offsetof(struct ws_nats_conn, server_version)},
+	{"nats.client.ip", offsetof(struct ws_nats_conn, client_ip)},
+	{"nats.client.name", offsetof(struct ws_nats_conn, name)},
+	{"nats.client.lang", offsetof(struct ws_nats_conn, lang)},
+	{"nats.client.version", offsetof(struct ws_nats_conn, version)},
+	{"nats.user", offsetof(struct ws_nats_conn, user)},
+	{"nats.nkey", offsetof(struct ws_nats_conn, nkey)},
+	{"nats.jwt.sub", offsetof(struct ws_nats_conn, jwt_sub)},
+	{"nats.jwt.name", offsetof(struct ws_nats_conn, jwt_name)},
+	{"nats.account", offsetof(struct ws_nats_conn, jwt_account)},
+};
+
+static char **identity_field(const struct ws_nats_conn *nc, size_t i)
+{
+	return (char **)((char *)nc + identity_attrs[i].off);
+}
+
 static void put_identity(struct ws_span *s, const struct ws_nats_conn *nc)
 {
+	size_t i;
+
 	if (nc->have_client_id)
 		ws_attrs_int(&s->a, "messaging.client.id",
 			     (int64_t)nc->client_id);
-	if (nc->server_id)
-		ws_attrs_cstr(&s->a, "nats.server.id", nc->server_id);
-	if (nc->server_name)
-		ws_attrs_cstr(&s->a, "nats.server.name", nc->server_name);
-	if (nc->client_ip)
-		ws_attrs_cstr(&s->a, "nats.client.ip", nc->client_ip);
-	if (nc->name)
-		ws_attrs_cstr(&s->a, "nats.client.name", nc->name);
-	if (nc->lang)
-		ws_attrs_cstr(&s->a, "nats.client.lang", nc->lang);
-	if (nc->version)
-		ws_attrs_cstr(&s->a, "nats.client.version", nc->version);
-	if (nc->user)
-		ws_attrs_cstr(&s->a, "nats.user", nc->user);
-	if (nc->nkey)
-		ws_attrs_cstr(&s->a, "nats.nkey", nc->nkey);
-	if (nc->jwt_sub)
-		ws_attrs_cstr(&s->a, "nats.jwt.sub", nc->jwt_sub);
-	if (nc->jwt_name)
-		ws_attrs_cstr(&s->a, "nats.jwt.name", nc->jwt_name);
-	if (nc->jwt_account)
-		ws_attrs_cstr(&s->a, "nats.account", nc->jwt_account);
+	for (i = 0; i < sizeof(identity_attrs) / sizeof(identity_attrs[0]);
+	     i++) {
+		const char *v = *identity_field(nc, i);
+
+		if (v)
+			ws_attrs_cstr(&s->a, identity_attrs[i].key, v);
+	}
 }
 
 static bool is_inbox(struct ws_nats_str s)
@@ -665,20 +677,23 @@ static json_object *parse_json(struct ws_nats_spans *b, const char *s,
 	return o;
 }
 
+static void set_str(char **field, char *v)
+{
+	free(*field);
+	*field = v;
+}
+
 static void on_info(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 {
 	json_object *o = parse_json(nc->b, f->json.ptr, f->json.len), *v;
 
 	if (!o)
 		return;
-	free(nc->server_id);
-	free(nc->server_name);
-	free(nc->server_version);
-	free(nc->client_ip);
-	nc->server_id = json_str(o, "server_id");
-	nc->server_name = json_str(o, "server_name");
-	nc->server_version = json_str(o, "version");
-	nc->client_ip = json_str(o, "client_ip");
+	/* INFO may come again (cluster changes): the newest wins. */
+	set_str(&nc->server_id, json_str(o, "server_id"));
+	set_str(&nc->server_name, json_str(o, "server_name"));
+	set_str(&nc->server_version, json_str(o, "version"));
+	set_str(&nc->client_ip, json_str(o, "client_ip"));
 	if (json_object_object_get_ex(o, "client_id", &v) &&
 	    json_object_is_type(v, json_type_int)) {
 		nc->client_id = (uint64_t)json_object_get_int64(v);
@@ -771,11 +786,16 @@ static void on_connect(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 
 	if (!o)
 		return;
-	nc->name = json_str(o, "name");
-	nc->lang = json_str(o, "lang");
-	nc->version = json_str(o, "version");
-	nc->user = json_str(o, "user");
-	nc->nkey = json_str(o, "nkey");
+	/* A second CONNECT (a confused or hostile stream) replaces the
+	 * first; nothing is leaked. */
+	set_str(&nc->name, json_str(o, "name"));
+	set_str(&nc->lang, json_str(o, "lang"));
+	set_str(&nc->version, json_str(o, "version"));
+	set_str(&nc->user, json_str(o, "user"));
+	set_str(&nc->nkey, json_str(o, "nkey"));
+	set_str(&nc->jwt_sub, NULL);
+	set_str(&nc->jwt_name, NULL);
+	set_str(&nc->jwt_account, NULL);
 	if (json_object_object_get_ex(o, "jwt", &v) &&
 	    json_object_is_type(v, json_type_string)) {
 		const char *jwt = json_object_get_string(v);
@@ -1641,6 +1661,7 @@ void ws_nats_conn_close(struct ws_nats_conn *nc, uint64_t ts_ns)
 	struct ws_nats_spans *b = nc->b;
 	struct nats_sub *s, *stmp;
 	struct pend *p, *tmp;
+	size_t i;
 	int d;
 
 	DL_FOREACH_SAFE2(nc->pends, p, tmp, cnext)
@@ -1660,28 +1681,11 @@ void ws_nats_conn_close(struct ws_nats_conn *nc, uint64_t ts_ns)
 	HASH_ITER (hh, nc->subs, s, stmp) {
 		sub_free(nc, s);
 	}
-	for (d = 0; d < 2; d++) {
-		if (nc->parser[d]) {
-			const struct ws_nats_stats *ps =
-				ws_nats_parser_stats(nc->parser[d]);
-
-			(void)ps;
-			ws_nats_parser_free(nc->parser[d]);
-		}
-	}
+	for (d = 0; d < 2; d++)
+		ws_nats_parser_free(nc->parser[d]);
 	ws_resource_put(nc->info.resource);
-	free(nc->server_id);
-	free(nc->server_name);
-	free(nc->server_version);
-	free(nc->client_ip);
-	free(nc->name);
-	free(nc->lang);
-	free(nc->version);
-	free(nc->user);
-	free(nc->nkey);
-	free(nc->jwt_sub);
-	free(nc->jwt_name);
-	free(nc->jwt_account);
+	for (i = 0; i < sizeof(identity_attrs) / sizeof(identity_attrs[0]); i++)
+		free(*identity_field(nc, i));
 	free(nc);
 }
 

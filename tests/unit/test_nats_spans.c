@@ -441,6 +441,23 @@ static void secrets_and_jwt(void **state)
 	ws_nats_conn_close(c, 200);
 }
 
+/* A second CONNECT replaces the identity of the first (and leaks nothing:
+ * valgrind runs this suite). */
+static void second_connect_replaces(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 10, WS_ROLE_CLIENT, 5000);
+
+	feed(c, WS_DIR_EGRESS,
+	     "CONNECT {\"user\":\"a\",\"name\":\"n1\"}\r\n"
+	     "CONNECT {\"user\":\"b\"}\r\nPUB x 1\r\ny\r\n",
+	     10, 100);
+	assert_int_equal(f->out.n, 1);
+	assert_string_equal(attr_s(f->out.s[0], "nats.user"), "b");
+	assert_null(attr_s(f->out.s[0], "nats.client.name"));
+	ws_nats_conn_close(c, 200);
+}
+
 /* Bad bytes: counted, no span, and the stream goes on. */
 static void garbage_then_publish(void **state)
 {
@@ -475,6 +492,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(secrets_and_jwt, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(garbage_then_publish, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(second_connect_replaces, setup,
 						teardown),
 	};
 
