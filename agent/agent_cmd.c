@@ -31,6 +31,9 @@ struct agent {
 	struct ws_span *batch[BATCH_MAX];
 	size_t n_batch;
 	uint64_t spans_out, write_errors;
+	/* what the span bounds cut, summed over every span written: the
+	 * per-span counts also travel in OTLP's dropped_* fields */
+	uint64_t attrs_dropped, attrs_cut, links_dropped, events_dropped;
 	uint64_t last_ts; /* unix ns of the last record seen */
 };
 
@@ -44,8 +47,15 @@ static void flush_batch(struct agent *ag)
 		ag->write_errors += ag->n_batch;
 	else
 		ag->spans_out += ag->n_batch;
-	for (i = 0; i < ag->n_batch; i++)
+	for (i = 0; i < ag->n_batch; i++) {
+		const struct ws_span *s = ag->batch[i];
+
+		ag->attrs_dropped += s->a.dropped;
+		ag->attrs_cut += s->a.cut;
+		ag->links_dropped += s->dropped_links;
+		ag->events_dropped += s->dropped_events;
 		ws_span_free(ag->batch[i]);
+	}
 	ag->n_batch = 0;
 	fflush(ag->out);
 }
@@ -151,6 +161,10 @@ static void print_agent_metrics(struct agent *ag)
 	jw_str(&w, "type", "agent_metrics");
 	jw_u64(&w, "spans_out", ag->spans_out);
 	jw_u64(&w, "write_errors", ag->write_errors);
+	jw_u64(&w, "attrs_dropped", ag->attrs_dropped);
+	jw_u64(&w, "attrs_cut", ag->attrs_cut);
+	jw_u64(&w, "links_dropped", ag->links_dropped);
+	jw_u64(&w, "events_dropped", ag->events_dropped);
 	jw_obj_open(&w, "nats");
 	jw_u64(&w, "publish", st->publish);
 	jw_u64(&w, "process", st->process);

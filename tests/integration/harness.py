@@ -990,8 +990,10 @@ class AgentResult:
               am.get("spans_out"), len(self.spans))
         bad = {k: nm.get(k) for k in ("parse_errors", "gap_bytes", "bad_json", "nomem", "pending_evicted", "recent_evicted",
                                       "subs_dropped", "no_fingerprint") if nm.get(k) and k not in allow}
-        if am.get("write_errors"):
-            bad["write_errors"] = am["write_errors"]
+        for k in ("write_errors", "attrs_dropped", "attrs_cut", "links_dropped", "events_dropped"):
+            if am.get(k) and k not in allow:
+                bad[k] = am[k]
+            check(k in am, "agent_metrics has no %s counter", k)
         check(not bad, "agent_metrics report problems: %s (all: %s)", bad, json.dumps(am))
         ops = collections.Counter(s.name.split(" ", 1)[0] for s in self.spans)
         for key, names in (("deliver", ("deliver",)), ("process", ("process",)), ("pull", ("receive",)),
