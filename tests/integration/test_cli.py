@@ -67,3 +67,16 @@ def test_hash_map_fallback():
         test_capture.test_server_writev()
     finally:
         del os.environ["WIRESPAN_NO_TASK_STORAGE"]
+
+
+def test_missing_kernel_feature():
+    """A kernel without BTF (hidden here in a private mount namespace): a
+    message naming what is missing and exit code 3, for both commands."""
+    for cmd in ("capture", "agent"):
+        r = subprocess.run(
+            ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none /sys/kernel/btf && exec "$0" "$@"',
+             str(WIRESPAN), cmd, "--duration", "1"],
+            capture_output=True, timeout=30)
+        err = r.stderr.decode()
+        check(r.returncode == 3, "%s without BTF: exit %s, expected 3; stderr: %r", cmd, r.returncode, err[-300:])
+        check("BTF" in err and "/sys/kernel/btf/vmlinux" in err, "%s: the message does not name BTF: %r", cmd, err[-300:])
