@@ -178,7 +178,7 @@ static int fill_filters(struct ws_loader *l, const struct ws_loader_opts *o)
 	return err;
 }
 
-static int attach_all(struct ws_loader *l, const char *events)
+static int attach_all(struct ws_loader *l)
 {
 	struct bpf_program *prog;
 	unsigned n = 0;
@@ -203,7 +203,6 @@ static int attach_all(struct ws_loader *l, const char *events)
 		}
 		l->links[l->n_links++] = link;
 	}
-	(void)events;
 	return 0;
 }
 
@@ -280,7 +279,7 @@ int ws_loader_open(struct ws_loader **out, const struct ws_loader_opts *opts)
 		goto fail;
 	}
 	load_listen_ports(l);
-	err = attach_all(l, events);
+	err = attach_all(l);
 	if (err)
 		goto fail;
 	*out = l;
@@ -397,19 +396,4 @@ int ws_loader_sweep(struct ws_loader *l,
 		    void *ctx)
 {
 	return take_where(l, pick_dead, NULL, cb, ctx);
-}
-
-unsigned ws_loader_conn_count(const struct ws_loader *l)
-{
-	int fd = bpf_map__fd(l->skel->maps.conns);
-	struct ws_fd_key key, next;
-	void *prev = NULL;
-	unsigned n = 0;
-
-	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-		key = next;
-		prev = &key;
-		n++;
-	}
-	return n;
 }

@@ -60,7 +60,5 @@ int ws_loader_sweep(struct ws_loader *l,
 		    void (*cb)(const struct ws_conn_state *st, void *ctx),
 		    void *ctx);
 
-/* Number of live entries in the kernel connection map. */
-unsigned ws_loader_conn_count(const struct ws_loader *l);
 
 #endif
