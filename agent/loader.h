@@ -60,5 +60,4 @@ int ws_loader_sweep(struct ws_loader *l,
 		    void (*cb)(const struct ws_conn_state *st, void *ctx),
 		    void *ctx);
 
-
 #endif
