@@ -421,6 +421,7 @@ static struct ws_span *new_span(struct ws_nats_conn *nc, const char *op,
 		nc->b->st.nomem++;
 		return NULL;
 	}
+	s->domain = WS_DOMAIN_NATS;
 	ws_span_set_resource(s, nc->info.resource);
 	ws_attrs_cstr(&s->a, "messaging.system", "nats");
 	ws_attrs_cstr(&s->a, "messaging.operation.name", op);

@@ -34,6 +34,13 @@ enum ws_span_kind {
 	WS_SPAN_KIND_CONSUMER = 5,
 };
 
+/* Which protocol a span came from: the export subject's <domain> token. */
+enum ws_span_domain {
+	WS_DOMAIN_NONE = 0,
+	WS_DOMAIN_NATS = 1,
+	WS_DOMAIN_HTTP = 2,
+};
+
 /* OTLP StatusCode */
 enum ws_status_code {
 	WS_STATUS_UNSET = 0,
@@ -98,6 +105,7 @@ struct ws_span {
 	char *trace_state;	   /* owned, may be NULL */
 	char *name;		   /* owned */
 	uint8_t kind;		   /* enum ws_span_kind */
+	uint8_t domain;		   /* enum ws_span_domain */
 	uint64_t start_ns, end_ns; /* unix epoch ns */
 	struct ws_attr attr_store[WS_SPAN_MAX_ATTRS];
 	struct ws_attrs a;
