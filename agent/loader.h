@@ -15,6 +15,8 @@
 
 /* Exit code when the kernel lacks something wirespan needs. */
 #define WS_EXIT_UNSUPPORTED 3
+/* Exit code when the process lacks a capability it needs (caps.h). */
+#define WS_EXIT_NOPERM 4
 
 #define WS_DEFAULT_RINGBUF (16u * 1024 * 1024)
 

@@ -12,6 +12,7 @@
 
 #include "events.h"
 #include "log.h"
+#include "caps.h"
 #include "pipeline.h"
 
 /* How often dead processes' kernel entries are swept. */
@@ -358,6 +359,10 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 	char why[256];
 	int err, rc = 0;
 
+	if (ws_caps_check(why, sizeof(why))) {
+		fprintf(stderr, "wirespan: %s\n", why);
+		return WS_EXIT_NOPERM;
+	}
 	if (ws_loader_probe(why, sizeof(why))) {
 		fprintf(stderr,
 			"wirespan: this kernel cannot run the capture: %s\n",

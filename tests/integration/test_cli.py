@@ -80,3 +80,27 @@ def test_missing_kernel_feature():
         err = r.stderr.decode()
         check(r.returncode == 3, "%s without BTF: exit %s, expected 3; stderr: %r", cmd, r.returncode, err[-300:])
         check("BTF" in err and "/sys/kernel/btf/vmlinux" in err, "%s: the message does not name BTF: %r", cmd, err[-300:])
+
+
+def test_missing_capability():
+    """Without a capability the agent needs, both commands name it and exit
+    4; CAP_SYS_ADMIN stands in for CAP_BPF (kernels before 5.8)."""
+    cases = [
+        ("cap_bpf,cap_sys_admin", "CAP_BPF"),
+        ("cap_perfmon,cap_sys_admin", "CAP_PERFMON"),
+        ("cap_sys_ptrace", "CAP_SYS_PTRACE"),
+        ("cap_dac_read_search", "CAP_DAC_READ_SEARCH"),
+    ]
+    for cmd in ("capture", "agent"):
+        for drop, name in cases:
+            r = subprocess.run(
+                ["capsh", "--drop=" + drop, "--", "-c", '"$0" "$@"',
+                 str(WIRESPAN), cmd, "--duration", "1"],
+                capture_output=True, timeout=30)
+            err = r.stderr.decode()
+            check(r.returncode == 4, "%s without %s: exit %s, expected 4; stderr: %r", cmd, drop, r.returncode, err[-300:])
+            check("missing capability " + name in err, "%s without %s: message does not name %s: %r", cmd, drop, name, err[-300:])
+    # only CAP_BPF dropped: CAP_SYS_ADMIN covers it, the capture starts
+    r = subprocess.run(["capsh", "--drop=cap_bpf", "--", "-c", '"$0" "$@"', str(WIRESPAN), "capture", "--duration", "1"],
+                       capture_output=True, timeout=30)
+    check(r.returncode == 0, "capture without CAP_BPF but with CAP_SYS_ADMIN: exit %s: %r", r.returncode, r.stderr.decode()[-300:])
