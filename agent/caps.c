@@ -37,17 +37,24 @@ int ws_cap_effective(int cap)
 	return rc;
 }
 
+enum ws_cap_state ws_cap_state(const struct ws_cap *c)
+{
+	if (ws_cap_effective(c->cap) == 1)
+		return WS_CAP_HAVE;
+	if ((c->cap == CAP_BPF || c->cap == CAP_PERFMON) &&
+	    ws_cap_effective(CAP_SYS_ADMIN) == 1)
+		return WS_CAP_COVERED;
+	return WS_CAP_MISSING;
+}
+
 int ws_caps_check(char *why, size_t len)
 {
-	bool admin = ws_cap_effective(CAP_SYS_ADMIN) == 1;
 	size_t i;
 
 	for (i = 0; i < ws_n_caps; i++) {
 		const struct ws_cap *c = &ws_caps[i];
 
-		if (!c->required || ws_cap_effective(c->cap) == 1)
-			continue;
-		if (admin && (c->cap == CAP_BPF || c->cap == CAP_PERFMON))
+		if (!c->required || ws_cap_state(c) != WS_CAP_MISSING)
 			continue;
 		snprintf(why, len,
 			 "missing capability %s (needed to %s): run as root, "

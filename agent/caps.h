@@ -23,6 +23,11 @@ extern const size_t ws_n_caps;
 /* Is cap in this process's effective set? (-1 if it cannot be read) */
 int ws_cap_effective(int cap);
 
+enum ws_cap_state { WS_CAP_MISSING = 0, WS_CAP_HAVE, WS_CAP_COVERED };
+
+/* Has this process got c, or CAP_SYS_ADMIN where that stands in for it? */
+enum ws_cap_state ws_cap_state(const struct ws_cap *c);
+
 /*
  * Check the effective set against the required capabilities. CAP_SYS_ADMIN
  * stands in for CAP_BPF and CAP_PERFMON (kernels before 5.8 only know it).

@@ -210,7 +210,8 @@ static void on_disconnected(natsConnection *nc, void *closure)
 
 	atomic_fetch_add(&st->disconnects, 1);
 	atomic_store(&st->connected, false);
-	ws_warn("nats: disconnected");
+	if (!natsConnection_IsClosed(nc))
+		ws_warn("nats: disconnected");
 }
 
 static void on_reconnected(natsConnection *nc, void *closure)

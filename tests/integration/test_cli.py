@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from harness import WIRESPAN, Capture, Env, check
+from harness import NATS_SERVER, WIRESPAN, Capture, Env, check, free_port, wait_port
 
 
 def _run(args, timeout=30):
@@ -104,3 +104,42 @@ def test_missing_capability():
     r = subprocess.run(["capsh", "--drop=cap_bpf", "--", "-c", '"$0" "$@"', str(WIRESPAN), "capture", "--duration", "1"],
                        capture_output=True, timeout=30)
     check(r.returncode == 0, "capture without CAP_BPF but with CAP_SYS_ADMIN: exit %s: %r", r.returncode, r.stderr.decode()[-300:])
+
+
+def test_doctor():
+    """`wirespan doctor`: every host check passes here; NATS: unreachable
+    fails, a reachable server passes, a publish the server's permissions deny
+    fails with a hint; a dropped capability fails naming it."""
+    def doctor(*args):
+        r = subprocess.run([str(WIRESPAN), "doctor"] + list(args), capture_output=True, timeout=30)
+        return r.returncode, r.stdout.decode()
+
+    with Env("doctor") as env:
+        port = free_port()
+        conf = env.path("nats.conf")
+        conf.write_text("""
+listen: 127.0.0.1:%d
+authorization {
+  users = [
+    {user: node-a, password: pw-a, permissions: {publish: ["otel.traces.*.node-a"]}}
+  ]
+}
+""" % port)
+        url = "nats://127.0.0.1:%d" % port
+        rc, out = doctor("--nats-url", "nats://127.0.0.1:%d" % free_port())
+        check(rc == 1 and "FAIL  NATS connection" in out, "unreachable NATS: rc %s\n%s", rc, out)
+        for line in out.splitlines()[:-1]:
+            check(line.startswith(("PASS", "WARN", "FAIL", "      ->")), "unexpected doctor line %r", line)
+            check(not line.startswith("FAIL") or "NATS" in line, "a host check failed here: %r", line)
+        p = env.spawn([NATS_SERVER, "-c", str(conf)], stdout=env.path("nats.log"), stderr=subprocess.STDOUT, name="nats-server")
+        wait_port("127.0.0.1", port, 10.0, p)
+        rc, out = doctor("--nats-url", url, "--user", "node-a", "--password", "pw-a", "--subject", "otel.traces.nats.node-a")
+        check(rc == 0 and "PASS  NATS publish" in out and out.rstrip().endswith("0 failed"), "permitted publish: rc %s\n%s", rc, out)
+        rc, out = doctor("--nats-url", url, "--user", "node-a", "--password", "pw-a", "--subject", "otel.traces.nats.node-b")
+        check(rc == 1 and "FAIL  NATS publish" in out and "denied" in out, "denied publish: rc %s\n%s", rc, out)
+        rc, out = doctor("--nats-url", url, "--user", "node-a", "--password", "wrong")
+        check(rc == 1 and "FAIL  NATS connection" in out, "bad password: rc %s\n%s", rc, out)
+    r = subprocess.run(["capsh", "--drop=cap_dac_read_search", "--", "-c", '"$0" "$@"', str(WIRESPAN), "doctor", "--no-nats"],
+                       capture_output=True, timeout=30)
+    out = r.stdout.decode()
+    check(r.returncode == 1 and "FAIL  CAP_DAC_READ_SEARCH" in out, "doctor without CAP_DAC_READ_SEARCH: rc %s\n%s", r.returncode, out)
