@@ -220,6 +220,8 @@ static const char agent_usage[] =
 	"                          evidence (default 10)\n"
 	"      --request-timeout S a request without a reply fails after S\n"
 	"                          seconds (default 30)\n"
+	"      --health ADDR       serve /healthz and /readyz on ADDR "
+	"(host:port)\n"
 	"  -d, --duration SECS     stop after SECS seconds\n"
 	"  -v, --verbose           more diagnostics\n"
 	"  -h, --help              this help\n";
@@ -235,6 +237,7 @@ int cmd_agent(int argc, char **argv)
 		{"process-timeout", required_argument, NULL, 'T'},
 		{"request-timeout", required_argument, NULL, 'R'},
 		{"duration", required_argument, NULL, 'd'},
+		{"health", required_argument, NULL, 'H'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
@@ -319,6 +322,9 @@ int cmd_agent(int argc, char **argv)
 				return WS_EXIT_USAGE;
 			}
 			o.duration = (double)v;
+			break;
+		case 'H':
+			o.health_addr = optarg;
 			break;
 		case 'v':
 			ws_log_level = ws_log_level < WS_LOG_INFO

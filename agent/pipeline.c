@@ -13,6 +13,7 @@
 #include "events.h"
 #include "log.h"
 #include "caps.h"
+#include "health.h"
 #include "pipeline.h"
 
 /* How often dead processes' kernel entries are swept. */
@@ -355,6 +356,7 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 	struct sigaction sa = {.sa_handler = on_signal};
 	struct ws_pipeline p = {.ops = ops, .ctx = ctx};
 	struct ring_buffer *rb = NULL;
+	struct ws_health *health = NULL;
 	uint64_t deadline = 0, next_sweep, now;
 	char why[256];
 	int err, rc = 0;
@@ -369,6 +371,18 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 			why);
 		return WS_EXIT_UNSUPPORTED;
 	}
+	if (o->health_addr) {
+		health = ws_health_start(
+			o->health_addr,
+			(uint64_t)((o->health_stall > 0 ? o->health_stall
+							: 30) *
+				   1e9),
+			why, sizeof(why));
+		if (!health) {
+			fprintf(stderr, "wirespan: %s\n", why);
+			return 1;
+		}
+	}
 	p.mono_to_unix =
 		(int64_t)(clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC));
 	sigaction(SIGINT, &sa, NULL);
@@ -377,6 +391,7 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 	p.conns = ws_conn_table_new(WS_CONN_TABLE_DEFAULT_MAX, evict_cb, &p);
 	if (!p.conns) {
 		ws_err("out of memory");
+		ws_health_stop(health);
 		return 1;
 	}
 	err = ws_loader_open(&p.ld, &o->lo);
@@ -394,6 +409,8 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 	}
 	if (ops->ready)
 		ops->ready(ctx, &p, ws_loader_attached(p.ld));
+	ws_health_beat(health, clock_ns(CLOCK_MONOTONIC));
+	ws_health_set_ready(health, true);
 	next_sweep = clock_ns(CLOCK_MONOTONIC) + SWEEP_INTERVAL_NS;
 	if (o->duration > 0)
 		deadline = clock_ns(CLOCK_MONOTONIC) +
@@ -408,6 +425,7 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 		/* Records submitted without a wakeup wait for us here. */
 		ring_buffer__consume(rb);
 		now = clock_ns(CLOCK_MONOTONIC);
+		ws_health_beat(health, now);
 		p.round++;
 		release_holds(&p);
 		if (ops->tick)
@@ -427,6 +445,7 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 	ring_buffer__consume(rb);
 	print_metrics(&p, o->metrics_out);
 out:
+	ws_health_stop(health);
 	ring_buffer__free(rb);
 	ws_loader_close(p.ld);
 	ws_conn_table_clear(p.conns, shutdown_cb, &p);

@@ -71,6 +71,9 @@ struct ws_pipeline_opts {
 	struct ws_loader_opts lo;
 	double duration;   /* seconds; 0 = until SIGINT/SIGTERM */
 	FILE *metrics_out; /* where SIGUSR1 and exit print metrics */
+	/* host:port of the /healthz + /readyz endpoint; NULL: none */
+	const char *health_addr;
+	double health_stall; /* seconds without a loop beat: not healthy */
 };
 
 struct ws_pipeline {

@@ -143,3 +143,47 @@ authorization {
                        capture_output=True, timeout=30)
     out = r.stdout.decode()
     check(r.returncode == 1 and "FAIL  CAP_DAC_READ_SEARCH" in out, "doctor without CAP_DAC_READ_SEARCH: rc %s\n%s", r.returncode, out)
+
+
+def test_health_endpoint():
+    """`--health ADDR`: /readyz turns 200 once the programs are attached,
+    /healthz is 200 while the loop runs, other paths 404; an address that
+    cannot be bound is a clear error."""
+    import urllib.error
+    import urllib.request
+
+    def get(url):
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError as e:
+            return None, str(e)
+
+    port = free_port()
+    base = "http://127.0.0.1:%d" % port
+    p = subprocess.Popen([str(WIRESPAN), "agent", "--output", "stdout", "--health", "127.0.0.1:%d" % port, "--duration", "60"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        seen = []
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            st, body = get(base + "/readyz")
+            seen.append(st)
+            if st == 200:
+                break
+            time.sleep(0.1)
+        check(seen and seen[-1] == 200, "/readyz never 200: %s", seen[-5:])
+        check(all(s in (None, 503, 200) for s in seen), "/readyz answered %s", seen)
+        st, body = get(base + "/healthz")
+        check(st == 200 and body == "ok\n", "/healthz: %s %r", st, body)
+        st, _ = get(base + "/metrics/../secrets")
+        check(st == 404, "unknown path: %s", st)
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=30)
+    check(p.returncode == 0, "agent exit %s", p.returncode)
+    r = subprocess.run([str(WIRESPAN), "agent", "--output", "stdout", "--health", "192.0.2.1:%d" % port, "--duration", "1"],
+                       capture_output=True, timeout=30)
+    check(r.returncode == 1 and b"cannot listen on 192.0.2.1" in r.stderr, "unbindable address: rc %s %r", r.returncode, r.stderr[-300:])
