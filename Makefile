@@ -42,7 +42,7 @@ HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto
 # Skeletons and objects are inputs of later builds, not throwaway intermediates.
 .SECONDARY: $(BPF_OBJS) $(SKELS) $(PB_SRCS) $(PB_HDRS)
 
-.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run bench fuzz help
+.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run bench fuzz help install uninstall dist
 
 all: $(OUT)/wirespan $(UNIT_BINS)
 
@@ -117,6 +117,35 @@ run: all
 bench: all
 	$(Q)bash tests/bench/run.sh
 
+# ---- install, uninstall, dist ----
+PREFIX     ?= /usr/local
+BINDIR     := $(PREFIX)/bin
+DOCDIR     := $(PREFIX)/share/doc/wirespan
+UNITDIR    ?= /etc/systemd/system
+CONFDIR    ?= /etc/wirespan
+VERSION    := $(shell sed -n 's/^#define WIRESPAN_VERSION "\(.*\)"/\1/p' agent/main.c)
+DOCS       := README.md LICENSE $(wildcard docs/*.md)
+
+install: $(OUT)/wirespan
+	install -D -m 0755 $(OUT)/wirespan $(DESTDIR)$(BINDIR)/wirespan
+	install -d -m 0750 $(DESTDIR)$(CONFDIR)
+	install -d $(DESTDIR)$(DOCDIR)
+	install -m 0644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/bin/wirespan|$(BINDIR)/wirespan|;s|/usr/local/share/doc|$(PREFIX)/share/doc|' \
+	    deploy/systemd/wirespan.service > $(DESTDIR)$(UNITDIR)/wirespan.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/wirespan.service
+
+# Leaves $(CONFDIR) (configuration and credentials are the user's).
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/wirespan $(DESTDIR)$(UNITDIR)/wirespan.service
+	rm -rf $(DESTDIR)$(DOCDIR)
+
+# A tarball with the binary, the unit, the manifests, the docs and the list
+# of Debian runtime packages it needs (DEPENDS): build/wirespan-VERSION-ARCH.tar.gz
+dist: $(OUT)/wirespan
+	$(Q)bash deploy/dist.sh $(OUT) $(VERSION)
+
 clean:
 	$(call msg,CLEAN,$(OUT))
 	$(Q)rm -rf $(OUT)
@@ -130,6 +159,9 @@ help:
 	@echo "make bench          run the benchmarks (root)"
 	@echo "make fuzz           run the libFuzzer targets (FUZZ_SECONDS=60)"
 	@echo "make vmlinux        regenerate bpf/vmlinux.h from this kernel"
+	@echo "make install        install into PREFIX (/usr/local), DESTDIR respected"
+	@echo "make uninstall      remove what make install installed (not /etc/wirespan)"
+	@echo "make dist           build/wirespan-VERSION-ARCH.tar.gz with DEPENDS"
 	@echo "make clean          remove $(OUT)/"
 
 # `make fuzz` / `make fuzz-smoke`: libFuzzer targets (tests/fuzz/).

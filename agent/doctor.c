@@ -194,6 +194,8 @@ static const char doctor_usage[] =
 	"      --subject S          subject of the test publish\n"
 	"                           (default otel.traces.doctor.<host>)\n"
 	"      --no-nats            skip the NATS checks\n"
+	"      --caps               list the capabilities wirespan uses "
+	"(NAME required|optional)\n"
 	"  -h, --help               this help\n";
 
 int cmd_doctor(int argc, char **argv)
@@ -210,6 +212,7 @@ int cmd_doctor(int argc, char **argv)
 		{"tls-key", required_argument, NULL, 'Y'},
 		{"subject", required_argument, NULL, 's'},
 		{"no-nats", no_argument, NULL, 'n'},
+		{"caps", no_argument, NULL, 'c'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -218,7 +221,8 @@ int cmd_doctor(int argc, char **argv)
 				  isatty(STDOUT_FILENO) && !getenv("NO_COLOR")};
 	char subject[300], host[128] = "host";
 	const char *subj = NULL;
-	bool nats = true;
+	bool nats = true, list_caps = false;
+	size_t i;
 	int opt;
 
 	optind = 1;
@@ -258,6 +262,9 @@ int cmd_doctor(int argc, char **argv)
 		case 'n':
 			nats = false;
 			break;
+		case 'c':
+			list_caps = true;
+			break;
 		case 'h':
 			fputs(doctor_usage, stdout);
 			return 0;
@@ -269,6 +276,12 @@ int cmd_doctor(int argc, char **argv)
 	if (optind < argc) {
 		ws_cli_unknown(doctor_usage, argv[optind]);
 		return WS_EXIT_USAGE;
+	}
+	if (list_caps) {
+		for (i = 0; i < ws_n_caps; i++)
+			printf("%s %s\n", ws_caps[i].name,
+			       ws_caps[i].required ? "required" : "optional");
+		return 0;
 	}
 	check_kernel(&t);
 	check_btf(&t);

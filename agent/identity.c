@@ -13,6 +13,7 @@
 #include <utlist.h>
 
 #include "identity.h"
+#include "log.h"
 
 struct proc_entry {
 	uint32_t tgid;
@@ -118,6 +119,8 @@ static struct ws_resource *build(struct ws_identity *id, uint32_t tgid,
 		exe[n] = '\0';
 		ws_attrs_cstr(&r->a, "process.executable.path", exe);
 		name = strrchr(exe, '/') ? strrchr(exe, '/') + 1 : exe;
+	} else {
+		ws_debug("identity: readlink %s: %s", path, strerror(errno));
 	}
 	ws_attrs_cstr(&r->a, "process.executable.name", name);
 	snprintf(path, sizeof(path), "%s/%u/cmdline", id->proc_root, tgid);

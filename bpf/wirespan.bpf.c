@@ -225,7 +225,10 @@ static __always_inline void emit_open(const struct ws_conn_state *cs)
 	ev->flags = (cs->flags & WS_SF_PREEXISTING) ? WS_CF_PREEXISTING : 0;
 	ev->_pad[0] = ev->_pad[1] = 0;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
-	bpf_ringbuf_submit(ev, rb_flags());
+	/* Wake the reader now: it reads the process's identity from /proc
+	 * on this record, and a short-lived client may be gone after the
+	 * next batch. Opens are rare next to data, so this costs little. */
+	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
 }
 
 /*

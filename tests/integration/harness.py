@@ -1037,7 +1037,9 @@ class AgentResult:
 class Agent:
     """A running `wirespan agent --output stdout ARGS`."""
 
-    def __init__(self, env, args=()):
+    def __init__(self, env, args=(), wrap=(), binary=None):
+        """wrap: a command prefix (e.g. capsh dropping privileges);
+        binary: another wirespan binary than build/wirespan."""
         self.env = env
         self.args = ["--output", "stdout"] + [str(a) for a in args]
         self.out_path = env.path("agent.%d.jsonl" % len(env.procs))
@@ -1046,7 +1048,7 @@ class Agent:
         self._lock = threading.Lock()
         if not WIRESPAN.exists():
             raise TestFailure("%s does not exist (run make)" % WIRESPAN)
-        cmd = [str(WIRESPAN), "agent"] + self.args
+        cmd = [str(a) for a in wrap] + [str(binary or WIRESPAN), "agent"] + self.args
         self.cmd = " ".join(cmd)
         log("agent: %s", self.cmd)
         self.proc = env.spawn(cmd, stdout=self.out_path, stderr=subprocess.PIPE, name="wirespan")
