@@ -233,3 +233,21 @@ def test_deploy_dist_on_clean_debian():
             shutil.rmtree(root, ignore_errors=True)
         else:
             log("leaving %s: still mounted %s", root, still)
+
+
+def test_deploy_containerfile_runtime_packages():
+    """The image's runtime packages are the ones `make dist` derives from
+    the binary (DEPENDS), so the image cannot miss a library."""
+    r = subprocess.run(["make", "-s", "-C", ROOT, "dist"], capture_output=True, text=True)
+    check(r.returncode == 0, "make dist: %s", r.stdout + r.stderr)
+    tarball = os.path.join(ROOT, r.stdout.strip().splitlines()[-1])
+    with tarfile.open(tarball) as t:
+        name = [n for n in t.getnames() if n.endswith("/DEPENDS")][0]
+        deps = set(t.extractfile(name).read().decode().split())
+    text = open(os.path.join(DEPLOY, "container", "Containerfile")).read()
+    stage = text.split("FROM debian:bookworm-slim", 1)[1]
+    m = re.search(r"apt-get install -y --no-install-recommends \\\s*\n(.*?)&&", stage, re.S)
+    check(m, "no runtime apt-get install in the Containerfile")
+    pkgs = set(m.group(1).replace("\\", " ").split()) - {"ca-certificates"}
+    check(pkgs == deps, "Containerfile installs %s; the binary needs %s (missing %s, extra %s)",
+          sorted(pkgs), sorted(deps), sorted(deps - pkgs), sorted(pkgs - deps))
