@@ -845,6 +845,59 @@ static void nats_parent_lookup(void **state)
 	ws_http_conn_close(b, 70);
 }
 
+static bool http_parent(void *ctx, uint32_t tgid, uint32_t tid, uint64_t ts,
+			uint8_t trace[16], uint8_t span[8])
+{
+	return ws_http_spans_parent(ctx, tgid, tid, ts, trace, span);
+}
+
+/* A handler that publishes to NATS: the publish is the HTTP span's child. */
+static void nats_publish_in_handler(void **state)
+{
+	struct ws_http_conn *a = conn(50, WS_ROLE_SERVER, 40000);
+	struct ws_nats_conn_info ni = {
+		.tgid = 50, .fd = 9, .role = WS_ROLE_CLIENT};
+	struct ws_nats_spans_cfg ncfg;
+	struct ws_nats_spans *nb;
+	struct ws_nats_conn *nc;
+	struct out nout = {0};
+	const char pub[] = "PUB orders.created 5\r\nhello\r\n";
+
+	ws_nats_spans_cfg_init(&ncfg);
+	ncfg.parent = http_parent;
+	ncfg.parent_ctx = fx.b;
+	nb = ws_nats_spans_new(&ncfg, collect, &nout);
+	assert_non_null(nb);
+	snprintf(ni.laddr, sizeof(ni.laddr), "127.0.0.1");
+	snprintf(ni.raddr, sizeof(ni.raddr), "127.0.0.1");
+	ni.lport = 45000;
+	ni.rport = 4222;
+	nc = ws_nats_conn_new(nb, &ni);
+	assert_non_null(nc);
+	feed(a, IN, "POST /orders HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 7,
+	     10);
+	/* the handler thread publishes while the request is open */
+	assert_int_equal(ws_nats_conn_feed(nc, EG, (const uint8_t *)pub,
+					   sizeof(pub) - 1, 7, 20),
+			 0);
+	feed(a, EG, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", 7, 30);
+	assert_int_equal(ws_nats_conn_feed(nc, EG, (const uint8_t *)pub,
+					   sizeof(pub) - 1, 7, 40),
+			 0);
+	ws_nats_conn_close(nc, 50);
+	ws_nats_spans_free(nb, 50);
+	assert_int_equal(nout.n, 2);
+	assert_int_equal(fx.out.n, 1);
+	assert_true(nout.s[0]->has_parent);
+	assert_memory_equal(nout.s[0]->parent_span_id, fx.out.s[0]->span_id, 8);
+	assert_memory_equal(nout.s[0]->trace_id, fx.out.s[0]->trace_id, 16);
+	/* after the response: no longer inside the request */
+	assert_false(nout.s[1]->has_parent);
+	assert_int_equal(ws_http_spans_stats(fx.b)->nats_parent, 1);
+	out_free(&nout);
+	ws_http_conn_close(a, 60);
+}
+
 /* ---- identity, header capture and secrets ------------------------------- */
 
 static void captured_headers(void **state)
@@ -993,6 +1046,7 @@ int main(void)
 		T(hop_connect_time),
 		T(hop_none),
 		T(nats_parent_lookup),
+		T(nats_publish_in_handler),
 		T(captured_headers),
 		T(secrets_never_leave),
 #undef T
