@@ -59,17 +59,22 @@ struct xch {
 	uint8_t in_parent[8];
 	bool has_in_parent;
 	unsigned children; /* upstream calls linked to it */
+	/* idle upstream connections of the process when it was read: a
+	 * pooling gateway serves it at once, else it queues for one */
+	unsigned idle_at_read;
 	struct proc *proc;
 	struct xch *prev, *next;   /* hc->fifo, oldest first */
 	struct xch *aprev, *anext; /* b->age: open spans, oldest first */
 	struct xch *pprev, *pnext; /* proc->open, oldest first */
 };
 
-/* The open inbound requests of one process. */
+/* A process with open inbound requests or client connections. */
 struct proc {
 	uint32_t tgid;
-	struct xch *open;
+	struct xch *open; /* inbound requests without their response */
 	unsigned n;
+	unsigned clients; /* client connections */
+	unsigned idle;	  /* of which without a request in flight */
 	UT_hash_handle hh;
 };
 
@@ -96,6 +101,8 @@ struct ws_http_conn {
 	struct xch *fifo; /* waiting for their final response */
 	unsigned n_fifo;
 	uint64_t requests; /* request heads seen */
+	struct proc *proc; /* client connections: counted in their process */
+	bool idle;	   /* a client connection with nothing in flight */
 };
 
 struct ws_http_spans {
@@ -365,6 +372,14 @@ static struct proc *proc_get(struct ws_http_spans *b, uint32_t tgid,
 	return p;
 }
 
+static void proc_put(struct ws_http_spans *b, struct proc *p)
+{
+	if (p && !p->n && !p->clients) {
+		HASH_DEL(b->procs, p);
+		free(p);
+	}
+}
+
 static void proc_remove(struct ws_http_spans *b, struct xch *x)
 {
 	struct proc *p = x->proc;
@@ -373,10 +388,20 @@ static void proc_remove(struct ws_http_spans *b, struct xch *x)
 		return;
 	DL_DELETE2(p->open, x, pprev, pnext);
 	x->proc = NULL;
-	if (--p->n == 0) {
-		HASH_DEL(b->procs, p);
-		free(p);
-	}
+	p->n--;
+	proc_put(b, p);
+}
+
+/* A client connection has (idle) or has not something in flight. */
+static void client_idle(struct ws_http_conn *hc, bool idle)
+{
+	if (!hc->proc || hc->idle == idle)
+		return;
+	hc->idle = idle;
+	if (idle)
+		hc->proc->idle++;
+	else
+		hc->proc->idle--;
 }
 
 /* ---- ending exchanges --------------------------------------------------- */
@@ -440,6 +465,8 @@ static void xch_free(struct xch *x)
 		if (hc->side[d].cur == x)
 			hc->side[d].cur = NULL;
 	free(x);
+	if (!hc->n_fifo)
+		client_idle(hc, true);
 }
 
 /* ---- attributes --------------------------------------------------------- */
@@ -642,16 +669,45 @@ static bool in_trace(const struct xch *c, const uint8_t trace[16])
 	return c->span && !memcmp(c->span->trace_id, trace, 16);
 }
 
+/* The last entry of X-Forwarded-For: the gateway's own peer. */
+static struct ws_http_str xff_last(const struct ws_http_msg *m)
+{
+	const struct ws_http_header *h = NULL, *last = NULL;
+	struct ws_http_str v = {NULL, 0};
+	const char *c;
+
+	while ((h = ws_http_header_find(&m->headers, "X-Forwarded-For", h)))
+		last = h;
+	if (!last)
+		return v;
+	v = last->value;
+	c = memrchr(v.ptr, ',', v.len);
+	if (c) {
+		v.len -= (size_t)(c + 1 - v.ptr);
+		v.ptr = c + 1;
+	}
+	while (v.len && *v.ptr == ' ') {
+		v.ptr++;
+		v.len--;
+	}
+	return v;
+}
+
 /* How alike an upstream request and an inbound one are. */
 static int similarity(const struct xch *c, const struct ws_http_msg *m,
-		      const struct ws_http_str *rid)
+		      const struct ws_http_str *rid, struct ws_http_str xff)
 {
 	size_t cl = strlen(c->path), ul = m->path.len, n;
+	const char *peer = c->hc->info.raddr;
 	int score = 0;
 
 	if (rid && rid->len && *c->rid && rid->len == strlen(c->rid) &&
 	    !memcmp(rid->ptr, c->rid, rid->len))
 		score += 100;
+	/* the gateway appended the address of the client it serves */
+	if (xff.len && xff.len == strlen(peer) &&
+	    !memcmp(xff.ptr, peer, xff.len))
+		score += 1;
 	if (c->method == m->method)
 		score += 8;
 	if (cl == ul && !memcmp(c->path, m->path.ptr, ul)) {
@@ -670,17 +726,41 @@ static int similarity(const struct xch *c, const struct ws_http_msg *m,
 
 /* Rank of a candidate parent, compared field by field, biggest wins. */
 struct rank {
-	int64_t v[4]; /* likeness, not linked yet, same thread, head time */
+	int64_t v[5];
 };
 
 static int rank_cmp(const struct rank *a, const struct rank *b)
 {
 	int i;
 
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < 5; i++)
 		if (a->v[i] != b->v[i])
 			return a->v[i] < b->v[i] ? -1 : 1;
 	return 0;
+}
+
+/*
+ * Rank a candidate parent c of the upstream call x: likeness first, then
+ * not linked yet. A fresh connection (made at connect_ns) was made for the
+ * newest request read before it (by the same thread first). On a reused
+ * connection, a request read while the process had an idle upstream
+ * connection was sent at once (the newest, by the same thread first); one
+ * read while none was idle queued for a connection, and queues are served
+ * oldest first.
+ */
+static void rank_candidate(const struct xch *c, const struct xch *x,
+			   const struct ws_http_msg *m,
+			   const struct ws_http_str *rid,
+			   struct ws_http_str xff, uint64_t connect_ns,
+			   struct rank *r)
+{
+	bool at_once = connect_ns ? c->head_ns <= connect_ns : c->idle_at_read;
+
+	r->v[0] = similarity(c, m, rid, xff);
+	r->v[1] = c->children == 0;
+	r->v[2] = at_once;
+	r->v[3] = at_once && c->tid == x->tid;
+	r->v[4] = at_once ? (int64_t)c->head_ns : -(int64_t)c->head_ns;
 }
 
 /*
@@ -698,6 +778,7 @@ static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 	struct ws_http_spans *b = hc->b;
 	struct proc *p = proc_get(b, hc->info.tgid, false);
 	const struct ws_http_str *rid = hdr(m, "X-Request-Id");
+	struct ws_http_str xff = xff_last(m);
 	uint8_t trace[16], span[8], fl;
 	bool have_tp =
 		parse_traceparent(hdr(m, "traceparent"), trace, span, &fl);
@@ -705,6 +786,7 @@ static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 	struct xch *c, *best = NULL;
 	struct rank r, best_r = {{0}};
 	unsigned seen = 0, n_tp = 0, n_thread = 0;
+	bool fresh;
 
 	*out = NULL;
 	if (!p)
@@ -717,8 +799,9 @@ static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 	}
 	if (!n_tp && !b->cfg.link_heuristic)
 		return LINK_NONE;
-	if (!n_tp && hc->requests == 1 && hc->info.open_ns &&
-	    !hc->info.preexisting && hc->info.open_ns < ref)
+	fresh = n_tp != 1 && hc->requests == 1 && hc->info.open_ns &&
+		!hc->info.preexisting && hc->info.open_ns < ref;
+	if (fresh)
 		ref = hc->info.open_ns;
 	/* newest first: the list is oldest first */
 	for (c = p->open ? p->open->pprev : NULL; c;
@@ -731,12 +814,7 @@ static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 			break;
 		}
 		n_thread += c->tid == x->tid;
-		if (c->head_ns > ref)
-			continue;
-		r.v[0] = similarity(c, m, rid);
-		r.v[1] = c->children == 0;
-		r.v[2] = c->tid == x->tid;
-		r.v[3] = (int64_t)c->head_ns;
+		rank_candidate(c, x, m, rid, xff, fresh ? ref : 0, &r);
 		if (!best || rank_cmp(&r, &best_r) > 0) {
 			best = c;
 			best_r = r;
@@ -748,7 +826,7 @@ static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 	if (n_tp == 1)
 		return LINK_TRACEPARENT;
 	/* the one request this thread has open: thread per request */
-	if (best_r.v[2] && n_thread == 1)
+	if (best->tid == x->tid && n_thread == 1)
 		return LINK_THREAD;
 	return LINK_HEURISTIC;
 }
@@ -886,6 +964,7 @@ static struct xch *xch_start(struct side *sd, const struct ws_http_msg *m)
 	x->head_ns = sd->feed_ts;
 	x->method = m->method;
 	hc->requests++;
+	client_idle(hc, false);
 	DL_APPEND(hc->fifo, x);
 	hc->n_fifo++;
 	DL_APPEND2(b->age, x, aprev, anext);
@@ -930,6 +1009,7 @@ static void on_request_head(struct side *sd, const struct ws_http_msg *m)
 			DL_APPEND2(p->open, x, pprev, pnext);
 			p->n++;
 			x->proc = p;
+			x->idle_at_read = p->idle;
 		}
 	} else {
 		const struct ws_http_str *host = hdr(m, "Host");
@@ -960,7 +1040,8 @@ static void note_gap(struct ws_http_spans *b, struct ws_span *s,
 {
 	if (!(m->flags & (WS_HTTP_F_GAP | WS_HTTP_F_TRUNCATED)))
 		return;
-	b->st.gap_messages++;
+	/* cut short by the close is counted by the parser (truncated) */
+	b->st.gap_messages += !!(m->flags & WS_HTTP_F_GAP);
 	if (s)
 		ws_attrs_bool(&s->a, "wirespan.http.truncated", true);
 }
@@ -1108,6 +1189,11 @@ static int roles_init(struct ws_http_conn *hc, uint8_t dir, const uint8_t *buf,
 		return -ENOMEM;
 	}
 	hc->roles_known = true;
+	if (hc->info.role == WS_ROLE_CLIENT) {
+		hc->proc = proc_get(hc->b, hc->info.tgid, true);
+		if (hc->proc)
+			hc->proc->clients++;
+	}
 	return 0;
 }
 
@@ -1241,6 +1327,11 @@ void ws_http_conn_close(struct ws_http_conn *hc, uint64_t ts_ns)
 		add_parser_stats(&b->st, hc->side[d].p);
 		ws_http_parser_free(hc->side[d].p);
 	}
+	client_idle(hc, false);
+	if (hc->proc) {
+		hc->proc->clients--;
+		proc_put(b, hc->proc);
+	}
 	untrack_live(b, hc);
 	ws_resource_put(hc->info.resource);
 	free(hc);
@@ -1309,14 +1400,19 @@ const struct ws_http_spans_stats *ws_http_spans_stats(struct ws_http_spans *b)
 	return &b->snap;
 }
 
+void ws_http_spans_end_all(struct ws_http_spans *b, uint64_t now_ns)
+{
+	while (b && b->n_live)
+		ws_http_conn_close(b->live[b->n_live - 1], now_ns);
+}
+
 void ws_http_spans_free(struct ws_http_spans *b, uint64_t now_ns)
 {
 	unsigned i;
 
 	if (!b)
 		return;
-	while (b->n_live)
-		ws_http_conn_close(b->live[b->n_live - 1], now_ns);
+	ws_http_spans_end_all(b, now_ns);
 	free(b->live);
 	for (i = 0; i < WS_AUTH_MAX_HEADERS; i++)
 		free(b->capture_keys[i]);

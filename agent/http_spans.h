@@ -81,9 +81,10 @@ struct ws_http_spans_stats {
 	uint64_t end_response, end_closed, end_timeout, end_evicted;
 	uint64_t orphan_responses; /* a response with no request to pair */
 	uint64_t resync;	   /* a message after lost bytes */
-	uint64_t gap_messages;	   /* messages that lost bytes (still ended) */
-	uint64_t pending_dropped;  /* requests not tracked: connection full */
-	uint64_t pending_evicted;  /* exchanges ended early: builder full */
+	uint64_t
+		gap_messages; /* messages that lost bytes to a gap (still ended) */
+	uint64_t pending_dropped; /* requests not tracked: connection full */
+	uint64_t pending_evicted; /* exchanges ended early: builder full */
 	/* gateway hops: which evidence linked an upstream call, or none */
 	uint64_t link_traceparent, link_thread, link_heuristic, link_none;
 	uint64_t link_candidates_cut; /* inbound requests not compared */
@@ -122,10 +123,11 @@ void ws_http_spans_cfg_init(struct ws_http_spans_cfg *cfg);
 /* The cfg is copied (its strings are not). NULL + errno. */
 struct ws_http_spans *ws_http_spans_new(const struct ws_http_spans_cfg *cfg,
 					ws_span_emit_fn emit, void *ctx);
+/* Close every connection (ending its exchanges as at close). */
+void ws_http_spans_end_all(struct ws_http_spans *b, uint64_t now_ns);
 /*
- * Ends every open exchange (as at close) and frees. Attribute keys of
- * captured headers belong to the builder: free (or export) every span it
- * emitted first.
+ * ws_http_spans_end_all, then free. The attribute keys of captured headers
+ * belong to the builder: export (or free) the spans it emitted before.
  */
 void ws_http_spans_free(struct ws_http_spans *b, uint64_t now_ns);
 /* Time-outs: call regularly with the current unix time. */
