@@ -222,8 +222,13 @@ def test_http_curl_hey_wrk():
         check(got == sorted([("/text/100", 200), ("/text/101", 200), ("/text/102", 200), ("/chunked/5000", 200), ("/nope", 404)]),
               "curl spans %s", got)
         chunked = [s for s in servers if s.a("url.path") == "/chunked/5000"]
-        check(len(chunked) == 1 and chunked[0].a("http.response.body.size") == 5000, "chunked through nginx: %s",
-              [(s, s.attrs) for s in chunked])
+        # nginx relays the chunks with writev(2) of more iovecs than the
+        # capture copies (WS_MAX_IOV): then the message ends flagged
+        check(len(chunked) == 1 and chunked[0].a("http.response.status_code") == 200 and
+              (chunked[0].a("http.response.body.size") == 5000 or chunked[0].a("wirespan.http.truncated")),
+              "chunked through nginx: %s", [(s, s.attrs) for s in chunked])
+        up = [s for s in clients if s.a("url.path") == "/chunked/5000"]
+        check(len(up) == 1 and up[0].a("http.response.body.size") == 5000, "chunked upstream: %s", [(s, s.attrs) for s in up])
         for s in cs:
             check(s.trace == "0af7651916cd43dd8448eb211c80319c" and s.parent == "b7ad6b7169203331",
                   "curl span %r does not continue its traceparent", s)
