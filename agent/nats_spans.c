@@ -1074,6 +1074,15 @@ static void publish_context(struct ws_nats_conn *nc,
 		ws_span_set_parent(s, proc->span->trace_id,
 				   proc->span->span_id);
 		nc->b->st.parent_in_process++;
+	} else if (nc->b->cfg.parent) {
+		/* the HTTP request this thread is handling */
+		uint8_t trace[16], span[8];
+
+		if (nc->b->cfg.parent(nc->b->cfg.parent_ctx, nc->info.tgid,
+				      nc->tid, nc->ts, trace, span)) {
+			ws_span_set_parent(s, trace, span);
+			nc->b->st.parent_in_process++;
+		}
 	}
 	apply_traceparent(nc->b, s, f);
 	/* The server side derives our id but cannot know the trace we
@@ -1697,6 +1706,8 @@ void ws_nats_spans_cfg_init(struct ws_nats_spans_cfg *cfg)
 	cfg->process_timeout_ns = 10ull * 1000000000ull;
 	cfg->request_timeout_ns = 30ull * 1000000000ull;
 	cfg->recent_ttl_ns = 60ull * 1000000000ull;
+	cfg->parent = NULL;
+	cfg->parent_ctx = NULL;
 }
 
 struct ws_nats_spans *ws_nats_spans_new(const struct ws_nats_spans_cfg *cfg,

@@ -36,6 +36,14 @@ struct ws_nats_spans_cfg {
 	uint64_t process_timeout_ns; /* a process span with no end evidence */
 	uint64_t request_timeout_ns; /* a request with no reply */
 	uint64_t recent_ttl_ns;	     /* how long a publish can be linked to */
+	/*
+	 * Optional: the span of another protocol (an HTTP server span) that
+	 * thread tid of process tgid is handling at ts_ns. A publish or
+	 * request with no NATS process span to parent to becomes its child.
+	 */
+	bool (*parent)(void *ctx, uint32_t tgid, uint32_t tid, uint64_t ts_ns,
+		       uint8_t trace_id[16], uint8_t span_id[8]);
+	void *parent_ctx;
 };
 
 struct ws_nats_spans_stats {

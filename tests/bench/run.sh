@@ -18,6 +18,8 @@
 #  4. The whole agent: `wirespan agent --output stdout --port PORT` under the
 #     same NATS load (10k to 100k msg/s of 128 B): spans by kind against
 #     messages, every counted drop, CPU and RSS (tests/bench/agent_bench.sh).
+#  5. HTTP: the parser alone, and nginx / caddy gateways under wrk with and
+#     without the agent (tests/bench/http_bench.sh, its own knobs there).
 #
 # QUICK=1 finishes in 2-3 minutes; the default (full) mode takes 6.5-10.5
 # minutes (more when it waits for other captures). Prints a markdown report
@@ -61,7 +63,7 @@ MAXCAP_RATES=${MAXCAP_RATES-$([ "$QUICK" = 1 ] && echo 50000 || echo "50000 1000
 RINGBUF=${RINGBUF:-}
 QUIET_WAIT=${QUIET_WAIT:-$([ "$QUICK" = 1 ] && echo 0 || echo 60)}
 MIN_WINDOW_RUNS=100 # programs/windows with fewer runs are not tabulated
-PARTS=${PARTS:-"1 2 3 4"}
+PARTS=${PARTS:-"1 2 3 4 5"}
 part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 WS=$ROOT/build/wirespan
@@ -561,6 +563,11 @@ fi
 if part 4; then
 	agent_part
 fi
+HTTP_RC=0
+if part 5; then
+	log "part 5: HTTP parser and gateways under wrk (tests/bench/http_bench.sh)"
+	QUICK=$QUICK bash tests/bench/http_bench.sh >"$RAW/http.md" || HTTP_RC=1
+fi
 T_END=$(date +%s)
 
 # ---- report ------------------------------------------------------------------
@@ -648,6 +655,7 @@ T_END=$(date +%s)
 	fi
 	part 3 && parser_report
 	part 4 && agent_report
+	part 5 && echo && cat "$RAW/http.md"
 } >"$REPORT"
 cat "$REPORT"
 log "raw data: $RAW; report: $REPORT"
@@ -657,4 +665,5 @@ for rc in "$RAW"/*/capture.rc; do
 	[ -f "$rc" ] || continue
 	[ "$(cat "$rc")" = 0 ] || { log "capture exited non-zero: $rc"; fail=1; }
 done
+[ "$HTTP_RC" = 0 ] || { log "tests/bench/http_bench.sh failed"; fail=1; }
 exit $fail

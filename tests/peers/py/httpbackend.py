@@ -6,6 +6,7 @@ Serves on HOST:PORT (loopback) with http.server (reads are recv(2) through
 socket.makefile, writes are send(2) via sendall):
   GET  /bytes/N   -> 200, N bytes, byte j = (j*131 + 7) & 0xff
   GET  /text/N    -> 200, N bytes of "wirespan-" repeated (printable)
+  GET  /chunked/N -> 200, the /text/N body sent chunked (chunks of <= 100)
   POST /echo      -> 200, the request body
   anything else   -> 404 with a short text body
 Responses carry Content-Length, so connections can be kept alive.
@@ -42,6 +43,9 @@ MAX_BODY = 64 << 20
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "wirespan-backend/1"
+    # head and body are two send(2)s: without TCP_NODELAY the body waits
+    # for the peer's delayed ACK (40 ms per request on loopback)
+    disable_nagle_algorithm = True
     sys_version = ""
 
     def log_message(self, fmt, *args):  # keep stderr quiet
@@ -66,8 +70,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 }
             )
 
+    def _chunked(self, body):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i in range(0, len(body), 100):
+            part = body[i : i + 100]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        self.wfile.write(b"0\r\n\r\n")
+        with self.server.lock:
+            self.server.served.append({"method": self.command, "path": self.path, "status": 200, "client_port": self.client_address[1],
+                                       "body_len": len(body), "body_sha256": hashlib.sha256(body).hexdigest()})
+
     def do_GET(self):
         parts = self.path.split("?")[0].strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "chunked" and parts[1].isdigit() and int(parts[1]) <= MAX_BODY:
+            return self._chunked(text_body(int(parts[1])))
         if len(parts) == 2 and parts[0] in ("bytes", "text") and parts[1].isdigit():
             n = int(parts[1])
             if n > MAX_BODY:
@@ -90,6 +109,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog (5) drops the SYNs of a gateway that
+    # opens 64 upstream connections at once: 1 s retransmits
+    request_queue_size = 256
 
 
 class Server6(Server):

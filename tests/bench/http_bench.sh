@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# HTTP part of `make bench` (part 5 of tests/bench/run.sh; also runs alone:
+# `sudo bash tests/bench/http_bench.sh`). Prints a markdown section.
+#
+#  a. The HTTP/1.x parser alone (tests/bench/bench_http_parser.c, cc -O2) on
+#     typical gateway messages: MB/s per case, median of HTTP_PARSER_REPS.
+#  b. A gateway at full speed: wrk -t2 -c64 for HTTP_SECONDS against nginx
+#     (proxy_pass) and caddy (reverse_proxy), both in front of an nginx
+#     backend (`return 200`), all on loopback. HTTP_REPS runs without the
+#     agent and HTTP_REPS with `wirespan agent --output stdout --port FRONT
+#     --port BACK` (spans to /dev/null), alternating. Reported: requests/s
+#     (median), the ratio with/without, and the agent's counters: spans out,
+#     HTTP exchanges against wrk's requests, and every loss counter (ring
+#     buffer, gaps, evictions, drops).
+#
+# Knobs: HTTP_SECONDS (5; QUICK=1: 3), HTTP_REPS (3; QUICK=1: 2),
+# HTTP_PARSER_REPS (5; QUICK=1: 3), HTTP_GATEWAYS ("nginx caddy").
+
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+ROOT=$(pwd)
+WS=$ROOT/build/wirespan
+OUT=$ROOT/build/bench/http
+QUICK=${QUICK:-0}
+HTTP_SECONDS=${HTTP_SECONDS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
+HTTP_REPS=${HTTP_REPS:-$([ "$QUICK" = 1 ] && echo 2 || echo 3)}
+HTTP_PARSER_REPS=${HTTP_PARSER_REPS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
+HTTP_GATEWAYS=${HTTP_GATEWAYS:-"nginx caddy"}
+
+log() { echo "http-bench: $*" >&2; }
+die() {
+	log "$*"
+	exit 1
+}
+[ "$(id -u)" = 0 ] || die "needs root (BPF)"
+for t in wrk nginx caddy jq; do command -v "$t" >/dev/null || die "$t not found"; done
+[ -x "$WS" ] || die "$WS not built (make)"
+rm -rf "$OUT" && mkdir -p "$OUT" || die "cannot create $OUT"
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+}
+trap cleanup EXIT
+
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port
+	local i
+	for i in $(seq 1 100); do
+		(echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	die "nothing listens on port $1"
+}
+
+median() { sort -n | awk '{v[NR] = $1} END {if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
+
+# ---- a. the parser -----------------------------------------------------------
+
+log "a: HTTP parser alone ($HTTP_PARSER_REPS runs)"
+cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -Iagent tests/bench/bench_http_parser.c \
+	agent/proto/http.c -o "$OUT/bench_http_parser" 2>"$OUT/cc.err" ||
+	{ cat "$OUT/cc.err" >&2; die "cannot build bench_http_parser"; }
+for i in $(seq 1 "$HTTP_PARSER_REPS"); do
+	"$OUT/bench_http_parser" 1 >"$OUT/parser.$i.txt" || die "bench_http_parser failed"
+done
+
+# ---- b. gateways under wrk ---------------------------------------------------
+
+BACK=$(free_port)
+FRONT=$(free_port)
+mkdir -p "$OUT/back" "$OUT/front"
+nginx_conf() { # dir port body
+	cat >"$1/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+user root;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+	access_log off;
+	client_body_temp_path $1/cb; proxy_temp_path $1/pt; fastcgi_temp_path $1/ft;
+	uwsgi_temp_path $1/ut; scgi_temp_path $1/st;
+	sendfile off;
+	upstream backend { server 127.0.0.1:$BACK; keepalive 64; }
+	server { listen 127.0.0.1:$2; location / { $3 } }
+}
+EOF
+}
+nginx_conf "$OUT/back" "$BACK" 'return 200 "wirespan bench body\n";'
+nginx -p "$OUT/back" -c "$OUT/back/nginx.conf" -e "$OUT/back/error.log" &
+PIDS+=($!)
+wait_port "$BACK"
+
+start_gateway() { # kind
+	if [ "$1" = nginx ]; then
+		nginx_conf "$OUT/front" "$FRONT" 'proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";'
+		nginx -p "$OUT/front" -c "$OUT/front/nginx.conf" -e "$OUT/front/error.log" &
+	else
+		cat >"$OUT/front/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+	storage file_system $OUT/front/caddy-data
+	log {
+		output discard
+	}
+}
+http://127.0.0.1:$FRONT {
+	bind 127.0.0.1
+	reverse_proxy 127.0.0.1:$BACK
+}
+EOF
+		HOME=$OUT/front XDG_DATA_HOME=$OUT/front XDG_CONFIG_HOME=$OUT/front \
+			caddy run --config "$OUT/front/Caddyfile" --adapter caddyfile >"$OUT/front/caddy.log" 2>&1 &
+	fi
+	GW=$!
+	PIDS+=("$GW")
+	wait_port "$FRONT"
+}
+
+wrk_run() { # name
+	wrk -t2 -c64 -d"${HTTP_SECONDS}s" "http://127.0.0.1:$FRONT/" >"$OUT/$1.wrk" 2>&1
+	awk '/Requests\/sec/ {print $2}' "$OUT/$1.wrk"
+}
+
+for gw in $HTTP_GATEWAYS; do
+	start_gateway "$gw"
+	wrk -t2 -c64 -d1s "http://127.0.0.1:$FRONT/" >/dev/null 2>&1 # warm up
+	for r in $(seq 1 "$HTTP_REPS"); do
+		log "b: $gw run $r without the agent"
+		wrk_run "$gw-off-$r" >>"$OUT/$gw.off"
+		log "b: $gw run $r with the agent"
+		"$WS" agent --output stdout --port "$FRONT" --port "$BACK" \
+			--key-hash-secret-file "$OUT/secret" >/dev/null 2>"$OUT/$gw-on-$r.err" &
+		AG=$!
+		for i in $(seq 1 100); do grep -q ready "$OUT/$gw-on-$r.err" && break; sleep 0.1; done
+		wrk_run "$gw-on-$r" >>"$OUT/$gw.on"
+		sleep 1
+		kill -INT "$AG"
+		wait "$AG"
+		echo $? >"$OUT/$gw-on-$r.rc"
+	done
+	kill "$GW" 2>/dev/null
+	wait "$GW" 2>/dev/null
+	sleep 0.5
+done
+
+# ---- report ------------------------------------------------------------------
+
+echo "### 5. HTTP: parser and gateways under wrk"
+echo
+echo "Parser alone (tests/bench/bench_http_parser.c, 16 KiB feeds, MB/s of wire bytes per CPU second, median of $HTTP_PARSER_REPS runs):"
+echo
+echo "| case | MB/s (median) | min | max |"
+echo "|---|---:|---:|---:|"
+cases=$(grep -h 'MB/s' "$OUT/parser.1.txt" | sed 's/:.*//')
+while IFS= read -r c; do
+	[ -n "$c" ] || continue
+	vals=$(grep -h -F "$c:" "$OUT"/parser.*.txt | sed -n 's/.*: *\([0-9.]*\) MB\/s.*/\1/p')
+	echo "| $(echo "$c" | tr -s ' ') | $(echo "$vals" | median) | $(echo "$vals" | sort -n | head -1) | $(echo "$vals" | sort -n | tail -1) |"
+done <<<"$cases"
+echo
+echo "Gateways: wrk -t2 -c64 for $HTTP_SECONDS s to the gateway, nginx backend (\`return 200\`), $HTTP_REPS runs each way, alternating."
+echo "With the agent: \`wirespan agent --output stdout --port FRONT --port BACK\`, spans to /dev/null."
+echo
+echo "| gateway | req/s without (median) | req/s with agent (median) | with / without | wrk requests (with, sum) | exchanges: server (gateway + backend) / client (wrk + gateway) | spans out | rb_full_events | gap_bytes (user) | http gap_messages / orphan / evicted / dropped | agent exits |"
+echo "|---|---:|---:|---:|---:|---|---:|---:|---:|---|---|"
+for gw in $HTTP_GATEWAYS; do
+	off=$(median <"$OUT/$gw.off")
+	on=$(median <"$OUT/$gw.on")
+	reqs=0
+	for f in "$OUT/$gw"-on-*.wrk; do reqs=$((reqs + $(awk '/requests in/ {print $1}' "$f"))); done
+	am=$(cat "$OUT/$gw"-on-*.err | grep '"type":"agent_metrics"' | jq -s '{spans: (map(.spans_out) | add), server: (map(.http.server) | add), client: (map(.http.client) | add), gapm: (map(.http.gap_messages) | add), orphan: (map(.http.orphan_responses) | add), ev: (map(.http.end_evicted + .http.pending_evicted) | add), drop: (map(.http.pending_dropped) | add)}')
+	km=$(cat "$OUT/$gw"-on-*.err | grep '"type":"metrics"' | jq -s '{rb: (map(.kernel.rb_full_events) | add), gap: (map(.user.gap_bytes | add) | add)}')
+	rcs=$(cat "$OUT/$gw"-on-*.rc | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}')
+	# each request is one server exchange on the gateway, one client
+	# exchange on the gateway and one server exchange on the backend
+	echo "| $gw | $off | $on | $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.3f", b ? a / b : 0}') | $reqs | $(jq -r '"\(.server) / \(.client)"' <<<"$am") | $(jq -r .spans <<<"$am") | $(jq -r .rb <<<"$km") | $(jq -r .gap <<<"$km") | $(jq -r '"\(.gapm) / \(.orphan) / \(.ev) / \(.drop)"' <<<"$am") | exit $rcs|"
+done
+echo
+echo "Each request is two server exchanges (gateway, backend) and two client exchanges (wrk, the gateway's upstream call): both columns should be twice wrk's count, plus the requests in flight when wrk stopped."
