@@ -6,6 +6,7 @@
 #include "agent_cmd.h"
 #include "capture.h"
 #include "cli.h"
+#include "tail_cmd.h"
 #include "wirespan/abi.h"
 
 #ifndef WIRESPAN_VERSION
@@ -19,6 +20,7 @@ static const char usage[] =
 	"  agent     turn NATS conversations into OpenTelemetry spans\n"
 	"  capture   print the bytes of NATS and HTTP/1.x connections as JSON "
 	"lines\n"
+	"  tail      print the traces on the telemetry subjects as trees\n"
 	"  version   print the version\n"
 	"  help      this help\n"
 	"\n"
@@ -51,6 +53,7 @@ static const struct {
 } commands[] = {
 	{"agent", cmd_agent},
 	{"capture", cmd_capture},
+	{"tail", cmd_tail},
 	{"version", cmd_version},
 };
 
