@@ -6,6 +6,7 @@
 #include "agent_cmd.h"
 #include "capture.h"
 #include "cli.h"
+#include "relay_cmd.h"
 #include "tail_cmd.h"
 #include "wirespan/abi.h"
 
@@ -20,6 +21,7 @@ static const char usage[] =
 	"  agent     turn NATS conversations into OpenTelemetry spans\n"
 	"  capture   print the bytes of NATS and HTTP/1.x connections as JSON "
 	"lines\n"
+	"  relay     forward the telemetry subjects to an OTLP/HTTP backend\n"
 	"  tail      print the traces on the telemetry subjects as trees\n"
 	"  version   print the version\n"
 	"  help      this help\n"
@@ -51,10 +53,8 @@ static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } commands[] = {
-	{"agent", cmd_agent},
-	{"capture", cmd_capture},
-	{"tail", cmd_tail},
-	{"version", cmd_version},
+	{"agent", cmd_agent}, {"capture", cmd_capture}, {"relay", cmd_relay},
+	{"tail", cmd_tail},   {"version", cmd_version},
 };
 
 int main(int argc, char **argv)

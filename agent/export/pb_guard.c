@@ -77,3 +77,46 @@ int ws_pb_check(const ProtobufCMessageDescriptor *desc, const uint8_t *buf,
 		return 0;
 	return check(desc, buf, buf + len, max_depth);
 }
+
+int ws_pb_count(const uint8_t *buf, size_t len, const uint32_t *path,
+		size_t depth, size_t *count)
+{
+	const uint8_t *p = buf, *end = buf + len;
+
+	if (!depth)
+		return -EINVAL;
+	while (p < end) {
+		uint64_t key, v;
+
+		if (!varint(&p, end, &key))
+			return -EBADMSG;
+		switch (key & 7) {
+		case 0:
+			if (!varint(&p, end, &v))
+				return -EBADMSG;
+			break;
+		case 1:
+		case 5:
+			v = (key & 7) == 1 ? 8 : 4;
+			if ((uint64_t)(end - p) < v)
+				return -EBADMSG;
+			p += v;
+			break;
+		case 2:
+			if (!varint(&p, end, &v) || v > (uint64_t)(end - p))
+				return -EBADMSG;
+			if (key >> 3 == path[0]) {
+				if (depth == 1)
+					(*count)++;
+				else if (ws_pb_count(p, (size_t)v, path + 1,
+						     depth - 1, count))
+					return -EBADMSG;
+			}
+			p += v;
+			break;
+		default:
+			return -EBADMSG;
+		}
+	}
+	return 0;
+}

@@ -26,4 +26,17 @@
 int ws_pb_check(const ProtobufCMessageDescriptor *desc, const uint8_t *buf,
 		size_t len, unsigned max_depth);
 
+/*
+ * Count the length-delimited fields at a path of field numbers, on the wire:
+ * {1, 2, 2} counts the spans of an ExportTraceServiceRequest (resource_spans
+ * -> scope_spans -> spans) without unpacking it. Run ws_pb_check first: this
+ * only skips what it does not follow. Returns 0 or -EBADMSG.
+ */
+int ws_pb_count(const uint8_t *buf, size_t len, const uint32_t *path,
+		size_t depth, size_t *count);
+
+/* The path of the spans in an ExportTraceServiceRequest or TracesData. */
+#define WS_OTLP_SPANS_PATH ((const uint32_t[]){1, 2, 2})
+#define WS_OTLP_SPANS_DEPTH 3
+
 #endif
