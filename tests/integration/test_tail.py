@@ -82,14 +82,16 @@ WORKLOAD = {
 
 
 class Tail:
-    """A running `wirespan tail ARGS` with stdout and stderr in files."""
+    """A running `wirespan tail ARGS` (or another NATS command: relay) with
+    stdout and stderr in files."""
 
-    def __init__(self, env, nats, args, name):
+    def __init__(self, env, nats, args, name, command="tail"):
         self.name = name
-        self.out = env.path("tail-%s.out" % name)
-        self.err = env.path("tail-%s.err" % name)
-        self.cmd = [str(WIRESPAN), "tail", "--nats-url", nats.url] + list(args)
-        self.proc = env.spawn(self.cmd, stdout=self.out, stderr=self.err, name="wirespan-tail")
+        self.command = command
+        self.out = env.path("%s-%s.out" % (command, name))
+        self.err = env.path("%s-%s.err" % (command, name))
+        self.cmd = [str(WIRESPAN), command, "--nats-url", nats.url] + list(args)
+        self.proc = env.spawn(self.cmd, stdout=self.out, stderr=self.err, name="wirespan-" + command)
         deadline = time.monotonic() + 10
         while "ready" not in self.stderr():
             check(self.proc.poll() is None, "`%s` exited %s before ready: %s", " ".join(self.cmd),
@@ -115,20 +117,21 @@ class Tail:
             time.sleep(0.05)
 
     def stop(self):
-        """SIGINT: exit 0 and the tail_metrics line."""
+        """SIGINT: exit 0 and the <command>_metrics line."""
         self.proc.send_signal(signal.SIGINT)
-        rc = self.proc.wait(10)
+        rc = self.proc.wait(15)
         check(rc == 0, "%s: exit %s after SIGINT: %s", self.name, rc, tail(self.err))
         for line in reversed(self.stderr().splitlines()):
-            if line.startswith("{") and '"tail_metrics"' in line:
+            if line.startswith("{") and '"%s_metrics"' % self.command in line:
                 return json.loads(line)
-        raise AssertionError("%s: no tail_metrics line on stderr: %s" % (self.name, tail(self.err)))
+        raise AssertionError("%s: no %s_metrics line on stderr: %s" % (self.name, self.command, tail(self.err)))
 
 
-def _publish(env, nats, spec):
-    path = env.path("workload.json")
+def _publish(env, nats, spec, stream=None):
+    path = env.path("workload.%d.json" % len(env.procs))
     path.write_text(json.dumps(spec))
-    res = env.run_peer([NODE, OTLPPUB, "--url", nats.url, path], name="otlppub", timeout=30)
+    res = env.run_peer([NODE, OTLPPUB, "--url", nats.url] + (["--stream", stream] if stream else []) + [path],
+                       name="otlppub", timeout=30)
     check(res["published"] == len(spec["messages"]), "published %s of %d", res["published"], len(spec["messages"]))
     return res
 

@@ -6,7 +6,10 @@
 // wirespan's .proto files (agent/export/), an encoder independent of the
 // agent's protobuf-c one, and published with nats.js (npm `nats`).
 //
-//   node otlppub.js --url URL SPEC.json
+//   node otlppub.js --url URL [--stream NAME] SPEC.json
+//
+// --stream NAME: create stream NAME on otel.traces.> (if missing) and publish
+// with JetStream (each publish acked by the stream).
 //
 // SPEC: {"messages": [M, ...]} where each M is one NATS message:
 //   {"subject": S, "resource": {attr: value, ...},
@@ -56,8 +59,10 @@ function span(s) {
 async function main(argv) {
   let url = "nats://127.0.0.1:4222";
   let file = null;
+  let stream = null;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--url" && i + 1 < argv.length) url = argv[++i];
+    else if (argv[i] === "--stream" && i + 1 < argv.length) stream = argv[++i];
     else if (file === null) file = argv[i];
     else throw new Error(`unexpected argument ${argv[i]}`);
   }
@@ -70,6 +75,16 @@ async function main(argv) {
   const Req = root.lookupType("opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest");
 
   const nc = await connect({ servers: url, name: "otlppub" });
+  let js = null;
+  if (stream) {
+    const jsm = await nc.jetstreamManager();
+    try {
+      await jsm.streams.info(stream);
+    } catch (e) {
+      await jsm.streams.add({ name: stream, subjects: ["otel.traces.>"] });
+    }
+    js = nc.jetstream();
+  }
   const sizes = [];
   for (const m of spec.messages) {
     let bytes;
@@ -87,7 +102,8 @@ async function main(argv) {
       if (err) throw new Error(err);
       bytes = Req.encode(msg).finish();
     }
-    nc.publish(m.subject, bytes);
+    if (js) await js.publish(m.subject, bytes);
+    else nc.publish(m.subject, bytes);
     sizes.push(bytes.length);
   }
   await nc.flush();
