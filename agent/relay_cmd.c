@@ -60,6 +60,7 @@ struct relay {
 	natsSubscription *sub;
 	jsCtx *js;
 	uint64_t acks, naks, terms, ack_errors, in_progress;
+	int64_t nats_dropped; /* read before the drain closes the sub */
 	uint64_t posts_logged;
 };
 
@@ -153,10 +154,20 @@ static void print_metrics(struct relay *rl, const struct ws_natsconn_stats *ns)
 {
 	struct ws_jsonw w;
 	int64_t dropped = 0;
+	int unread = 0;
 	int i;
 
-	if (rl->sub)
-		natsSubscription_GetDropped(rl->sub, &dropped);
+	dropped = rl->nats_dropped;
+	if (rl->sub) {
+		int64_t d = 0;
+
+		/* fails once the drain has closed the subscription */
+		if (natsSubscription_GetDropped(rl->sub, &d) == NATS_OK &&
+		    d > dropped)
+			dropped = d;
+		/* received by nats.c, never handed over (drain timed out) */
+		natsSubscription_GetPending(rl->sub, &unread, NULL);
+	}
 	jw_init(&w);
 	jw_begin(&w);
 	jw_str(&w, "type", "relay_metrics");
@@ -215,6 +226,7 @@ static void print_metrics(struct relay *rl, const struct ws_natsconn_stats *ns)
 	pthread_mutex_unlock(&rl->mu);
 	jw_obj_open(&w, "nats");
 	jw_u64(&w, "dropped", dropped > 0 ? (uint64_t)dropped : 0);
+	jw_u64(&w, "unread", unread > 0 ? (uint64_t)unread : 0);
 	jw_u64(&w, "disconnects", atomic_load(&ns->disconnects));
 	jw_u64(&w, "reconnects", atomic_load(&ns->reconnects));
 	jw_u64(&w, "async_errors", atomic_load(&ns->async_errors));
@@ -677,8 +689,20 @@ static void in_progress(void *ctx, void *token)
  */
 static void stop_input(struct relay *rl, const struct relay_opts *o)
 {
+	/* drain: nats.c still hands over what it has already received */
+	if (rl->sub)
+		natsSubscription_GetDropped(rl->sub, &rl->nats_dropped);
 	if (rl->sub && !o->jetstream)
-		natsSubscription_Unsubscribe(rl->sub);
+		natsSubscription_DrainTimeout(
+			rl->sub, (int64_t)(o->drain_s ? o->drain_s : 1) * 1000);
+}
+
+/* Core: nats.c has handed over everything it had received. */
+static bool input_drained(struct relay *rl, const struct relay_opts *o)
+{
+	return !rl->sub || o->jetstream ||
+	       natsSubscription_WaitForDrainCompletion(rl->sub, 1) !=
+		       NATS_TIMEOUT;
 }
 
 /* ---- output ---- */
@@ -841,7 +865,8 @@ static int run(struct relay_opts *o)
 				idle = ws_relay_idle(rl.r);
 				pthread_mutex_unlock(&rl.mu);
 			}
-			if (idle || mono_ns() >= stop_at)
+			if ((idle && input_drained(&rl, o)) ||
+			    mono_ns() >= stop_at)
 				break;
 		}
 	}

@@ -436,10 +436,14 @@ static int run(struct tail_opts *o)
 	}
 	rc = 0;
 out:
+	/* drain: what nats.c has received is still fed and printed (the
+	 * drop count is read before: a drained subscription has none) */
 	tl.dropped_at_end = subs_dropped(&tl);
-	tl.subs_closed = true;
 	for (i = 0; i < tl.n_subs; i++)
-		natsSubscription_Unsubscribe(tl.subs[i]);
+		natsSubscription_DrainTimeout(tl.subs[i], 2000);
+	for (i = 0; i < tl.n_subs; i++)
+		natsSubscription_WaitForDrainCompletion(tl.subs[i], 2500);
+	tl.subs_closed = true;
 	/* with --count, what is held beyond the count is not printed */
 	pthread_mutex_lock(&tl.mu);
 	if (!o->count)

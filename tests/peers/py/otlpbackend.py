@@ -21,7 +21,9 @@ selected headers, and the decoded spans (trace_id, span_id,
 parent_span_id, name, kind, start, end, attributes, status, resource).
 
   otlpbackend.py --port PORT --log LOG [--plan 503,429:ra=1,200]
-                 [--plan-file PLAN_FILE]
+                 [--plan-file PLAN_FILE] [--no-decode]
+
+--no-decode (benchmarks): log sizes and statuses only.
 
 Prints {"ready": true, "port": PORT} when listening; stops on SIGTERM.
 """
@@ -167,6 +169,7 @@ class State:
         self.log = log
         self.lock = threading.Lock()
         self.n = 0
+        self.no_decode = False
 
     def next_answer(self):
         if self.plan_file and os.path.exists(self.plan_file):
@@ -198,9 +201,12 @@ class Handler(BaseHTTPRequestHandler):
                                             "x-test", "authorization")},
                "bytes": len(body)}
         try:
-            if self.headers.get("Content-Encoding") == "gzip":
+            if st.no_decode:
+                pass
+            elif self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
-            rec["spans"] = decode_request(body)
+            if not st.no_decode:
+                rec["spans"] = decode_request(body)
         except Exception as e:  # noqa: BLE001 - reported to the test
             rec["decode_error"] = str(e)
         with st.lock:
@@ -235,9 +241,11 @@ def main():
     ap.add_argument("--log", required=True)
     ap.add_argument("--plan", default="200")
     ap.add_argument("--plan-file", default="")
+    ap.add_argument("--no-decode", action="store_true")
     a = ap.parse_args()
     srv = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
     srv.state = State(a.plan.split(","), a.plan_file, a.log)
+    srv.state.no_decode = a.no_decode
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=srv.shutdown).start())
     print(json.dumps({"ready": True, "port": a.port}), flush=True)
     srv.serve_forever()
