@@ -12,7 +12,7 @@ import signal
 import time
 
 from harness import PYTHON, PEERS_SRC, Env, check, free_port, log, start_nats, start_peer, tail
-from test_tail import T0, TID_A, TID_B, WORKLOAD, Tail, _publish, _span
+from test_tail import WORKLOAD, Tail, _publish, _span
 
 BACKEND = PEERS_SRC / "py" / "otlpbackend.py"
 
@@ -200,3 +200,34 @@ def test_relay_jetstream_kill_while_backend_down():
         time.sleep(2.5)  # longer than AckWait: anything unacked would be redelivered
         m3 = r3.stop()
         check(len(be.requests()) == n and m3["messages_in"] == 0, "redelivered after acks: %s", m3)
+
+
+def test_relay_usage_and_stdout():
+    """Wrong flags exit 2 with the usage (a header value is never echoed);
+    --output stdout prints every span as a JSON line."""
+    import subprocess
+
+    from harness import WIRESPAN
+
+    for args in (["--bogus"], [], ["-e", "ftp://x"], ["-e", "http://x", "-o", "stdout"],
+                 ["-e", "http://x", "-H", "no-colon-secret"], ["-e", "http://x", "--compression", "lz4"],
+                 ["-e", "http://x", "--jetstream", "-q", "g"]):
+        r = subprocess.run([str(WIRESPAN), "relay"] + args, capture_output=True, timeout=10)
+        err = r.stderr.decode()
+        check(r.returncode == 2, "relay %s: exit %s, expected 2", args, r.returncode)
+        check(err.startswith("wirespan: ") and "usage: wirespan relay" in err, "relay %s: %r", args, err[:300])
+        check("no-colon-secret" not in err, "a header value was echoed: %r", err[:300])
+    r = subprocess.run([str(WIRESPAN), "relay", "--header-file", "k=/nonexistent", "-e", "http://x"],
+                       capture_output=True, timeout=10)
+    check(r.returncode != 0 and b"cannot read" in r.stderr, "unreadable header file: %s %r", r.returncode, r.stderr)
+    with Env("relay-stdout") as env:
+        nats = start_nats(env)
+        relay = Tail(env, nats, ["-o", "stdout"], "stdout", command="relay")
+        _publish(env, nats, WORKLOAD)
+        relay.wait(lambda t: len(t.json_lines()) >= 5, "five spans")  # trace C is on other.subject
+        time.sleep(0.3)
+        m = relay.stop()
+        got = [(o["trace_id"], o["span_id"]) for o in relay.json_lines()]
+        want = set(_published_spans(WORKLOAD))
+        check(len(got) == 5 and set(got) == want, "stdout spans %s, expected %s", got, sorted(want))
+        check(m["spans_out"] == 5 and m["dropped_messages"]["bad_message"] == 2, "metrics %s", m)
