@@ -260,6 +260,8 @@ uint64_t ws_relay_wake_ns(const struct ws_relay *r, uint64_t now_ns)
 {
 	if (r->flight)
 		return r->next_ns > now_ns ? r->next_ns : now_ns;
+	if (batch_due(r, now_ns, false))
+		return now_ns; /* full by bytes or spans: at once */
 	if (r->head) {
 		uint64_t t = r->head->t_ns + r->cfg.max_delay_ns;
 

@@ -206,7 +206,9 @@ static void batch_bounds_split(void **state)
 	r = relay(&cfg, &rel);
 	push(r, 3, 1, 0);
 	assert_false(ws_relay_next(r, 0, false, &b)); /* under every bound */
+	assert_true(ws_relay_wake_ns(r, 0) == cfg.max_delay_ns);
 	push(r, 3, 2, 0);
+	assert_true(ws_relay_wake_ns(r, 0) == 0); /* full: wake at once */
 	/* 6 spans queued >= 4: due now, but 3 + 3 > 4: one payload */
 	assert_true(ws_relay_next(r, 0, false, &b));
 	assert_int_equal(b.spans, 3);
