@@ -19,6 +19,7 @@
 #include "doctor.h"
 #include "loader.h"
 #include "natsconn.h"
+#include "natsflags.h"
 
 struct tally {
 	unsigned pass, warn, fail;
@@ -186,11 +187,7 @@ static const char doctor_usage[] =
 	"Check that this host can run wirespan: kernel, BTF, lockdown,\n"
 	"capabilities, BPF features and NATS. Exit 0 when nothing failed.\n"
 	"\n"
-	"      --nats-url URL[,URL] NATS servers (default " WS_NATS_DEFAULT_URL
-	")\n"
-	"      --user U --password P, --token T, --nkey-seed-file F,\n"
-	"      --creds F            NATS authentication\n"
-	"      --tls-ca F --tls-cert F --tls-key F  NATS TLS\n"
+	"%s"
 	"      --subject S          subject of the test publish\n"
 	"                           (default otel.traces.doctor.<host>)\n"
 	"      --no-nats            skip the NATS checks\n"
@@ -201,15 +198,7 @@ static const char doctor_usage[] =
 int cmd_doctor(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"nats-url", required_argument, NULL, 'u'},
-		{"user", required_argument, NULL, 'U'},
-		{"password", required_argument, NULL, 'W'},
-		{"token", required_argument, NULL, 'K'},
-		{"nkey-seed-file", required_argument, NULL, 'N'},
-		{"creds", required_argument, NULL, 'C'},
-		{"tls-ca", required_argument, NULL, 'A'},
-		{"tls-cert", required_argument, NULL, 'E'},
-		{"tls-key", required_argument, NULL, 'Y'},
+		WS_NATSFLAGS_LONGOPTS,
 		{"subject", required_argument, NULL, 's'},
 		{"no-nats", no_argument, NULL, 'n'},
 		{"caps", no_argument, NULL, 'c'},
@@ -217,6 +206,7 @@ int cmd_doctor(int argc, char **argv)
 		{0},
 	};
 	struct ws_natsconn_cfg nc = {.name = "wirespan-doctor"};
+	char usage[2048];
 	struct tally t = {.color =
 				  isatty(STDOUT_FILENO) && !getenv("NO_COLOR")};
 	char subject[300], host[128] = "host";
@@ -225,37 +215,11 @@ int cmd_doctor(int argc, char **argv)
 	size_t i;
 	int opt;
 
+	snprintf(usage, sizeof(usage), doctor_usage, ws_natsflags_usage);
 	optind = 1;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (opt) {
-		case 'u':
-			nc.urls = optarg;
-			break;
-		case 'U':
-			nc.user = optarg;
-			break;
-		case 'W':
-			nc.password = optarg;
-			break;
-		case 'K':
-			nc.token = optarg;
-			break;
-		case 'N':
-			nc.nkey_seed_file = optarg;
-			break;
-		case 'C':
-			nc.creds_file = optarg;
-			break;
-		case 'A':
-			nc.tls_ca = optarg;
-			break;
-		case 'E':
-			nc.tls_cert = optarg;
-			break;
-		case 'Y':
-			nc.tls_key = optarg;
-			break;
 		case 's':
 			subj = optarg;
 			break;
@@ -266,17 +230,20 @@ int cmd_doctor(int argc, char **argv)
 			list_caps = true;
 			break;
 		case 'h':
-			fputs(doctor_usage, stdout);
+			fputs(usage, stdout);
 			return 0;
 		default:
-			ws_cli_unknown(doctor_usage, argv[optind - 1]);
+			if (ws_natsflags_opt(&nc, opt, optarg))
+				break;
+			ws_cli_unknown(usage, argv[optind - 1]);
 			return WS_EXIT_USAGE;
 		}
 	}
 	if (optind < argc) {
-		ws_cli_unknown(doctor_usage, argv[optind]);
+		ws_cli_unknown(usage, argv[optind]);
 		return WS_EXIT_USAGE;
 	}
+	ws_natsflags_env(&nc);
 	if (list_caps) {
 		for (i = 0; i < ws_n_caps; i++)
 			printf("%s %s\n", ws_caps[i].name,

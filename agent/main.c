@@ -7,6 +7,8 @@
 #include "capture.h"
 #include "cli.h"
 #include "doctor.h"
+#include "relay_cmd.h"
+#include "tail_cmd.h"
 #include "wirespan/abi.h"
 
 #ifndef WIRESPAN_VERSION
@@ -21,6 +23,8 @@ static const char usage[] =
 	"  capture   print the bytes of NATS and HTTP/1.x connections as JSON "
 	"lines\n"
 	"  doctor    check that this host can run wirespan\n"
+	"  relay     forward the telemetry subjects to an OTLP/HTTP backend\n"
+	"  tail      print the traces on the telemetry subjects as trees\n"
 	"  version   print the version\n"
 	"  help      this help\n"
 	"\n"
@@ -51,10 +55,9 @@ static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } commands[] = {
-	{"agent", cmd_agent},
-	{"capture", cmd_capture},
-	{"doctor", cmd_doctor},
-	{"version", cmd_version},
+	{"agent", cmd_agent},	{"capture", cmd_capture},
+	{"doctor", cmd_doctor}, {"relay", cmd_relay},
+	{"tail", cmd_tail},	{"version", cmd_version},
 };
 
 int main(int argc, char **argv)
