@@ -26,6 +26,7 @@
 
 #include "otlp_json.h" /* WS_SCOPE_NAME */
 #include "export/otlp_pb.h"
+#include "export/pb_guard.h"
 
 #ifndef WIRESPAN_VERSION
 #define WIRESPAN_VERSION "0.1.0"
@@ -493,6 +494,12 @@ int ws_otlp_pb_decode_count(const uint8_t *buf, size_t len, size_t *spans)
 
 	if ((!buf && len) || !spans)
 		return -EINVAL;
+	/* protobuf-c recurses without a depth limit: check the nesting first */
+	if (len &&
+	    ws_pb_check(
+		    &opentelemetry__proto__collector__trace__v1__export_trace_service_request__descriptor,
+		    buf, len, WS_PB_MAX_DEPTH))
+		return -EBADMSG;
 	req = opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
 		NULL, len, buf ? buf : empty);
 	if (!req)
