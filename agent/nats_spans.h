@@ -26,6 +26,7 @@
 
 #include "proto/nats.h"
 #include "span.h"
+#include "subject_filter.h"
 
 /* Bounds; each has a counter in ws_nats_spans_stats. */
 #define WS_NS_MAX_PENDING 16384 /* open requests and process spans */
@@ -36,6 +37,9 @@ struct ws_nats_spans_cfg {
 	uint64_t process_timeout_ns; /* a process span with no end evidence */
 	uint64_t request_timeout_ns; /* a request with no reply */
 	uint64_t recent_ttl_ns;	     /* how long a publish can be linked to */
+	/* messages (PUB/MSG) on these subjects derive no spans; not owned,
+	 * may be NULL (the agent's own telemetry subjects: no loop) */
+	struct ws_subject_filter *exclude;
 };
 
 struct ws_nats_spans_stats {
@@ -55,6 +59,7 @@ struct ws_nats_spans_stats {
 	uint64_t parse_errors; /* NATS parse errors (all connections) */
 	uint64_t gap_bytes;    /* stream bytes the parsers skipped */
 	uint64_t nomem;
+	uint64_t excluded; /* PUB/MSG frames skipped by cfg.exclude */
 };
 
 /* Takes ownership of s. */
