@@ -5,7 +5,8 @@
 // every message is decoded with protobufjs from agent/export/*.proto (an
 // implementation independent of the agent's protobuf-c) and printed as one
 // JSON line: subject, headers, payload size and its spans
-// ({trace, id, parent, name, kind}).
+// ({trace, id, parent, name, kind, scope, pid: the resource's process.pid,
+// dest: messaging.destination.name}).
 //
 //   node tests/otlp/sub.js --url URL [auth] [--subject S]      core subscribe
 //   node tests/otlp/sub.js --url URL [auth] --stream NAME      read a stream
@@ -98,12 +99,19 @@ function describe(T, m) {
     const req = T.decode(m.data);
     out.spans = [];
     for (const rs of req.resourceSpans) {
+      let pid = null;
+      for (const kv of (rs.resource ? rs.resource.attributes : [])) {
+        if (kv.key === 'process.pid') pid = Number(kv.value.intValue);
+      }
       for (const ss of rs.scopeSpans) {
         for (const s of ss.spans) {
+          const subj = s.attributes.find(
+            (kv) => kv.key === 'messaging.destination.name');
           out.spans.push({
             trace: hex(s.traceId), id: hex(s.spanId),
             parent: hex(s.parentSpanId), name: s.name, kind: s.kind,
-            scope: ss.scope ? ss.scope.name : null,
+            scope: ss.scope ? ss.scope.name : null, pid,
+            dest: subj ? subj.value.stringValue : null,
           });
         }
       }
