@@ -772,9 +772,10 @@ static void render(const struct ws_config *c, const struct key *k, char *out,
 	default:
 		s = *FIELD(c, k, char *);
 		if (s && (k->flags & F_SECRET))
-			s = "<redacted>";
-		snprintf(out, cap, "%s%s%s", s ? "\"" : "", s ? s : "~",
-			 s ? "\"" : "");
+			snprintf(out, cap, "<redacted>");
+		else
+			snprintf(out, cap, "%s%s%s", s ? "\"" : "", s ? s : "~",
+				 s ? "\"" : "");
 	}
 }
 

@@ -1709,6 +1709,7 @@ void ws_nats_spans_cfg_init(struct ws_nats_spans_cfg *cfg)
 	cfg->process_timeout_ns = 10ull * 1000000000ull;
 	cfg->request_timeout_ns = 30ull * 1000000000ull;
 	cfg->recent_ttl_ns = 60ull * 1000000000ull;
+	cfg->exclude = NULL;
 }
 
 struct ws_nats_spans *ws_nats_spans_new(const struct ws_nats_spans_cfg *cfg,

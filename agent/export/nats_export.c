@@ -285,6 +285,14 @@ static uint64_t hard_limit(struct ws_nats_export *e)
 					      : mp / 2;
 }
 
+/* Encoded bytes a batch of several spans may have. */
+static uint64_t batch_limit(struct ws_nats_export *e)
+{
+	uint64_t h = hard_limit(e);
+
+	return e->cfg.batch_max_bytes < h ? e->cfg.batch_max_bytes : h;
+}
+
 static int set_headers(natsMsg *m, struct ws_nats_export *e, uint64_t seq,
 		       size_t spans)
 {
@@ -354,7 +362,7 @@ static void encode_batch(struct ws_nats_export *e, int dom,
 		pthread_mutex_unlock(&e->mu);
 		return;
 	}
-	if (len > hard_limit(e)) {
+	if (len > batch_limit(e) && (n > 1 || len > hard_limit(e))) {
 		free(buf);
 		pthread_mutex_lock(&e->mu);
 		if (n == 1)
@@ -368,7 +376,8 @@ static void encode_batch(struct ws_nats_export *e, int dom,
 		encode_batch(e, dom, v + n / 2, n - n / 2);
 		return;
 	}
-	e->avg_span_bytes = (e->avg_span_bytes * 7 + len / n) / 8 + 1;
+	/* the newest batch says most about the next one */
+	e->avg_span_bytes = (e->avg_span_bytes + len / n) / 2 + 1;
 	enqueue(e, dom, buf, len, n);
 	free(buf);
 }
@@ -402,10 +411,8 @@ void ws_nats_export_span(struct ws_nats_export *e, struct ws_span *s)
 {
 	int dom = s->domain < N_DOMAINS ? s->domain : WS_DOMAIN_NONE;
 	struct open_batch *b = &e->open[dom];
-	uint64_t target = e->cfg.batch_max_bytes;
+	uint64_t target = batch_limit(e);
 
-	if (target > hard_limit(e))
-		target = hard_limit(e);
 	pthread_mutex_lock(&e->mu);
 	e->st.spans_in++;
 	pthread_mutex_unlock(&e->mu);
@@ -424,7 +431,8 @@ void ws_nats_export_tick(struct ws_nats_export *e, uint64_t now)
 	int d;
 
 	for (d = 0; d < N_DOMAINS; d++)
-		if (e->open[d].n && now - e->open[d].first_ns >= delay)
+		if (e->open[d].n && now >= e->open[d].first_ns &&
+		    now - e->open[d].first_ns >= delay)
 			flush_open(e, d, WHY_DELAY);
 }
 
@@ -740,6 +748,11 @@ struct ws_nats_export *ws_nats_export_new(const struct ws_nats_export_cfg *cfg,
 
 	if (ws_nats_export_check(cfg, err, errlen))
 		return NULL;
+	/* natsMsg_Destroy needs the library even without a connection */
+	if (nats_Open(-1) != NATS_OK) {
+		snprintf(err, errlen, "libnats: %s", nats_GetLastError(NULL));
+		return NULL;
+	}
 	e = calloc(1, sizeof(*e));
 	if (!e) {
 		snprintf(err, errlen, "out of memory");

@@ -79,7 +79,7 @@ struct ws_nats_export_stats {
 	uint64_t batches;	/* messages made */
 	uint64_t encoded_bytes; /* their payload bytes */
 	uint64_t flush_spans, flush_bytes, flush_delay, flush_exit; /* why */
-	uint64_t split;		 /* batches split: over max_payload */
+	uint64_t split; /* batches split: over max_bytes or max_payload */
 	uint64_t oversize_spans; /* one span alone over max_payload */
 	uint64_t encode_errors;	 /* spans lost: encoder or nomem */
 	uint64_t sent_batches, sent_spans, sent_bytes; /* flushed / acked */
