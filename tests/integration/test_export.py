@@ -357,3 +357,154 @@ def test_export_jetstream():
         check(ex["sent_spans"] == ex["spans_in"] == len(spans), "sent %s, in %s, stored %d", ex["sent_spans"], ex["spans_in"], len(spans))
         for k in ("resent", "js_errors", "dropped_spans", "exit_dropped_spans"):
             check(ex[k] == 0, "export.%s = %s", k, ex[k])
+
+
+# --------------------------------------------------------------------------
+# 3. scoped permissions (deploy/nats/nats-server.conf)
+
+
+def nkeygen(env, name):
+    seed = env.path("%s.seed" % name)
+    r = finish_peer(start_peer(env, GO + ["--mode", "nkeygen", "--seed-out", seed], "nkeygen"))
+    check(r.get("nkey", "").startswith("U"), "nkeygen: %s", r)
+    return seed, r["nkey"]
+
+
+def deploy_conf(keys):
+    """deploy/nats/nats-server.conf with our keys, without its listen line."""
+    text = (DEPLOY / "nats-server.conf").read_text()
+    text = re.sub(r"(?m)^listen:.*$", "", text)
+    for k, v in keys.items():
+        check("@%s@" % k in text, "deploy/nats/nats-server.conf has no @%s@", k)
+        text = text.replace("@%s@" % k, v)
+    return text
+
+
+def test_export_permissions():
+    """The shipped server config: node1's agent publishes its spans and the
+    consumer reads them; an agent with node1's key publishing as node2 is
+    refused on every batch, and each refusal is counted (not_permitted) and
+    logged; the consumer may not publish."""
+    with Env("export-perm") as env:
+        keys = {}
+        seeds = {}
+        for who in ("NODE1", "NODE2", "CONSUMER"):
+            seeds[who], keys["%s_NKEY" % who] = nkeygen(env, who.lower())
+        app = app_server(env)
+        tel = tel_server(env, deploy_conf(keys))
+        sub = Sub(env, tel.url, ["--nkey-seed", seeds["CONSUMER"]])
+        common = ["--nats-url", tel.url, "--port", app.port, "--nats-nkey", seeds["NODE1"], "--set", "export.batch.max_delay_ms=100"]
+        agent = ExportAgent(env, common + ["--node", "node1"])
+        p, _ = workload(env, app, 10, "orders.perm", sub=False)
+        finish_peer(p)
+        time.sleep(1.0)
+        am = agent.stop()
+        ex = am["export"]
+        check(ex["not_permitted"] == 0 and ex["sent_spans"] == 10, "node1 on its own subjects: %s", ex)
+        time.sleep(0.3)
+        got = len(spans_of(sub.msgs())[0])
+        check(got == 10, "the consumer received %d spans of node1's 10", got)
+        # node1's key, node2's subjects
+        agent = ExportAgent(env, common + ["--node", "node2"])
+        p, _ = workload(env, app, 10, "orders.perm2", sub=False)
+        finish_peer(p)
+        time.sleep(1.5)
+        am = agent.stop()
+        ex = am["export"]
+        check(ex["batches"] >= 1 and ex["not_permitted"] >= ex["batches"], "denied publishes not counted: %s", ex)
+        check("Permissions Violation" in agent.stderr(), "no permission violation logged: %s", tail(agent.err))
+        time.sleep(0.3)
+        msgs = sub.stop()
+        bad = [m for m in msgs if m["subject"].endswith(".node2")]
+        check(not bad, "the consumer received %d messages on node2's subjects", len(bad))
+        r = node_js(env, tel.url, ["--nkey-seed", seeds["CONSUMER"], "--publish", "otel.traces.nats.node1"], "pub.js")
+        log("consumer publish: %s", r)
+        check(r.get("denied"), "the consumer's publish was not refused: %s", r)
+
+
+# --------------------------------------------------------------------------
+# 4. outages: nats-server killed for 5 s and for 30 s under a steady load
+
+
+def test_export_outages():
+    """Two agents on one steady workload (200 msg/s), the telemetry server
+    killed for 5 s and then for 30 s: JetStream (node j): every span stored
+    exactly once; core (node c, 256 KiB queue): sent = received and
+    spans = sent + counted drops; queues never above their bound and RSS
+    growth within it."""
+    n = 9000
+    with Env("export-outage") as env:
+        app = app_server(env)
+        port = free_port()
+        store = env.path("tel-js")
+        tel = tel_server(env, jetstream=True, port=port, store=store)
+        r = node_js(env, tel.url, ["--create-stream", "OTEL_J", "--subject", "otel.traces.*.nodej", "--dupe-window-ms", "300000"])
+        check(r.get("created"), "stream: %s", r)
+        sub = Sub(env, tel.url, ["--subject", "otel.traces.*.nodec", "--reconnect-wait", 20])
+        base = ["--nats-url", tel.url, "--port", app.port, "--set", "export.batch.max_delay_ms=200"]
+        core_q = 256 * 1024
+        js_q = 32 << 20
+        ac = ExportAgent(env, base + ["--node", "nodec", "--set", "export.queue.max_bytes=%d" % core_q, "--set", "export.batch.max_bytes=64KiB",
+                                      "--set", "export.nats.reconnect_wait_ms=1000"])
+        aj = ExportAgent(env, base + ["--node", "nodej", "--mode", "jetstream", "--stream", "OTEL_J", "--set", "export.queue.max_bytes=%d" % js_q,
+                                      "--set", "export.jetstream.max_wait_ms=2000"])
+        rss0 = {"c": ac.rss_kb(), "j": aj.rss_kb()}
+        p, _ = workload(env, app, n, "orders.fault", interval="5ms", sub=False)
+        samples = []
+
+        def sample():
+            for name, a, bound in (("c", ac, core_q), ("j", aj, js_q)):
+                ex = a.metrics()["export"]
+                samples.append((name, ex["queue_bytes"], ex["queue_peak_bytes"], a.rss_kb()))
+                check(ex["queue_bytes"] <= bound and ex["queue_peak_bytes"] <= bound, "agent %s: queue %d bytes (peak %d), bound %d",
+                      name, ex["queue_bytes"], ex["queue_peak_bytes"], bound)
+
+        for outage in (5, 30):
+            time.sleep(3)
+            check(p.poll() is None, "the workload ended before the %d s outage; make n larger", outage)
+            log("killing nats-server for %d s", outage)
+            tel.kill()
+            tel.wait(5)
+            t_end = time.monotonic() + outage
+            while time.monotonic() < t_end:
+                time.sleep(min(5, max(0, t_end - time.monotonic())))
+                sample()
+            tel = tel_server(env, jetstream=True, port=port, store=store)
+        finish_peer(p, timeout=120)
+        # let both queues empty
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            mc, mj = ac.metrics()["export"], aj.metrics()["export"]
+            if not (mc["queue_batches"] or mj["queue_batches"] or mj["inflight"]) and mc["spans_in"] >= n and mj["spans_in"] >= n:
+                break
+            time.sleep(1)
+        sample()
+        time.sleep(1.0)
+        exc, exj = ac.stop()["export"], aj.stop()["export"]
+        time.sleep(0.5)
+        msgs = sub.stop()
+        log("core %s", json.dumps(exc))
+        log("jetstream %s", json.dumps(exj))
+        log("samples (agent, queue_bytes, peak, rss_kb): %s; rss at start %s", samples, rss0)
+        # JetStream: exactly once
+        smsgs = read_stream(env, tel.url, "OTEL_J")
+        sspans, sdups, _ = spans_of(smsgs)
+        check(sdups == 0, "%d duplicate messages in the stream", sdups)
+        check(exj["spans_in"] == n, "jetstream agent saw %d publish spans, expected %d", exj["spans_in"], n)
+        check_once(sspans, {"publish orders.fault": n}, "jetstream after outages")
+        check(exj["dropped_spans"] == 0 and exj["exit_dropped_spans"] == 0, "jetstream agent dropped spans: %s", exj)
+        check(exj["disconnects"] >= 2 and exj["reconnects"] >= 2, "jetstream agent saw %s disconnects, %s reconnects",
+              exj["disconnects"], exj["reconnects"])
+        # core: sent = received, in = sent + counted drops
+        cspans, cdups, _ = spans_of(msgs)
+        check_once(cspans, {}, "core after outages")
+        check(exc["spans_in"] == n, "core agent saw %d publish spans, expected %d", exc["spans_in"], n)
+        check(exc["sent_spans"] == len(cspans), "core: sent_spans %d but the subscriber received %d distinct spans (%d duplicate messages)",
+              exc["sent_spans"], len(cspans), cdups)
+        lost = exc["dropped_spans"] + exc["exit_dropped_spans"] + exc["oversize_spans"] + exc["encode_errors"]
+        check(exc["spans_in"] == exc["sent_spans"] + lost, "core: %d spans in, %d sent + %d counted lost", exc["spans_in"], exc["sent_spans"], lost)
+        check(exc["dropped_spans"] > 0, "core: a 30 s outage with a 256 KiB queue dropped nothing? %s", exc)
+        for name, bound in (("c", core_q), ("j", js_q)):
+            grow = max(s[3] for s in samples if s[0] == name) - rss0[name]
+            check(grow * 1024 <= bound + (16 << 20), "agent %s: RSS grew %d KiB during the outages (queue bound %d KiB + 16 MiB)",
+                  name, grow, bound // 1024)

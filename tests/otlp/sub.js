@@ -13,7 +13,7 @@
 //   node tests/otlp/sub.js --url URL [auth] --create-stream NAME
 //                          [--subject S] [--dupe-window-ms N]  and exit
 //   node tests/otlp/sub.js --url URL [auth] --publish SUBJECT  one message,
-//                          printing {"published":true} or {"error":...}
+//                          printing {"published":true,"denied":BOOL,...}
 //
 // auth: --user U --pass P | --token T | --nkey-seed FILE | --creds FILE,
 // --tls-ca FILE. Core mode prints {"ready":true} once subscribed and runs
@@ -137,16 +137,24 @@ async function main() {
     return;
   }
   if (o.publish) {
+    // a permission violation arrives asynchronously, as a status event
+    const events = [];
+    (async () => {
+      for await (const s of nc.status()) events.push(`${s.type} ${s.data}`);
+    })();
+    let error = null;
     try {
       nc.publish(o.publish, new Uint8Array([1]));
       await nc.flush();
-      // a permission violation arrives asynchronously
       await new Promise((r) => setTimeout(r, 300));
-      const st = nc.isClosed() ? 'closed' : 'open';
-      print({ published: true, conn: st });
     } catch (e) {
-      print({ error: String(e) });
+      error = String(e);
     }
+    const all = events.concat(error ? [error] : []);
+    print({
+      published: true, events: all,
+      denied: all.some((e) => /permissions.violation/i.test(e)),
+    });
     await nc.close().catch(() => {});
     return;
   }
