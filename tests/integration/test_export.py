@@ -508,3 +508,32 @@ def test_export_outages():
             grow = max(s[3] for s in samples if s[0] == name) - rss0[name]
             check(grow * 1024 <= bound + (16 << 20), "agent %s: RSS grew %d KiB during the outages (queue bound %d KiB + 16 MiB)",
                   name, grow, bound // 1024)
+
+
+def test_export_jetstream_resend():
+    """JetStream before the stream exists: every publish fails (no
+    responders), is counted and sent again with the same Nats-Msg-Id; once the
+    stream is created every span is stored exactly once."""
+    n = 20
+    with Env("export-js-resend") as env:
+        app = app_server(env)
+        tel = tel_server(env, jetstream=True)
+        agent = ExportAgent(env, ["--nats-url", tel.url, "--node", "rs", "--port", app.port, "--mode", "jetstream",
+                                  "--set", "export.batch.max_delay_ms=100", "--set", "export.batch.max_spans=5",
+                                  "--set", "export.jetstream.max_wait_ms=500"])
+        p, _ = workload(env, app, n, "orders.rs", sub=False)
+        finish_peer(p)
+        deadline = time.monotonic() + 15
+        while agent.metrics()["export"]["js_errors"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        r = node_js(env, tel.url, ["--create-stream", "OTEL"])
+        check(r.get("created"), "stream: %s", r)
+        deadline = time.monotonic() + 20
+        while agent.metrics()["export"]["sent_spans"] < n and time.monotonic() < deadline:
+            time.sleep(0.3)
+        ex = agent.stop()["export"]
+        check(ex["js_errors"] >= 3 and ex["resent"] >= ex["js_errors"], "failures not counted or not resent: %s", ex)
+        spans, dups, _ = spans_of(read_stream(env, tel.url, "OTEL"))
+        check(dups == 0, "%d duplicates stored", dups)
+        check_once(spans, {"publish orders.rs": n}, "after resends")
+        check(ex["sent_spans"] == n and ex["dropped_spans"] == 0, "sent %s of %d: %s", ex["sent_spans"], n, ex)
