@@ -537,3 +537,102 @@ def test_export_jetstream_resend():
         check(dups == 0, "%d duplicates stored", dups)
         check_once(spans, {"publish orders.rs": n}, "after resends")
         check(ex["sent_spans"] == n and ex["dropped_spans"] == 0, "sent %s of %d: %s", ex["sent_spans"], n, ex)
+
+
+# --------------------------------------------------------------------------
+# 5. authentication and TLS; configuration file, environment, SIGHUP
+
+
+def openssl(env, *args):
+    r = subprocess.run(["openssl"] + [str(a) for a in args], cwd=str(env.tmp), capture_output=True, timeout=60)
+    check(r.returncode == 0, "openssl %s: %s", " ".join(map(str, args[:3])), r.stderr.decode()[-400:])
+
+
+def make_pki(env):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl(env, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=wirespan test CA")
+    env.path("san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for who in ("server", "client"):
+        openssl(env, "req", *ec, "-keyout", "%s.key" % who, "-out", "%s.csr" % who, "-subj", "/CN=%s" % who)
+        openssl(env, "x509", "-req", "-in", "%s.csr" % who, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", "%s.pem" % who, "-days", "2", "-extfile", "san.ext")
+    return {k: env.path(k) for k in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+def run_auth(env, name, conf, agent_args, sub_args, environ=None, n=5):
+    app = app_server(env)
+    tel = tel_server(env, conf)
+    sub = Sub(env, tel.url, sub_args)
+    agent = ExportAgent(env, ["--nats-url", tel.url, "--node", name, "--port", app.port, "--set", "export.batch.max_delay_ms=100"] + agent_args,
+                        environ=environ)
+    p, _ = workload(env, app, n, "orders.%s" % name, sub=False)
+    finish_peer(p)
+    time.sleep(1.0)
+    am = agent.stop()
+    time.sleep(0.3)
+    spans, _, _ = spans_of(sub.stop())
+    ex = am["export"]
+    check(len(spans) == n and ex["sent_spans"] == n, "%s: received %d, sent %s of %d: %s", name, len(spans), ex["sent_spans"], n, ex)
+    check(ex["async_errors"] == 0, "%s: asynchronous errors: %s", name, ex)
+    return agent
+
+
+def test_export_auth_modes():
+    """user/password (config file + WIRESPAN_EXPORT_NATS_PASSWORD), token
+    (environment), TLS with a CA made here and a client certificate the
+    server requires: spans arrive; no secret in the agent's output."""
+    with Env("export-auth") as env:
+        pw, token = "pw-%s" % os.urandom(6).hex(), "tok-%s" % os.urandom(6).hex()
+        cfg = env.path("wirespan.yaml")
+        cfg.write_text("export:\n  nats:\n    user: agent\n")
+        conf = 'authorization { users = [ {user: agent, password: "%s"}, {user: reader, password: "r3ader-pw"} ] }' % pw
+        a = run_auth(env, "userpw", conf, ["--config", cfg], ["--user", "reader", "--pass", "r3ader-pw"],
+                     environ={"WIRESPAN_EXPORT_NATS_PASSWORD": pw})
+        check(pw not in a.stderr(), "the password appears in the agent's stderr")
+        conf = 'authorization { token: "%s" }' % token
+        a = run_auth(env, "token", conf, [], ["--token", token], environ={"WIRESPAN_EXPORT_NATS_TOKEN": token})
+        check(token not in a.stderr(), "the token appears in the agent's stderr")
+        pki = make_pki(env)
+        conf = 'tls { cert_file: "%s", key_file: "%s", ca_file: "%s", verify: true }' % (pki["server.pem"], pki["server.key"], pki["ca.pem"])
+        run_auth(env, "tls", conf, ["--tls-ca", pki["ca.pem"], "--tls-cert", pki["client.pem"], "--tls-key", pki["client.key"]],
+                 ["--tls-ca", pki["ca.pem"], "--tls-cert", pki["client.pem"], "--tls-key", pki["client.key"]])
+
+
+def test_export_config_errors_and_reload():
+    """A bad config stops the agent before it starts (exit 2, the key named);
+    SIGHUP applies batch limits at once, keeps keys that need a restart (and
+    says so), and survives a broken file (counted)."""
+    with Env("export-reload") as env:
+        cfg = env.path("wirespan.yaml")
+        cfg.write_text("export:\n  batch:\n    max_spanz: 3\n")
+        r = subprocess.run([str(WIRESPAN), "agent", "--config", str(cfg)], capture_output=True, timeout=30)
+        err = r.stderr.decode()
+        check(r.returncode == 2 and "line 3: export.batch.max_spanz: unknown key" in err, "bad key: exit %s, %r", r.returncode, err[-300:])
+        check("ready" not in err, "the agent started with a bad config: %r", err[-300:])
+        app = app_server(env)
+        tel = tel_server(env)
+        sub = Sub(env, tel.url)
+        cfg.write_text("export:\n  node: n1\n  batch: {max_spans: 1000, max_delay_ms: 60000}\n")
+        agent = ExportAgent(env, ["--config", cfg, "--nats-url", tel.url, "--port", app.port])
+        p, _ = workload(env, app, 6, "orders.hup", sub=False)
+        finish_peer(p)
+        time.sleep(0.5)
+        check(agent.metrics()["export"]["batches"] == 0, "a batch left before its 60 s delay")
+        cfg.write_text("export:\n  node: n2\n  batch: {max_spans: 2, max_delay_ms: 60000}\n")
+        agent.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while agent.metrics()["export"]["sent_spans"] < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        am = agent.metrics()
+        check(am["config"]["reloads"] == 1 and am["export"]["sent_spans"] == 6, "after SIGHUP: %s", am["export"])
+        check(am["export"]["node"] == "n1", "export.node changed without a restart")
+        e = agent.stderr()
+        check("export.batch.max_spans changed: applied" in e and "export.node changed: needs a restart" in e, "reload log: %s", tail(agent.err))
+        cfg.write_text("export: [broken\n")
+        agent.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        am = agent.stop()
+        check(am["config"]["reload_errors"] == 1 and am["config"]["reloads"] == 1, "broken file on SIGHUP: %s", am["config"])
+        got = collections.Counter(m["subject"] for m in sub.stop())
+        check(set(got) == {"otel.traces.nats.n1"}, "subjects %s", dict(got))

@@ -16,7 +16,7 @@
 //                          printing {"published":true,"denied":BOOL,...}
 //
 // auth: --user U --pass P | --token T | --nkey-seed FILE | --creds FILE,
-// --tls-ca FILE. Core mode prints {"ready":true} once subscribed and runs
+// --tls-ca FILE [--tls-cert FILE --tls-key FILE]. Core mode prints {"ready":true} once subscribed and runs
 // until SIGTERM/SIGINT, then prints {"done":true,"msgs":N}. Stream mode
 // prints every stored message, then {"done":true,"msgs":N}.
 'use strict';
@@ -41,6 +41,8 @@ function args(argv) {
       case 'nkey-seed': o.nkeySeed = v; break;
       case 'creds': o.creds = v; break;
       case 'tls-ca': o.tlsCa = v; break;
+      case 'tls-cert': o.tlsCert = v; break;
+      case 'tls-key': o.tlsKey = v; break;
       case 'subject': o.subject = v; break;
       case 'stream': o.stream = v; break;
       case 'create-stream': o.createStream = v; break;
@@ -75,6 +77,7 @@ function connectOpts(o) {
     c.authenticator = nats.credsAuthenticator(fs.readFileSync(o.creds));
   }
   if (o.tlsCa) c.tls = { caFile: o.tlsCa };
+  if (o.tlsCert) Object.assign(c.tls, { certFile: o.tlsCert, keyFile: o.tlsKey });
   return c;
 }
 
