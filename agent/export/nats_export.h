@@ -136,6 +136,7 @@ void ws_nats_export_flush(struct ws_nats_export *e);
 void ws_nats_export_set_limits(struct ws_nats_export *e, uint32_t max_spans,
 			       uint32_t max_bytes, uint32_t max_delay_ms,
 			       uint64_t queue_max_bytes);
+/* Pipeline thread (spans_in is its own). */
 void ws_nats_export_stats(struct ws_nats_export *e,
 			  struct ws_nats_export_stats *st);
 /* Members of an "export" object, into w's open object. */

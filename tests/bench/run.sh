@@ -18,6 +18,9 @@
 #  4. The whole agent: `wirespan agent --output stdout --port PORT` under the
 #     same NATS load (10k to 100k msg/s of 128 B): spans by kind against
 #     messages, every counted drop, CPU and RSS (tests/bench/agent_bench.sh).
+#  5. The NATS span sink alone against nats-server: spans/s encoded and
+#     published per core, bytes per span on the wire, core and JetStream
+#     (tests/bench/export_bench.sh, knobs listed there).
 #
 # QUICK=1 finishes in 2-3 minutes; the default (full) mode takes 6.5-10.5
 # minutes (more when it waits for other captures). Prints a markdown report
@@ -31,7 +34,7 @@
 # SWEEP (--max-capture values for extra runs of the NATS scenario; "" = none),
 # RATES ("50000 100000 0"; 0 = saturation),
 # RINGBUF (capture runs only; default: the capture's 16 MiB),
-# PARTS ("1 2 3 4": which parts to run). Parts 3 and 4 have their own knobs,
+# PARTS ("1 2 3 4 5": which parts to run). Parts 3 and 4 have their own knobs,
 # listed in tests/bench/agent_bench.sh (AGENT_RATES, AGENT_FILE_RATES, ...).
 
 set -uo pipefail
@@ -61,7 +64,7 @@ MAXCAP_RATES=${MAXCAP_RATES-$([ "$QUICK" = 1 ] && echo 50000 || echo "50000 1000
 RINGBUF=${RINGBUF:-}
 QUIET_WAIT=${QUIET_WAIT:-$([ "$QUICK" = 1 ] && echo 0 || echo 60)}
 MIN_WINDOW_RUNS=100 # programs/windows with fewer runs are not tabulated
-PARTS=${PARTS:-"1 2 3 4"}
+PARTS=${PARTS:-"1 2 3 4 5"}
 part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 WS=$ROOT/build/wirespan
@@ -154,6 +157,8 @@ HZ=$(getconf CLK_TCK)
 # parts 3 and 4 (functions only; they use the helpers above and below)
 # shellcheck source=tests/bench/agent_bench.sh
 . tests/bench/agent_bench.sh
+# shellcheck source=tests/bench/export_bench.sh
+. tests/bench/export_bench.sh
 
 # Wait (bounded) until no other tp_* BPF programs are loaded: another capture
 # on this host competes for the CPUs. Called while ours is not running.
@@ -561,6 +566,10 @@ fi
 if part 4; then
 	agent_part
 fi
+if part 5; then
+	log "part 5: NATS export ($EXPORT_SECONDS s per run, batches $EXPORT_BATCHES)"
+	export_part
+fi
 T_END=$(date +%s)
 
 # ---- report ------------------------------------------------------------------
@@ -648,6 +657,7 @@ T_END=$(date +%s)
 	fi
 	part 3 && parser_report
 	part 4 && agent_report
+	part 5 && export_report
 } >"$REPORT"
 cat "$REPORT"
 log "raw data: $RAW; report: $REPORT"
