@@ -25,6 +25,7 @@ from pathlib import Path
 from harness import (
     NATS_SERVER,
     NODE,
+    PEERS_BIN,
     REPO,
     ROLE_GO_PEER,
     WIRESPAN,
@@ -636,3 +637,75 @@ def test_export_config_errors_and_reload():
         check(am["config"]["reload_errors"] == 1 and am["config"]["reloads"] == 1, "broken file on SIGHUP: %s", am["config"])
         got = collections.Counter(m["subject"] for m in sub.stop())
         check(set(got) == {"otel.traces.nats.n1"}, "subjects %s", dict(got))
+
+
+# --------------------------------------------------------------------------
+# 6. credential rotation: creds file (operator mode, JWTs made offline)
+
+
+def natsjwt(env, d, *args):
+    r = subprocess.run([str(PEERS_BIN / "natsjwt"), "--dir", str(d), "--users", "agent1,agent2,reader"] + list(args),
+                       capture_output=True, timeout=30)
+    out = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    check(r.returncode == 0 and out.get("ok"), "natsjwt: %s %s", out, r.stderr.decode()[-300:])
+    return out
+
+
+def operator_conf(d, mport):
+    return 'http: "127.0.0.1:%d"\noperator: "%s"\nresolver: MEMORY\nresolver_preload: { %s: "%s" }\n' % (
+        mport, d / "operator.jwt", (d / "account.pub").read_text(), (d / "account.jwt").read_text())
+
+
+def connz_user(mport, name):
+    import urllib.request
+
+    with urllib.request.urlopen("http://127.0.0.1:%d/connz?auth=1" % mport, timeout=5) as r:
+        conns = json.load(r).get("connections") or []
+    users = [c.get("authorized_user") or c.get("nkey") for c in conns if c.get("name") == name]
+    return users[0] if users else None
+
+
+def test_export_creds_rotation():
+    """Operator mode, the agent on a creds file: replace the file with another
+    user's creds, revoke the old user and restart nats-server; nats.c reads
+    the file again on reconnect and spans keep flowing as the new user."""
+    with Env("export-creds") as env:
+        d = env.path("jwt")
+        d.mkdir()
+        keys = natsjwt(env, d)["users"]
+        creds = env.path("agent.creds")
+        creds.write_bytes((d / "agent1.creds").read_bytes())
+        port, mport = free_port(), free_port()
+        app = app_server(env)
+        tel = tel_server(env, operator_conf(d, mport), port=port)
+        sub = Sub(env, tel.url, ["--creds", d / "reader.creds"])
+        agent = ExportAgent(env, ["--nats-url", tel.url, "--node", "rot", "--port", app.port, "--nats-creds", creds,
+                                  "--set", "export.batch.max_delay_ms=100"])
+        p, _ = workload(env, app, 10, "orders.rot1", sub=False)
+        finish_peer(p)
+        time.sleep(1.0)
+        who = connz_user(mport, "wirespan-agent rot")
+        check(who == keys["agent1"], "the agent connected as %s, expected agent1 %s", who, keys["agent1"])
+        # rotate: new creds in place (atomic rename), old user revoked
+        tmp = env.path("agent.creds.new")
+        natsjwt(env, d, "--revoke", "agent1")
+        tmp.write_bytes((d / "agent2.creds").read_bytes())
+        os.rename(tmp, creds)
+        tel.kill()
+        tel.wait(5)
+        tel = tel_server(env, operator_conf(d, mport), port=port)
+        deadline = time.monotonic() + 15
+        while not agent.metrics()["export"]["connected"] and time.monotonic() < deadline:
+            time.sleep(0.3)
+        p, _ = workload(env, app, 10, "orders.rot2", sub=False)
+        finish_peer(p)
+        time.sleep(1.5)
+        who = connz_user(mport, "wirespan-agent rot")
+        check(who == keys["agent2"], "after rotation the agent connected as %s, expected agent2 %s", who, keys["agent2"])
+        old = node_js(env, tel.url, ["--creds", d / "agent1.creds", "--publish", "x"], "old-creds")
+        check("published" not in old, "the revoked agent1 creds still connect: %s", old)
+        ex = agent.stop()["export"]
+        spans, _, _ = spans_of(sub.stop())
+        names = collections.Counter(s["name"] for s in spans)
+        check(names["publish orders.rot1"] == 10 and names["publish orders.rot2"] == 10, "spans before/after rotation: %s", dict(names))
+        check(ex["reconnects"] >= 1 and ex["sent_spans"] == 20, "export after rotation: %s", ex)
