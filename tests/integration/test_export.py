@@ -709,3 +709,33 @@ def test_export_creds_rotation():
         names = collections.Counter(s["name"] for s in spans)
         check(names["publish orders.rot1"] == 10 and names["publish orders.rot2"] == 10, "spans before/after rotation: %s", dict(names))
         check(ex["reconnects"] >= 1 and ex["sent_spans"] == 20, "export after rotation: %s", ex)
+
+
+def test_export_jetstream_stall():
+    """nats-server stopped (SIGSTOP) for 4 s under load, JetStream mode: the
+    PubAcks do not come, MaxWait fires, the batches are sent again with the
+    same Nats-Msg-Id and the stream drops the copies it already had: every
+    span stored exactly once, the duplicates counted."""
+    n = 300
+    with Env("export-js-stall") as env:
+        app = app_server(env)
+        tel = tel_server(env, jetstream=True)
+        r = node_js(env, tel.url, ["--create-stream", "OTEL"])
+        check(r.get("created"), "stream: %s", r)
+        agent = ExportAgent(env, ["--nats-url", tel.url, "--node", "stall", "--port", app.port, "--mode", "jetstream",
+                                  "--set", "export.batch.max_delay_ms=100", "--set", "export.jetstream.max_wait_ms=1000"])
+        p, _ = workload(env, app, n, "orders.stall", interval="10ms", sub=False)
+        time.sleep(1.0)
+        tel.send_signal(signal.SIGSTOP)
+        time.sleep(4)
+        tel.send_signal(signal.SIGCONT)
+        finish_peer(p)
+        deadline = time.monotonic() + 20
+        while agent.metrics()["export"]["sent_spans"] < n and time.monotonic() < deadline:
+            time.sleep(0.3)
+        ex = agent.stop()["export"]
+        check(ex["js_timeouts"] >= 1 and ex["resent"] >= ex["js_timeouts"], "no MaxWait timeout or resend: %s", ex)
+        spans, dups, _ = spans_of(read_stream(env, tel.url, "OTEL"))
+        check(dups == 0, "%d duplicate messages stored", dups)
+        check_once(spans, {"publish orders.stall": n}, "after the stall")
+        check(ex["sent_spans"] == n and ex["dropped_spans"] == 0 and ex["exit_dropped_spans"] == 0, "export: %s", ex)
