@@ -717,6 +717,12 @@ static int connect_nats(struct ws_nats_export *e, char *err, size_t errlen)
 		cc.reconnect_buf_bytes = RECONNECT_BUF_BYTES;
 	if (ws_natsconn_open(&cc, &e->cst, &e->nc, err, errlen))
 		return -1;
+	if (!atomic_load(&e->cst.connected))
+		ws_warn("export: no NATS server reachable at %s yet; batches "
+			"wait in the queue (at most %" PRIu64
+			" bytes) while nats.c retries",
+			cc.urls ? cc.urls : WS_NATS_DEFAULT_URL,
+			e->cfg.queue_max_bytes);
 	if (e->cfg.mode != WS_EXPORT_JETSTREAM)
 		return 0;
 	jsOptions_Init(&jo);
