@@ -603,6 +603,13 @@ static void js_publish_one(struct ws_nats_export *e)
 	HASH_DEL(e->inflight, q);
 	e->st.inflight--;
 	q->m = m;
+	if (s == NATS_MAX_PAYLOAD) {
+		/* the server will never take it: it must not block the queue */
+		e->st.oversize_spans += q->spans;
+		q_forget(e, q);
+		qent_free(q);
+		return;
+	}
 	q_push_front(e, q);
 	e->st.resent++;
 	e->backoff_until_ns = mono_ns() + BACKOFF_MS * 1000000ull;
