@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * `wirespan agent`: the capture pipeline feeding the protocol span builders,
- * spans written as OTLP/JSON lines (--output stdout). NATS export comes with
- * the export issue.
+ * finished spans handed to a sink: OTLP protobuf over NATS (default) or
+ * OTLP/JSON lines on stdout (--output stdout). Configuration: config.h.
  */
 #include <arpa/inet.h>
-#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,64 +13,49 @@
 
 #include <openssl/crypto.h>
 
+#include "agent_args.h"
 #include "agent_cmd.h"
 #include "cli.h"
+#include "config.h"
+#include "export/nats_export.h"
 #include "http_spans.h"
 #include "identity.h"
 #include "jsonw.h"
 #include "log.h"
 #include "nats_spans.h"
-#include "otlp_json.h"
 #include "pipeline.h"
+#include "sink.h"
+#include "subject_filter.h"
 
-/* Spans written per OTLP/JSON line at most. */
-#define BATCH_MAX 64
+/* --output stdout: spans per OTLP/JSON line at most. */
+#define STDOUT_BATCH 64
 
 struct agent {
 	struct ws_pipeline *p;
 	struct ws_identity *ids;
 	struct ws_nats_spans *nats;
+	struct ws_nats_spans_stats nats_final;
 	struct ws_http_spans *http;
-	FILE *out;
-	struct ws_span *batch[BATCH_MAX];
-	size_t n_batch;
-	uint64_t spans_out, write_errors;
-	/* what the span bounds cut, summed over every span written: the
+	struct ws_sink sink;
+	struct ws_config cfg;
+	const struct ws_agent_args *args;
+	struct ws_subject_filter *exclude; /* subjects that derive no spans */
+	/* what the span bounds cut, summed over every span handed on: the
 	 * per-span counts also travel in OTLP's dropped_* fields */
 	uint64_t attrs_dropped, attrs_cut, links_dropped, events_dropped;
 	uint64_t last_ts; /* unix ns of the last record seen */
+	uint64_t reloads, reload_errors;
 };
-
-static void flush_batch(struct agent *ag)
-{
-	size_t i;
-
-	if (!ag->n_batch)
-		return;
-	if (ws_otlp_json_write(ag->out, ag->batch, ag->n_batch))
-		ag->write_errors += ag->n_batch;
-	else
-		ag->spans_out += ag->n_batch;
-	for (i = 0; i < ag->n_batch; i++) {
-		const struct ws_span *s = ag->batch[i];
-
-		ag->attrs_dropped += s->a.dropped;
-		ag->attrs_cut += s->a.cut;
-		ag->links_dropped += s->dropped_links;
-		ag->events_dropped += s->dropped_events;
-		ws_span_free(ag->batch[i]);
-	}
-	ag->n_batch = 0;
-	fflush(ag->out);
-}
 
 static void on_span(void *ctx, struct ws_span *s)
 {
 	struct agent *ag = ctx;
 
-	ag->batch[ag->n_batch++] = s;
-	if (ag->n_batch == BATCH_MAX)
-		flush_batch(ag);
+	ag->attrs_dropped += s->a.dropped;
+	ag->attrs_cut += s->a.cut;
+	ag->links_dropped += s->dropped_links;
+	ag->events_dropped += s->dropped_events;
+	ag->sink.ops->span(ag->sink.impl, s);
 }
 
 /* Unix ns of the record being delivered (or the last one). */
@@ -186,7 +171,7 @@ static void on_tick(void *ctx, uint64_t now_ns)
 
 	ws_nats_spans_tick(ag->nats, ws_pipeline_unix_ns(ag->p, now_ns));
 	ws_http_spans_tick(ag->http, ws_pipeline_unix_ns(ag->p, now_ns));
-	flush_batch(ag);
+	ag->sink.ops->tick(ag->sink.impl, now_ns);
 }
 
 /* The "http" object of agent_metrics: every counter of the HTTP spans. */
@@ -250,16 +235,21 @@ static void put_http_metrics(struct ws_jsonw *w, struct agent *ag)
 
 static void print_agent_metrics(struct agent *ag)
 {
-	const struct ws_nats_spans_stats *st = ws_nats_spans_stats(ag->nats);
+	/* after the builder is freed: its last counters */
+	const struct ws_nats_spans_stats *st =
+		ag->nats ? ws_nats_spans_stats(ag->nats) : &ag->nats_final;
 	struct ws_identity_stats is;
 	struct ws_jsonw w;
 
+	uint64_t spans_out, write_errors;
+
 	ws_identity_stats(ag->ids, &is);
+	ag->sink.ops->counts(ag->sink.impl, &spans_out, &write_errors);
 	jw_init(&w);
 	jw_begin(&w);
 	jw_str(&w, "type", "agent_metrics");
-	jw_u64(&w, "spans_out", ag->spans_out);
-	jw_u64(&w, "write_errors", ag->write_errors);
+	jw_u64(&w, "spans_out", spans_out);
+	jw_u64(&w, "write_errors", write_errors);
 	jw_u64(&w, "attrs_dropped", ag->attrs_dropped);
 	jw_u64(&w, "attrs_cut", ag->attrs_cut);
 	jw_u64(&w, "links_dropped", ag->links_dropped);
@@ -288,67 +278,104 @@ static void print_agent_metrics(struct agent *ag)
 	jw_u64(&w, "parse_errors", st->parse_errors);
 	jw_u64(&w, "gap_bytes", st->gap_bytes);
 	jw_u64(&w, "nomem", st->nomem);
+	jw_u64(&w, "excluded", st->excluded);
 	jw_obj_close(&w);
-	put_http_metrics(&w, ag);
 	jw_obj_open(&w, "identity");
 	jw_u64(&w, "lookups", is.lookups);
 	jw_u64(&w, "misses", is.misses);
 	jw_u64(&w, "evicted", is.evicted);
 	jw_u64(&w, "proc_gone", is.proc_gone);
 	jw_obj_close(&w);
+	if (ag->http)
+		put_http_metrics(&w, ag);
+	if (ag->sink.ops->metrics)
+		ag->sink.ops->metrics(ag->sink.impl, &w);
+	jw_obj_open(&w, "config");
+	jw_u64(&w, "reloads", ag->reloads);
+	jw_u64(&w, "reload_errors", ag->reload_errors);
+	jw_obj_close(&w);
 	jw_end(&w, stderr);
 	jw_free(&w);
 }
 
-/* Long options without a short form. */
-enum {
-	OPT_ROUTE = 1000,
-	OPT_JWT_CLAIM,
-	OPT_KEY_HEADER,
-	OPT_KEY_HASH,
-	OPT_SECRET_FILE,
-	OPT_CAPTURE,
-};
+static void on_dump(void *ctx)
+{
+	print_agent_metrics(ctx);
+}
 
-static const char agent_usage[] =
-	"usage: wirespan agent [options]\n"
-	"\n"
-	"Turn the NATS and HTTP/1.x conversations of this host into\n"
-	"OpenTelemetry spans.\n"
-	"Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE).\n"
-	"\n"
-	"  -o, --output stdout     write spans as OTLP/JSON lines to stdout\n"
-	"  -p, --pid PID           only processes with this pid (repeatable)\n"
-	"  -P, --port PORT         only connections with this port "
-	"(repeatable)\n"
-	"  -m, --max-capture N     bytes copied per syscall (default 16384, "
-	"max "
-	"32768)\n"
-	"  -b, --ringbuf-size N    ring buffer bytes, a power of two (default "
-	"16 "
-	"MiB)\n"
-	"      --process-timeout S end a process span after S seconds without\n"
-	"                          evidence (default 10)\n"
-	"      --request-timeout S a request without a reply fails after S\n"
-	"                          seconds (default 30; HTTP: 60)\n"
-	"      --health ADDR       serve /healthz and /readyz on ADDR "
-	"(host:port)\n"
-	"      --route PATTERN     HTTP route template, e.g. /users/{id}/cart\n"
-	"                          or /static/* (repeatable, tried in order)\n"
-	"      --jwt-user-claim C  JWT claim that becomes enduser.id (sub)\n"
-	"      --api-key-header H  header carrying an API key (repeatable;\n"
-	"                          X-API-Key and Authorization always)\n"
-	"      --key-hash MODE     hmac (HMAC-SHA256 with the secret file,\n"
-	"                          default) or murmur3 (Tyk's key hash)\n"
-	"      --key-hash-secret-file PATH  HMAC secret, created 0600 if\n"
-	"                          missing "
-	"(default " WS_AUTH_DEFAULT_SECRET_FILE ")\n"
-	"      --capture-header H  record this request header as\n"
-	"                          http.request.header.<h> (repeatable;\n"
-	"                          credentials are refused)\n"
-	"  -d, --duration SECS     stop after SECS seconds\n"
-	"  -v, --verbose           more diagnostics\n"
-	"  -h, --help              this help\n";
+static void note_change(const char *key, bool reloadable, void *ctx)
+{
+	if (reloadable)
+		ws_warn("SIGHUP: %s changed: applied", key);
+	else
+		ws_warn("SIGHUP: %s changed: needs a restart; the running "
+			"value stays",
+			key);
+}
+
+/* SIGHUP: read the configuration again (file, environment, the same
+ * command line); apply the keys that may change while running. */
+static void on_reload(void *ctx)
+{
+	struct agent *ag = ctx;
+	struct ws_config nc;
+	struct ws_config *c = &ag->cfg;
+	char err[512];
+	uint64_t i;
+
+	if (ws_config_load(&nc, ag->args->config, ag->args->ov, ag->args->n_ov,
+			   NULL, err, sizeof(err))) {
+		ag->reload_errors++;
+		ws_err("SIGHUP: configuration not reloaded (the running one "
+		       "stays): %s",
+		       err);
+		return;
+	}
+	ws_config_diff(c, &nc, note_change, ag);
+	c->log_level = nc.log_level;
+	ws_log_level = (enum ws_log_level)c->log_level;
+	c->exclude_own = nc.exclude_own;
+	for (i = 0; i < c->n_exclude; i++)
+		free(c->exclude[i]);
+	memcpy(c->exclude, nc.exclude, sizeof(c->exclude));
+	c->n_exclude = nc.n_exclude;
+	nc.n_exclude = 0; /* moved */
+	c->batch_max_spans = nc.batch_max_spans;
+	c->batch_max_bytes = nc.batch_max_bytes;
+	c->batch_max_delay_ms = nc.batch_max_delay_ms;
+	c->queue_max_bytes = nc.queue_max_bytes;
+	ws_config_free(&nc);
+	if (ws_config_exclude_filter(c, ag->exclude))
+		ws_err("SIGHUP: out of memory for the subject filter");
+	if (ag->sink.ops->limits)
+		ag->sink.ops->limits(
+			ag->sink.impl, (uint32_t)c->batch_max_spans,
+			(uint32_t)c->batch_max_bytes,
+			(uint32_t)c->batch_max_delay_ms, c->queue_max_bytes);
+	ag->reloads++;
+}
+
+static int open_sink(struct agent *ag)
+{
+	struct ws_nats_export_cfg ec;
+	char err[512];
+
+	if (ag->cfg.output == WS_OUTPUT_STDOUT) {
+		if (ws_stdout_sink_open(&ag->sink, stdout, STDOUT_BATCH)) {
+			ws_err("out of memory");
+			return 1;
+		}
+		return 0;
+	}
+	/* a dead server must not kill us with a write */
+	signal(SIGPIPE, SIG_IGN);
+	ws_config_export_cfg(&ag->cfg, &ec);
+	if (ws_nats_sink_open(&ag->sink, &ec, err, sizeof(err))) {
+		fprintf(stderr, "wirespan: export: %s\n", err);
+		return WS_EXIT_USAGE;
+	}
+	return 0;
+}
 
 static bool http_parent(void *ctx, uint32_t tgid, uint32_t tid, uint64_t ts,
 			uint8_t trace_id[16], uint8_t span_id[8])
@@ -356,79 +383,23 @@ static bool http_parent(void *ctx, uint32_t tgid, uint32_t tid, uint64_t ts,
 	return ws_http_spans_parent(ctx, tgid, tid, ts, trace_id, span_id);
 }
 
-/* One HTTP span setting from the command line. 0 or -1 (usage printed). */
-static int http_option(struct ws_http_spans_cfg *h, int opt, char *arg,
-		       const char **secret_file)
+static void pipeline_opts(const struct ws_config *c, struct ws_pipeline_opts *o)
 {
-	switch (opt) {
-	case OPT_ROUTE:
-		if (arg[0] != '/' || strlen(arg) > WS_HTTP_MAX_ROUTE ||
-		    h->n_routes >= WS_HTTP_MAX_ROUTES)
-			return ws_cli_bad(agent_usage, "--route", arg);
-		h->routes[h->n_routes++] = arg;
-		return 0;
-	case OPT_JWT_CLAIM:
-		if (!*arg)
-			return ws_cli_bad(agent_usage, "--jwt-user-claim", arg);
-		h->auth.jwt_user_claim = arg;
-		return 0;
-	case OPT_KEY_HEADER:
-		if (ws_http_auth_add_key_header(&h->auth, arg))
-			return ws_cli_bad(agent_usage, "--api-key-header", arg);
-		return 0;
-	case OPT_KEY_HASH:
-		if (!strcmp(arg, "hmac"))
-			h->auth.key_hash = WS_KEY_HASH_HMAC;
-		else if (!strcmp(arg, "murmur3"))
-			h->auth.key_hash = WS_KEY_HASH_MURMUR3;
-		else
-			return ws_cli_bad(agent_usage, "--key-hash", arg);
-		return 0;
-	case OPT_SECRET_FILE:
-		if (!*arg)
-			return ws_cli_bad(agent_usage, "--key-hash-secret-file",
-					  arg);
-		*secret_file = arg;
-		return 0;
-	case OPT_CAPTURE:
-		if (h->n_capture_headers >= WS_AUTH_MAX_HEADERS || !*arg ||
-		    strpbrk(arg, " \t:\r\n"))
-			return ws_cli_bad(agent_usage, "--capture-header", arg);
-		if (ws_http_header_is_secret(&h->auth, arg, strlen(arg))) {
-			ws_err("--capture-header %s: this header carries "
-			       "credentials and is never recorded",
-			       arg);
-			return -1;
-		}
-		h->capture_headers[h->n_capture_headers++] = arg;
-		return 0;
-	}
-	return -1;
+	uint64_t i;
+
+	ws_pipeline_opts_init(o);
+	for (i = 0; i < c->n_pids; i++)
+		o->lo.pids[o->lo.n_pids++] = (uint32_t)c->pids[i];
+	for (i = 0; i < c->n_ports; i++)
+		o->lo.ports[o->lo.n_ports++] = (uint16_t)c->ports[i];
+	o->lo.max_capture = (uint32_t)c->max_capture;
+	o->lo.ringbuf_size = (uint32_t)c->ringbuf_size;
+	o->duration = (double)c->duration_s;
+	o->health_addr = c->health_listen;
 }
 
 int cmd_agent(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{"output", required_argument, NULL, 'o'},
-		{"pid", required_argument, NULL, 'p'},
-		{"port", required_argument, NULL, 'P'},
-		{"max-capture", required_argument, NULL, 'm'},
-		{"ringbuf-size", required_argument, NULL, 'b'},
-		{"process-timeout", required_argument, NULL, 'T'},
-		{"request-timeout", required_argument, NULL, 'R'},
-		{"duration", required_argument, NULL, 'd'},
-		{"health", required_argument, NULL, 'H'},
-		{"route", required_argument, NULL, OPT_ROUTE},
-		{"jwt-user-claim", required_argument, NULL, OPT_JWT_CLAIM},
-		{"api-key-header", required_argument, NULL, OPT_KEY_HEADER},
-		{"key-hash", required_argument, NULL, OPT_KEY_HASH},
-		{"key-hash-secret-file", required_argument, NULL,
-		 OPT_SECRET_FILE},
-		{"capture-header", required_argument, NULL, OPT_CAPTURE},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
-	};
 	static const struct ws_pipeline_ops ops = {
 		.open = on_open,
 		.data = on_data,
@@ -436,120 +407,55 @@ int cmd_agent(int argc, char **argv)
 		.close = on_close,
 		.tick = on_tick,
 		.ready = on_ready,
+		.dump = on_dump,
+		.reload = on_reload,
 	};
+	static struct ws_agent_args args;
 	struct ws_nats_spans_cfg ncfg;
 	struct ws_http_spans_cfg hcfg;
-	const char *secret_file = WS_AUTH_DEFAULT_SECRET_FILE;
-	char err[512];
-	struct agent ag = {.out = stdout};
+	struct agent ag = {.args = &args};
 	struct ws_pipeline_opts o;
-	uint64_t v;
-	int opt, rc;
+	char err[512];
+	int rc;
 
-	ws_pipeline_opts_init(&o);
-	ws_nats_spans_cfg_init(&ncfg);
-	ws_http_spans_cfg_init(&hcfg);
-	optind = 1;
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "o:p:P:m:b:d:vh", longopts,
-				  NULL)) != -1) {
-		switch (opt) {
-		case 'o':
-			if (strcmp(optarg, "stdout")) {
-				ws_cli_bad(agent_usage, "--output", optarg);
-				return WS_EXIT_USAGE;
-			}
-			break;
-		case 'p':
-			if (ws_cli_u64(optarg, 1, UINT32_MAX, &v) ||
-			    o.lo.n_pids >= WS_MAX_FILTER) {
-				ws_cli_bad(agent_usage, "--pid", optarg);
-				return WS_EXIT_USAGE;
-			}
-			o.lo.pids[o.lo.n_pids++] = (uint32_t)v;
-			break;
-		case 'P':
-			if (ws_cli_u64(optarg, 1, 65535, &v) ||
-			    o.lo.n_ports >= WS_MAX_FILTER) {
-				ws_cli_bad(agent_usage, "--port", optarg);
-				return WS_EXIT_USAGE;
-			}
-			o.lo.ports[o.lo.n_ports++] = (uint16_t)v;
-			break;
-		case 'm':
-			if (ws_cli_u64(optarg, 1, WS_MAX_CAPTURE, &v)) {
-				ws_cli_bad(agent_usage, "--max-capture",
-					   optarg);
-				return WS_EXIT_USAGE;
-			}
-			o.lo.max_capture = (uint32_t)v;
-			break;
-		case 'b':
-			if (ws_cli_u64(optarg, 4096, 1u << 30, &v) ||
-			    (v & (v - 1))) {
-				ws_cli_bad(agent_usage, "--ringbuf-size",
-					   optarg);
-				return WS_EXIT_USAGE;
-			}
-			o.lo.ringbuf_size = (uint32_t)v;
-			break;
-		case 'T':
-		case 'R':
-			if (ws_cli_u64(optarg, 1, 3600, &v)) {
-				ws_cli_bad(agent_usage,
-					   opt == 'T' ? "--process-timeout"
-						      : "--request-timeout",
-					   optarg);
-				return WS_EXIT_USAGE;
-			}
-			if (opt == 'T') {
-				ncfg.process_timeout_ns = v * 1000000000ull;
-			} else {
-				ncfg.request_timeout_ns = v * 1000000000ull;
-				hcfg.request_timeout_ns = v * 1000000000ull;
-			}
-			break;
-		case OPT_ROUTE:
-		case OPT_JWT_CLAIM:
-		case OPT_KEY_HEADER:
-		case OPT_KEY_HASH:
-		case OPT_SECRET_FILE:
-		case OPT_CAPTURE:
-			if (http_option(&hcfg, opt, optarg, &secret_file))
-				return WS_EXIT_USAGE;
-			break;
-		case 'd':
-			if (ws_cli_u64(optarg, 1, 86400 * 365, &v)) {
-				ws_cli_bad(agent_usage, "--duration", optarg);
-				return WS_EXIT_USAGE;
-			}
-			o.duration = (double)v;
-			break;
-		case 'H':
-			o.health_addr = optarg;
-			break;
-		case 'v':
-			ws_log_level = ws_log_level < WS_LOG_INFO
-					       ? WS_LOG_INFO
-					       : WS_LOG_DEBUG;
-			break;
-		case 'h':
-			fputs(agent_usage, stdout);
-			return 0;
-		default:
-			ws_cli_unknown(agent_usage, argv[optind - 1]);
-			return WS_EXIT_USAGE;
-		}
+	rc = ws_agent_args_parse(argc, argv, &args);
+	if (rc || args.help) {
+		if (args.help)
+			fputs(ws_agent_usage, stdout);
+		ws_agent_args_free(&args);
+		return rc;
 	}
-	if (optind < argc) {
-		ws_cli_unknown(agent_usage, argv[optind]);
+	if (ws_config_load(&ag.cfg, args.config, args.ov, args.n_ov, NULL, err,
+			   sizeof(err))) {
+		/* a flag's error starts with the flag: show the usage */
+		fprintf(stderr, "wirespan: %s\n%s", err,
+			err[0] == '-' ? ws_agent_usage
+				      : "(see `wirespan agent --help` and "
+					"docs/CONFIGURATION.md)\n");
+		ws_agent_args_free(&args);
 		return WS_EXIT_USAGE;
 	}
+	if (args.check_config) {
+		ws_config_print(&ag.cfg, stdout);
+		ws_config_free(&ag.cfg);
+		ws_agent_args_free(&args);
+		return 0;
+	}
+	ws_log_level = (enum ws_log_level)ag.cfg.log_level;
+	pipeline_opts(&ag.cfg, &o);
+	ws_nats_spans_cfg_init(&ncfg);
+	ncfg.process_timeout_ns = ag.cfg.process_timeout_s * 1000000000ull;
+	ncfg.request_timeout_ns = ag.cfg.request_timeout_s * 1000000000ull;
+	ag.exclude = ws_subject_filter_new();
+	ncfg.exclude = ag.exclude;
+	/* validated with the rest of the configuration */
+	ws_config_http_cfg(&ag.cfg, &hcfg, err, sizeof(err));
 	if (hcfg.auth.key_hash == WS_KEY_HASH_HMAC &&
-	    ws_http_auth_load_secret(&hcfg.auth, secret_file, true, err,
-				     sizeof(err))) {
-		ws_err("%s", err);
-		return 1;
+	    ws_http_auth_load_secret(&hcfg.auth, ag.cfg.key_hash_secret_file,
+				     true, err, sizeof(err))) {
+		ws_err("http.key_hash_secret_file: %s", err);
+		rc = 1;
+		goto out;
 	}
 	ag.ids = ws_identity_new("/proc");
 	ag.http = ws_http_spans_new(&hcfg, on_span, &ag);
@@ -557,20 +463,30 @@ int cmd_agent(int argc, char **argv)
 	ncfg.parent = http_parent;
 	ncfg.parent_ctx = ag.http;
 	ag.nats = ws_nats_spans_new(&ncfg, on_span, &ag);
-	if (!ag.ids || !ag.nats || !ag.http) {
+	if (!ag.ids || !ag.nats || !ag.http || !ag.exclude ||
+	    ws_config_exclude_filter(&ag.cfg, ag.exclude)) {
 		ws_err("out of memory");
-		ws_identity_free(ag.ids);
-		ws_nats_spans_free(ag.nats, 0);
-		ws_http_spans_free(ag.http, 0);
-		return 1;
+		rc = 1;
+		goto out;
 	}
+	rc = open_sink(&ag);
+	if (rc)
+		goto out;
 	rc = ws_pipeline_run(&o, &ops, &ag);
 	/* Connections were closed by the pipeline; end what is left. */
-	ws_nats_spans_free(ag.nats, ag.last_ts);
 	ws_http_spans_end_all(ag.http, ag.last_ts);
-	flush_batch(&ag);
+	ag.nats_final = *ws_nats_spans_stats(ag.nats);
+	ws_nats_spans_free(ag.nats, ag.last_ts);
+	ag.nats = NULL;
+	ag.sink.ops->drain(ag.sink.impl);
 	print_agent_metrics(&ag);
-	ws_http_spans_free(ag.http, ag.last_ts);
+	ag.sink.ops->close(ag.sink.impl);
+out:
+	ws_http_spans_free(ag.http, 0);
+	ws_nats_spans_free(ag.nats, 0);
 	ws_identity_free(ag.ids);
+	ws_subject_filter_free(ag.exclude);
+	ws_config_free(&ag.cfg);
+	ws_agent_args_free(&args);
 	return rc;
 }

@@ -1543,6 +1543,18 @@ static void on_frame(void *ctx, const struct ws_nats_frame *f)
 			   (side->dir == WS_DIR_INGRESS);
 	bool server_host = nc->info.role == WS_ROLE_SERVER;
 
+	/* No spans for excluded subjects (the agent's own telemetry) */
+	if (nc->b->cfg.exclude &&
+	    (f->verb == WS_NATS_PUB || f->verb == WS_NATS_HPUB ||
+	     f->verb == WS_NATS_MSG || f->verb == WS_NATS_HMSG) &&
+	    ws_subject_filter_match(nc->b->cfg.exclude, f->subject.ptr,
+				    f->subject.len)) {
+		nc->b->st.excluded++;
+		if (!from_client &&
+		    (f->verb == WS_NATS_MSG || f->verb == WS_NATS_HMSG))
+			sub_delivered(nc, f->sid);
+		return;
+	}
 	switch (f->verb) {
 	case WS_NATS_INFO:
 		on_info(nc, f);
@@ -1708,6 +1720,7 @@ void ws_nats_spans_cfg_init(struct ws_nats_spans_cfg *cfg)
 	cfg->recent_ttl_ns = 60ull * 1000000000ull;
 	cfg->parent = NULL;
 	cfg->parent_ctx = NULL;
+	cfg->exclude = NULL;
 }
 
 struct ws_nats_spans *ws_nats_spans_new(const struct ws_nats_spans_cfg *cfg,

@@ -26,6 +26,7 @@
 
 #include "proto/nats.h"
 #include "span.h"
+#include "subject_filter.h"
 
 /* Bounds; each has a counter in ws_nats_spans_stats. */
 #define WS_NS_MAX_PENDING 16384 /* open requests and process spans */
@@ -44,6 +45,9 @@ struct ws_nats_spans_cfg {
 	bool (*parent)(void *ctx, uint32_t tgid, uint32_t tid, uint64_t ts_ns,
 		       uint8_t trace_id[16], uint8_t span_id[8]);
 	void *parent_ctx;
+	/* messages (PUB/MSG) on these subjects derive no spans; not owned,
+	 * may be NULL (the agent's own telemetry subjects: no loop) */
+	struct ws_subject_filter *exclude;
 };
 
 struct ws_nats_spans_stats {
@@ -63,6 +67,7 @@ struct ws_nats_spans_stats {
 	uint64_t parse_errors; /* NATS parse errors (all connections) */
 	uint64_t gap_bytes;    /* stream bytes the parsers skipped */
 	uint64_t nomem;
+	uint64_t excluded; /* PUB/MSG frames skipped by cfg.exclude */
 };
 
 /* Takes ownership of s. */

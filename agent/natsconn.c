@@ -208,6 +208,9 @@ static void on_disconnected(natsConnection *nc, void *closure)
 {
 	struct ws_natsconn_stats *st = closure;
 
+	atomic_store(&st->connected, false);
+	if (natsConnection_IsClosed(nc))
+		return; /* our own close, not an outage */
 	atomic_fetch_add(&st->disconnects, 1);
 	atomic_store(&st->connected, false);
 	if (!natsConnection_IsClosed(nc))

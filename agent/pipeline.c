@@ -23,11 +23,14 @@
 
 static volatile sig_atomic_t stop_requested;
 static volatile sig_atomic_t dump_requested;
+static volatile sig_atomic_t reload_requested;
 
 static void on_signal(int sig)
 {
 	if (sig == SIGUSR1)
 		dump_requested = 1;
+	else if (sig == SIGHUP)
+		reload_requested = 1;
 	else
 		stop_requested = 1;
 }
@@ -388,6 +391,8 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGUSR1, &sa, NULL);
+	if (ops->reload)
+		sigaction(SIGHUP, &sa, NULL);
 	p.conns = ws_conn_table_new(WS_CONN_TABLE_DEFAULT_MAX, evict_cb, &p);
 	if (!p.conns) {
 		ws_err("out of memory");
@@ -433,6 +438,12 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 		if (dump_requested) {
 			dump_requested = 0;
 			print_metrics(&p, o->metrics_out);
+			if (ops->dump)
+				ops->dump(ctx);
+		}
+		if (reload_requested) {
+			reload_requested = 0;
+			ops->reload(ctx);
 		}
 		if (now >= next_sweep) {
 			p.m.swept +=

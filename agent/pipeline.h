@@ -65,6 +65,10 @@ struct ws_pipeline_ops {
 	void (*tick)(void *ctx, uint64_t now_ns);
 	/* After the programs are attached, before any record. */
 	void (*ready)(void *ctx, struct ws_pipeline *p, unsigned programs);
+	/* SIGUSR1, after the pipeline's metrics line (may be NULL). */
+	void (*dump)(void *ctx);
+	/* SIGHUP (may be NULL: SIGHUP then keeps its default action). */
+	void (*reload)(void *ctx);
 };
 
 struct ws_pipeline_opts {

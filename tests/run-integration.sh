@@ -35,6 +35,13 @@ if [ ! -x "$OUT/natsrole-go" ] || [ "$ROOT/tests/peers/go/natsrole/natsrole.go" 
 		GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="${GOCACHE:-$ROOT/build/gocache}" \
 			go build -o "$OUT/natsrole-go" natsrole.go)
 fi
+# JWT/creds maker for the credential-rotation test (nats-io/nkeys, offline).
+if [ ! -x "$OUT/natsjwt" ] || [ "$ROOT/tests/peers/go/natsjwt/natsjwt.go" -nt "$OUT/natsjwt" ]; then
+	echo "  GO       build/peers/natsjwt"
+	(cd "$ROOT/tests/peers/go/natsjwt" &&
+		GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="${GOCACHE:-$ROOT/build/gocache}" \
+			go build -o "$OUT/natsjwt" natsjwt.go)
+fi
 if [ ! -x "$OUT/natsrole-c" ] || [ "$ROOT/tests/peers/c/natsrole.c" -nt "$OUT/natsrole-c" ]; then
 	echo "  CC       build/peers/natsrole-c"
 	"${CC:-cc}" -std=c11 -Wall -Wextra -Werror -O2 -g \
