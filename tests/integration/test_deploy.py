@@ -127,11 +127,17 @@ def test_deploy_least_privilege_agent():
         binary = os.path.join(bindir, "wirespan")
         shutil.copy(WIRESPAN, binary)
         os.chmod(binary, 0o755)
+        # the HMAC secret lives in a state directory the agent owns (systemd:
+        # StateDirectory=, Kubernetes: the state volume)
+        state = os.path.join(bindir, "state")
+        os.mkdir(state, 0o700)
+        os.chown(state, 65534, 65534)
         wrap = ["capsh", "--caps=%s,cap_setpcap,cap_setuid,cap_setgid+eip" % caps, "--keep=1", "--user=nobody",
                 "--addamb=%s" % caps, "--", "-c", 'exec "$0" "$@"']
         with Env("least-privilege") as env:
             srv = start_nats(env)
-            agent = Agent(env, ["--port", srv.port], wrap=wrap, binary=binary)
+            agent = Agent(env, ["--port", srv.port, "--key-hash-secret-file", os.path.join(state, "key-hash.secret")],
+                          wrap=wrap, binary=binary)
             with open("/proc/%d/status" % agent.proc.pid) as f:
                 uid_line = [x for x in f.read().splitlines() if x.startswith("Uid:")][0]
             check(uid_line.split()[1] != "0", "the agent runs as uid 0: %s", uid_line)
@@ -251,3 +257,30 @@ def test_deploy_containerfile_runtime_packages():
     pkgs = set(m.group(1).replace("\\", " ").split()) - {"ca-certificates"}
     check(pkgs == deps, "Containerfile installs %s; the binary needs %s (missing %s, extra %s)",
           sorted(pkgs), sorted(deps), sorted(deps - pkgs), sorted(pkgs - deps))
+
+
+def test_deploy_configmap_is_valid_config():
+    """The ConfigMap's wirespan.yaml passes `wirespan agent --check-config`
+    (with its creds path pointed at a readable file), and the DaemonSet sets
+    the subject's node token from the node name."""
+    cm = [d for _, d in manifests() if d.get("kind") == "ConfigMap"][0]
+    text = cm["data"]["wirespan.yaml"]
+    tmp = tempfile.mkdtemp(prefix="wirespan-cm-")
+    try:
+        creds = os.path.join(tmp, "agent.creds")
+        with open(creds, "w") as f:
+            f.write("placeholder\n")
+        conf = os.path.join(tmp, "wirespan.yaml")
+        with open(conf, "w") as f:
+            f.write(text.replace("/etc/wirespan/creds/agent.creds", creds)
+                    .replace("/var/lib/wirespan/key-hash.secret", os.path.join(tmp, "key.secret")))
+        r = subprocess.run([WIRESPAN, "agent", "--check-config", "--config", conf], capture_output=True, text=True,
+                           env=dict(os.environ, WIRESPAN_EXPORT_NODE="node-1"))
+        check(r.returncode == 0, "--check-config of the ConfigMap: rc %s\n%s", r.returncode, r.stdout + r.stderr)
+        check("export.node: node-1" in r.stdout, "WIRESPAN_EXPORT_NODE not applied:\n%s", r.stdout)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ds = [d for _, d in manifests() if d.get("kind") == "DaemonSet"][0]
+    env = {e["name"]: e for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]}
+    check(env.get("WIRESPAN_EXPORT_NODE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName",
+          "WIRESPAN_EXPORT_NODE does not come from spec.nodeName")
