@@ -6,7 +6,7 @@ CLANG      ?= clang
 CC         ?= cc
 BPFTOOL    ?= bpftool
 ARCH       := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
-PKGS       := libbpf json-c libxxhash libprotobuf-c libnats yaml-0.1 libcrypto
+PKGS       := libbpf json-c libxxhash libprotobuf-c libnats yaml-0.1 libcrypto libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

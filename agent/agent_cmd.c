@@ -13,6 +13,7 @@
 
 #include "agent_cmd.h"
 #include "cli.h"
+#include "enrich.h"
 #include "identity.h"
 #include "jsonw.h"
 #include "log.h"
@@ -25,7 +26,8 @@
 
 struct agent {
 	struct ws_pipeline *p;
-	struct ws_identity *ids;
+	struct ws_identity *ids; /* en.ids */
+	struct ws_enrich en;
 	struct ws_nats_spans *nats;
 	FILE *out;
 	struct ws_span *batch[BATCH_MAX];
@@ -104,9 +106,11 @@ static bool on_open(void *ctx, struct ws_conn *c)
 		     sizeof(info.raddr));
 	info.lport = c->tuple.lport;
 	info.rport = c->tuple.rport;
-	info.resource = ws_identity_resource(ag->ids, c->id.tgid, c->comm);
+	info.resource = ws_enrich_resource(&ag->en, c);
+	info.peer = ws_enrich_peer(&ag->en, c);
 	pc->app = ws_nats_conn_new(ag->nats, &info);
 	ws_resource_put(info.resource);
+	ws_resource_put(info.peer);
 	return pc->app != NULL;
 }
 
@@ -152,10 +156,8 @@ static void on_tick(void *ctx, uint64_t now_ns)
 static void print_agent_metrics(struct agent *ag)
 {
 	const struct ws_nats_spans_stats *st = ws_nats_spans_stats(ag->nats);
-	struct ws_identity_stats is;
 	struct ws_jsonw w;
 
-	ws_identity_stats(ag->ids, &is);
 	jw_init(&w);
 	jw_begin(&w);
 	jw_str(&w, "type", "agent_metrics");
@@ -190,12 +192,7 @@ static void print_agent_metrics(struct agent *ag)
 	jw_u64(&w, "gap_bytes", st->gap_bytes);
 	jw_u64(&w, "nomem", st->nomem);
 	jw_obj_close(&w);
-	jw_obj_open(&w, "identity");
-	jw_u64(&w, "lookups", is.lookups);
-	jw_u64(&w, "misses", is.misses);
-	jw_u64(&w, "evicted", is.evicted);
-	jw_u64(&w, "proc_gone", is.proc_gone);
-	jw_obj_close(&w);
+	ws_enrich_metrics(&ag->en, &w);
 	jw_end(&w, stderr);
 	jw_free(&w);
 }
@@ -237,6 +234,14 @@ int cmd_agent(int argc, char **argv)
 		{"duration", required_argument, NULL, 'd'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
+		/* enrichment (agent/enrich.h): all 'E' */
+		{"node-name", required_argument, NULL, 'E'},
+		{"k8s-api", required_argument, NULL, 'E'},
+		{"k8s-token", required_argument, NULL, 'E'},
+		{"k8s-ca", required_argument, NULL, 'E'},
+		{"no-k8s", no_argument, NULL, 'E'},
+		{"k8s-label", required_argument, NULL, 'E'},
+		{"service-rule", required_argument, NULL, 'E'},
 		{0},
 	};
 	static const struct ws_pipeline_ops ops = {
@@ -249,17 +254,28 @@ int cmd_agent(int argc, char **argv)
 	};
 	struct ws_nats_spans_cfg ncfg;
 	struct agent ag = {.out = stdout};
+	struct ws_enrich_cfg ecfg;
 	struct ws_pipeline_opts o;
 	uint64_t v;
-	int opt, rc;
+	int opt, rc, li = 0;
 
 	ws_pipeline_opts_init(&o);
 	ws_nats_spans_cfg_init(&ncfg);
+	ws_enrich_cfg_init(&ecfg);
 	optind = 1;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "o:p:P:m:b:d:vh", longopts,
-				  NULL)) != -1) {
+				  &li)) != -1) {
 		switch (opt) {
+		case 'E':
+			if (ws_enrich_cfg_opt(&ecfg, longopts[li].name,
+					      optarg)) {
+				ws_cli_bad(agent_usage, longopts[li].name,
+					   optarg);
+				ws_enrich_cfg_free(&ecfg);
+				return WS_EXIT_USAGE;
+			}
+			break;
 		case 'o':
 			if (strcmp(optarg, "stdout")) {
 				ws_cli_bad(agent_usage, "--output", optarg);
@@ -327,6 +343,8 @@ int cmd_agent(int argc, char **argv)
 			break;
 		case 'h':
 			fputs(agent_usage, stdout);
+			fputs(ws_enrich_usage, stdout);
+			ws_enrich_cfg_free(&ecfg);
 			return 0;
 		default:
 			ws_cli_unknown(agent_usage, argv[optind - 1]);
@@ -337,12 +355,15 @@ int cmd_agent(int argc, char **argv)
 		ws_cli_unknown(agent_usage, argv[optind]);
 		return WS_EXIT_USAGE;
 	}
-	ag.ids = ws_identity_new("/proc");
-	ag.nats = ws_nats_spans_new(&ncfg, on_span, &ag);
-	if (!ag.ids || !ag.nats) {
+	if (ws_enrich_start(&ag.en, &ecfg)) {
 		ws_err("out of memory");
-		ws_identity_free(ag.ids);
-		ws_nats_spans_free(ag.nats, 0);
+		return 1;
+	}
+	ag.ids = ag.en.ids;
+	ag.nats = ws_nats_spans_new(&ncfg, on_span, &ag);
+	if (!ag.nats) {
+		ws_err("out of memory");
+		ws_enrich_stop(&ag.en);
 		return 1;
 	}
 	rc = ws_pipeline_run(&o, &ops, &ag);
@@ -350,6 +371,6 @@ int cmd_agent(int argc, char **argv)
 	ws_nats_spans_free(ag.nats, ag.last_ts);
 	flush_batch(&ag);
 	print_agent_metrics(&ag);
-	ws_identity_free(ag.ids);
+	ws_enrich_stop(&ag.en);
 	return rc;
 }
