@@ -197,6 +197,11 @@ static void print_agent_metrics(struct agent *ag)
 	jw_free(&w);
 }
 
+static void on_dump(void *ctx)
+{
+	print_agent_metrics(ctx);
+}
+
 static const char agent_usage[] =
 	"usage: wirespan agent [options]\n"
 	"\n"
@@ -250,6 +255,7 @@ int cmd_agent(int argc, char **argv)
 		.gap = on_gap,
 		.close = on_close,
 		.tick = on_tick,
+		.dump = on_dump,
 		.ready = on_ready,
 	};
 	struct ws_nats_spans_cfg ncfg;

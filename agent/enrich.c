@@ -145,8 +145,10 @@ struct ws_resource *ws_enrich_resource(struct ws_enrich *en,
 		.port = c->role == WS_ROLE_SERVER ? c->tuple.lport : 0,
 	};
 
-	ws_peers_note(en->peers, &c->tuple, c->id.tgid);
-	return ws_identity_lookup(en->ids, &q);
+	struct ws_resource *r = ws_identity_lookup(en->ids, &q);
+
+	ws_peers_note(en->peers, &c->tuple, c->id.tgid, r);
+	return r;
 }
 
 struct ws_resource *ws_enrich_peer(struct ws_enrich *en,
@@ -225,7 +227,9 @@ void ws_enrich_metrics(struct ws_enrich *en, struct ws_jsonw *w)
 	jw_u64(w, "pod", ps.pod);
 	jw_u64(w, "learned", ps.learned);
 	jw_u64(w, "scanned", ps.scanned);
-	jw_u64(w, "not_found", ps.not_found);
+	jw_u64(w, "pending", ps.pending);
+	jw_u64(w, "late", ps.late);
+	jw_u64(w, "pending_evicted", ps.pending_evicted);
 	jw_u64(w, "remote", ps.remote);
 	jw_u64(w, "scan_limited", ps.scan_limited);
 	jw_u64(w, "evicted", ps.evicted);

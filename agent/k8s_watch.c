@@ -99,6 +99,19 @@ static void relist(struct ws_k8s_watch *w)
 	w->skipping = false;
 }
 
+/* 410 Gone: list again; at once unless the list we watch from is itself
+ * already too old (a server or proxy that says 410 to everything) */
+static void gone(struct ws_k8s_watch *w, uint64_t now_ns)
+{
+	w->st.gone++;
+	if (w->fresh) {
+		relist(w);
+		backoff(w, WS_K8S_LIST, now_ns);
+	} else {
+		relist(w);
+	}
+}
+
 void ws_k8s_watch_backoff(struct ws_k8s_watch *w, uint64_t now_ns)
 {
 	backoff(w,
@@ -207,6 +220,7 @@ void ws_k8s_list_done(struct ws_k8s_watch *w, long status, const char *body,
 	w->failures = 0;
 	w->phase = WS_K8S_WATCH;
 	w->got_event = false;
+	w->fresh = true;
 	w->st.watches++;
 }
 
@@ -226,6 +240,8 @@ static void on_event(struct ws_k8s_watch *w, const char *s, size_t len,
 	}
 	t = json_object_get_string(type);
 	w->got_event = true;
+	if (strcmp(t, "ERROR"))
+		w->fresh = false;
 	if (!strcmp(t, "ADDED") || !strcmp(t, "MODIFIED")) {
 		if (*t == 'A')
 			w->st.added++;
@@ -243,8 +259,7 @@ static void on_event(struct ws_k8s_watch *w, const char *s, size_t len,
 	} else if (!strcmp(t, "ERROR")) {
 		w->st.error_events++;
 		if (status_code(obj) == 410) {
-			w->st.gone++;
-			relist(w);
+			gone(w, now_ns);
 		} else {
 			backoff(w, WS_K8S_WATCH, now_ns);
 		}
@@ -301,8 +316,7 @@ void ws_k8s_watch_end(struct ws_k8s_watch *w, long status, bool dropped,
 	if (w->phase != WS_K8S_WATCH)
 		return; /* an ERROR event already decided */
 	if (status == 410) {
-		w->st.gone++;
-		relist(w);
+		gone(w, now_ns);
 		return;
 	}
 	if (status != 200) {

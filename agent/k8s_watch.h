@@ -12,7 +12,8 @@
  *   WATCH GET ...&watch=1&resourceVersion=<rv>&allowWatchBookmarks=true
  *         &timeoutSeconds=N: a chunked stream of one JSON event per line;
  *         ADDED/MODIFIED upsert, DELETED deletes, BOOKMARK only moves rv,
- *         ERROR with code 410 (Gone: rv too old) re-lists.
+ *         ERROR with code 410 (Gone: rv too old) re-lists (after a
+ *         backoff if no event came since the last list: no list loop).
  *         A stream that ends cleanly is watched again from the last rv; a
  *         dropped connection or an HTTP error backs off (0.5 s doubling to
  *         30 s, reset by success) and then watches again (410 re-lists).
@@ -66,7 +67,10 @@ struct ws_k8s_watch {
 	unsigned failures; /* consecutive */
 	uint64_t backoff_until_ns;
 	bool got_event; /* the current watch delivered something */
-	char *line;	/* partial event line */
+	/* no event since the last list: a 410 now re-lists after a
+	 * backoff, not at once */
+	bool fresh;
+	char *line; /* partial event line */
 	size_t line_len, line_cap;
 	bool skipping; /* inside an over-long line */
 	struct ws_k8s_store *store;

@@ -24,6 +24,18 @@ struct endpoint {
 	struct endpoint *prev, *next; /* LRU */
 };
 
+/* A connection whose local peer was not known at its open: its (empty)
+ * attribute bag is filled when a connection with that endpoint opens. */
+struct pending {
+	struct {
+		uint8_t addr[16];
+		uint16_t port;
+	} key;
+	struct ws_resource *bag;
+	UT_hash_handle hh;
+	struct pending *prev, *next; /* LRU */
+};
+
 struct ws_peers {
 	char proc_root[PATH_MAX / 4];
 	struct ws_identity *ids;
@@ -31,6 +43,8 @@ struct ws_peers {
 	const struct ws_service_cfg *svc;
 	struct endpoint *by_ep, *lru;
 	size_t n_ep;
+	struct pending *pend, *pend_lru;
+	size_t n_pend;
 	uint64_t scan_window_ns; /* start of the current second */
 	unsigned scans;		 /* in it */
 	struct ws_peers_stats st;
@@ -50,12 +64,25 @@ struct ws_peers *ws_peers_new(const struct ws_peers_cfg *cfg)
 	return p;
 }
 
+static void pending_free(struct ws_peers *p, struct pending *q)
+{
+	HASH_DEL(p->pend, q);
+	DL_DELETE(p->pend_lru, q);
+	ws_resource_put(q->bag);
+	free(q);
+	p->n_pend--;
+}
+
 void ws_peers_free(struct ws_peers *p)
 {
 	struct endpoint *e, *tmp;
+	struct pending *q, *qtmp;
 
 	if (!p)
 		return;
+	HASH_ITER (hh, p->pend, q, qtmp) {
+		pending_free(p, q);
+	}
 	HASH_ITER (hh, p->by_ep, e, tmp) {
 		HASH_DEL(p->by_ep, e);
 		free(e);
@@ -87,12 +114,24 @@ void ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src)
 	}
 }
 
-void ws_peers_note(struct ws_peers *p, const struct ws_tuple *t, uint32_t tgid)
+static void peer_attrs(struct ws_attrs *a, const struct ws_resource *pr);
+
+void ws_peers_note(struct ws_peers *p, const struct ws_tuple *t, uint32_t tgid,
+		   const struct ws_resource *res)
 {
 	struct endpoint *e, k = {0};
+	struct pending *q;
 
 	memcpy(k.key.addr, t->laddr, 16);
 	k.key.port = t->lport;
+	HASH_FIND(hh, p->pend, &k.key, sizeof(k.key), q);
+	if (q) {
+		if (res) {
+			peer_attrs(&q->bag->a, res);
+			p->st.late++;
+		}
+		pending_free(p, q);
+	}
 	HASH_FIND(hh, p->by_ep, &k.key, sizeof(k.key), e);
 	if (e) {
 		e->tgid = tgid;
@@ -281,8 +320,8 @@ static int with_pod(const struct ws_k8s_pod *pod,
 	return 0;
 }
 
-/* The peer attributes of local process pid. */
-static struct ws_resource *process_peer(struct ws_peers *p, uint32_t pid)
+/* The peer attributes of a local process, from its resource. */
+static void peer_attrs(struct ws_attrs *a, const struct ws_resource *pr)
 {
 	static const struct {
 		const char *from, *to;
@@ -295,8 +334,22 @@ static struct ws_resource *process_peer(struct ws_peers *p, uint32_t pid)
 		{"k8s.pod.uid", "wirespan.peer.k8s.pod.uid"},
 		{"k8s.namespace.name", "wirespan.peer.k8s.namespace.name"},
 	};
-	struct ws_resource *pr, *r;
 	size_t i;
+
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const struct ws_attr *v = ws_attrs_get(&pr->a, keys[i].from);
+
+		if (v && v->type == WS_ATTR_STR)
+			ws_attrs_cstr(a, keys[i].to, v->s);
+		else if (v && v->type == WS_ATTR_INT)
+			ws_attrs_int(a, keys[i].to, v->i);
+	}
+}
+
+/* The peer attributes of local process pid. */
+static struct ws_resource *process_peer(struct ws_peers *p, uint32_t pid)
+{
+	struct ws_resource *pr, *r;
 
 	if (!p->ids)
 		return NULL;
@@ -304,14 +357,8 @@ static struct ws_resource *process_peer(struct ws_peers *p, uint32_t pid)
 	if (!pr)
 		return NULL;
 	r = ws_resource_new(pr->key);
-	for (i = 0; r && i < sizeof(keys) / sizeof(keys[0]); i++) {
-		const struct ws_attr *a = ws_attrs_get(&pr->a, keys[i].from);
-
-		if (a && a->type == WS_ATTR_STR)
-			ws_attrs_cstr(&r->a, keys[i].to, a->s);
-		else if (a && a->type == WS_ATTR_INT)
-			ws_attrs_int(&r->a, keys[i].to, a->i);
-	}
+	if (r)
+		peer_attrs(&r->a, pr);
 	ws_resource_put(pr);
 	return r;
 }
@@ -321,6 +368,33 @@ static struct ws_resource *process_peer(struct ws_peers *p, uint32_t pid)
 static bool is_local(const struct ws_tuple *t)
 {
 	return is_loopback(t->raddr) || !memcmp(t->raddr, t->laddr, 16);
+}
+
+/* An empty bag, filled if a connection with endpoint key opens later (the
+ * agent sees the two ends of a loopback connection one after the other,
+ * and a short-lived peer may be gone from /proc by then). */
+static struct ws_resource *pend(struct ws_peers *p, const void *key)
+{
+	struct pending *q;
+
+	HASH_FIND(hh, p->pend, key, sizeof(q->key), q);
+	if (q)
+		return ws_resource_get(q->bag);
+	if (p->n_pend >= WS_PEERS_MAX_PENDING && p->pend_lru) {
+		pending_free(p, p->pend_lru);
+		p->st.pending_evicted++;
+	}
+	q = calloc(1, sizeof(*q));
+	if (!q || !(q->bag = ws_resource_new(0))) {
+		free(q);
+		return NULL;
+	}
+	memcpy(&q->key, key, sizeof(q->key));
+	HASH_ADD(hh, p->pend, key, sizeof(q->key), q);
+	DL_APPEND(p->pend_lru, q);
+	p->n_pend++;
+	p->st.pending++;
+	return ws_resource_get(q->bag);
 }
 
 struct ws_resource *ws_peers_lookup(struct ws_peers *p,
@@ -364,17 +438,15 @@ struct ws_resource *ws_peers_lookup(struct ws_peers *p,
 	}
 	if (p->scans >= WS_PEERS_SCANS_PER_SEC) {
 		p->st.scan_limited++;
-		return NULL;
+		return pend(p, &k.key);
 	}
 	p->scans++;
 	/* the other socket: local = our remote, remote = our local */
 	ino = ws_peers_socket_inode(p->proc_root, t->raddr, t->rport, t->laddr,
 				    t->lport);
 	pid = ino ? ws_peers_inode_pid(p->proc_root, ino) : 0;
-	if (!pid) {
-		p->st.not_found++;
-		return NULL;
-	}
+	if (!pid)
+		return pend(p, &k.key);
 	p->st.scanned++;
 	return process_peer(p, pid);
 }

@@ -10,15 +10,17 @@
  *   - else a process of this host (loopback, or one of our addresses): the
  *     process holding the other socket, found from the endpoints the agent
  *     already saw open, else from /proc/net/tcp{,6} (socket inode) and
- *     /proc/<pid>/fd (who holds it):
+ *     /proc/<pid>/fd (who holds it), else when the other end's connection
+ *     opens later (the attributes are then filled into the bag the
+ *     connection holds: spans made after that carry them):
  *       peer.service                      the peer process's service.name
  *       wirespan.peer.process.pid, wirespan.peer.process.executable.name,
  *       and the k8s keys above if that process is in a pod.
  * peer.service is OTel's (deprecated in newer semconv for
  * service.peer.name, which we do not emit yet); the rest are wirespan's.
  *
- * Bounded: WS_PEERS_MAX_ENDPOINTS learned endpoints (LRU, evictions
- * counted) and at most WS_PEERS_SCANS_PER_SEC /proc scans per second (the
+ * Bounded: WS_PEERS_MAX_ENDPOINTS learned endpoints and
+ * WS_PEERS_MAX_PENDING waiting lookups (LRU, evictions counted) and at most WS_PEERS_SCANS_PER_SEC /proc scans per second (the
  * rest counted as scan_limited).
  */
 #ifndef WIRESPAN_PEERS_H
@@ -33,6 +35,7 @@
 
 #define WS_PEERS_MAX_ENDPOINTS 16384
 #define WS_PEERS_SCANS_PER_SEC 50
+#define WS_PEERS_MAX_PENDING 4096
 
 struct ws_peers_cfg {
 	const char *proc_root;		  /* "/proc" */
@@ -43,13 +46,15 @@ struct ws_peers_cfg {
 
 struct ws_peers_stats {
 	uint64_t lookups;
-	uint64_t pod;	       /* peer found in the pod store */
-	uint64_t learned;      /* local peer from an endpoint we saw open */
-	uint64_t scanned;      /* local peer found by a /proc scan */
-	uint64_t not_found;    /* local address, no process found */
-	uint64_t remote;       /* neither local nor a known pod */
-	uint64_t scan_limited; /* scans skipped: rate bound */
-	uint64_t evicted;      /* learned endpoints evicted: table full */
+	uint64_t pod;	  /* peer found in the pod store */
+	uint64_t learned; /* local peer from an endpoint we saw open */
+	uint64_t scanned; /* local peer found by a /proc scan */
+	uint64_t pending; /* local, not found yet: waiting for its open */
+	uint64_t late;	  /* ...found when the other end opened */
+	uint64_t pending_evicted; /* waiting lookups dropped: table full */
+	uint64_t remote;	  /* neither local nor a known pod */
+	uint64_t scan_limited;	  /* scans skipped: rate bound */
+	uint64_t evicted;	  /* learned endpoints evicted: table full */
 };
 
 struct ws_peers;
@@ -57,8 +62,10 @@ struct ws_peers;
 struct ws_peers *ws_peers_new(const struct ws_peers_cfg *cfg);
 void ws_peers_free(struct ws_peers *p);
 
-/* A connection of process tgid opened: remember its local endpoint. */
-void ws_peers_note(struct ws_peers *p, const struct ws_tuple *t, uint32_t tgid);
+/* A connection of process tgid (resource res, may be NULL) opened:
+ * remember its local endpoint; fill the lookups that waited for it. */
+void ws_peers_note(struct ws_peers *p, const struct ws_tuple *t, uint32_t tgid,
+		   const struct ws_resource *res);
 
 /*
  * The peer attributes of a connection (tuple as the capture gives it, seen

@@ -410,6 +410,8 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 		if (dump_requested) {
 			dump_requested = 0;
 			print_metrics(&p, o->metrics_out);
+			if (ops->dump)
+				ops->dump(ctx);
 		}
 		if (now >= next_sweep) {
 			p.m.swept +=

@@ -63,6 +63,9 @@ struct ws_pipeline_ops {
 		      enum ws_close_why why);
 	/* Called about every poll interval, with CLOCK_MONOTONIC ns. */
 	void (*tick)(void *ctx, uint64_t now_ns);
+	/* SIGUSR1: after the pipeline's metrics line, the consumer's (may be
+	 * NULL). */
+	void (*dump)(void *ctx);
 	/* After the programs are attached, before any record. */
 	void (*ready)(void *ctx, struct ws_pipeline *p, unsigned programs);
 };

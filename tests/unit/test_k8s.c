@@ -389,8 +389,12 @@ static void watch_machine(void **state)
 			assert_int_equal(w.phase, WS_K8S_WATCH);
 		}
 		assert_int_equal(last, WS_K8S_BACKOFF_MAX_NS);
-		/* 410 on the watch request itself */
+		/* 410 on the watch request itself, with no event since the
+		 * list: re-list, but after a backoff (no list loop) */
 		ws_k8s_watch_end(&w, 410, false, now);
+		assert_int_equal(w.phase, WS_K8S_BACKOFF);
+		assert_string_equal(w.rv, "");
+		assert_true(ws_k8s_watch_ready(&w, w.backoff_until_ns));
 		assert_int_equal(w.phase, WS_K8S_LIST);
 		/* a list that fails backs off and lists again */
 		ws_k8s_list_done(&w, 0, "", 0, now);
