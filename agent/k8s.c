@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -227,6 +228,15 @@ static void *watcher(void *arg)
 					 k->body_too_big ? WS_K8S_MAX_PAGE + 1
 							 : k->body_len,
 					 mono_ns());
+			if (k->w.phase == WS_K8S_WATCH) {
+				/* the pages' parse trees are freed: give the
+				 * thread's arena back (10k pods, docs/
+				 * BENCHMARKS.md) */
+				free(k->body);
+				k->body = NULL;
+				k->body_cap = k->body_len = 0;
+				malloc_trim(0);
+			}
 			if (k->w.phase == WS_K8S_WATCH && !k->synced) {
 				k->synced = true;
 				pthread_cond_broadcast(&k->synced_cv);

@@ -109,6 +109,8 @@ static void pod_free(struct ws_k8s_pod *p)
 		free(p->labels[i].value);
 	for (i = 0; i < p->n_containers; i++)
 		free(p->containers[i].name);
+	free(p->labels);
+	free(p->containers);
 	free(p);
 }
 
@@ -203,6 +205,13 @@ static void parse_labels(struct ws_k8s_store *st, struct ws_k8s_pod *p,
 
 	if (!labels || !json_object_is_type(labels, json_type_object))
 		return;
+	p->labels = calloc(st->n_allow < WS_K8S_MAX_LABELS ? st->n_allow
+							   : WS_K8S_MAX_LABELS,
+			   sizeof(*p->labels));
+	if (!p->labels) {
+		*oom = true;
+		return;
+	}
 	for (i = 0; i < st->n_allow; i++) {
 		const char *v = jstr(labels, st->allow[i]);
 
@@ -253,8 +262,23 @@ static void parse_containers(struct ws_k8s_store *st, struct ws_k8s_pod *p,
 		"ephemeralContainerStatuses"};
 	struct json_object *spec = jobj(pod, "spec");
 	struct json_object *status = jobj(pod, "status");
-	size_t l, i, k;
+	size_t l, i, k, total = 0;
 
+	for (l = 0; l < 3; l++) {
+		struct json_object *arr = jobj(spec, lists[l]);
+
+		if (arr && json_object_is_type(arr, json_type_array))
+			total += json_object_array_length(arr);
+	}
+	if (total > WS_K8S_MAX_CONTAINERS)
+		total = WS_K8S_MAX_CONTAINERS;
+	if (!total)
+		return;
+	p->containers = calloc(total, sizeof(*p->containers));
+	if (!p->containers) {
+		*oom = true;
+		return;
+	}
 	for (l = 0; l < 3; l++) {
 		struct json_object *arr = jobj(spec, lists[l]);
 		struct json_object *sarr = jobj(status, status_lists[l]);

@@ -71,9 +71,10 @@ struct ws_k8s_pod {
 	/* the controller chain: replicaset + deployment, job + cronjob */
 	struct ws_k8s_owner owner[2];
 	uint8_t n_owner;
-	struct ws_k8s_label labels[WS_K8S_MAX_LABELS];
+	/* allocated to size: 10k pods must stay small */
+	struct ws_k8s_label *labels;
 	uint8_t n_labels;
-	struct ws_k8s_container containers[WS_K8S_MAX_CONTAINERS];
+	struct ws_k8s_container *containers;
 	uint8_t n_containers;
 	struct ws_k8s_pod_ip ips[WS_K8S_MAX_IPS];
 	uint8_t n_ips;

@@ -20,7 +20,7 @@
 #define WS_SPAN_MAX_LINKS 4
 #define WS_SPAN_MAX_EVENTS 4
 #define WS_SPAN_MAX_EVENT_ATTRS 4
-#define WS_RESOURCE_MAX_ATTRS 40
+#define WS_RESOURCE_MAX_ATTRS 32
 /* Longest string attribute value kept; longer ones are cut and counted. */
 #define WS_SPAN_MAX_STR 1024
 

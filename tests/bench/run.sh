@@ -18,6 +18,8 @@
 #  4. The whole agent: `wirespan agent --output stdout --port PORT` under the
 #     same NATS load (10k to 100k msg/s of 128 B): spans by kind against
 #     messages, every counted drop, CPU and RSS (tests/bench/agent_bench.sh).
+#  5. Enrichment: identity cache hits and per-span cost, memory with 10k
+#     processes and 10k pods (tests/bench/enrich_bench.sh).
 #
 # QUICK=1 finishes in 2-3 minutes; the default (full) mode takes 6.5-10.5
 # minutes (more when it waits for other captures). Prints a markdown report
@@ -31,7 +33,7 @@
 # SWEEP (--max-capture values for extra runs of the NATS scenario; "" = none),
 # RATES ("50000 100000 0"; 0 = saturation),
 # RINGBUF (capture runs only; default: the capture's 16 MiB),
-# PARTS ("1 2 3 4": which parts to run). Parts 3 and 4 have their own knobs,
+# PARTS ("1 2 3 4 5": which parts to run). Parts 3 and 4 have their own knobs,
 # listed in tests/bench/agent_bench.sh (AGENT_RATES, AGENT_FILE_RATES, ...).
 
 set -uo pipefail
@@ -61,7 +63,7 @@ MAXCAP_RATES=${MAXCAP_RATES-$([ "$QUICK" = 1 ] && echo 50000 || echo "50000 1000
 RINGBUF=${RINGBUF:-}
 QUIET_WAIT=${QUIET_WAIT:-$([ "$QUICK" = 1 ] && echo 0 || echo 60)}
 MIN_WINDOW_RUNS=100 # programs/windows with fewer runs are not tabulated
-PARTS=${PARTS:-"1 2 3 4"}
+PARTS=${PARTS:-"1 2 3 4 5"}
 part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 WS=$ROOT/build/wirespan
@@ -154,6 +156,8 @@ HZ=$(getconf CLK_TCK)
 # parts 3 and 4 (functions only; they use the helpers above and below)
 # shellcheck source=tests/bench/agent_bench.sh
 . tests/bench/agent_bench.sh
+# shellcheck source=tests/bench/enrich_bench.sh
+. tests/bench/enrich_bench.sh
 
 # Wait (bounded) until no other tp_* BPF programs are loaded: another capture
 # on this host competes for the CPUs. Called while ours is not running.
@@ -561,6 +565,7 @@ fi
 if part 4; then
 	agent_part
 fi
+part 5 && enrich_part
 T_END=$(date +%s)
 
 # ---- report ------------------------------------------------------------------
@@ -648,6 +653,7 @@ T_END=$(date +%s)
 	fi
 	part 3 && parser_report
 	part 4 && agent_report
+	part 5 && enrich_report
 } >"$REPORT"
 cat "$REPORT"
 log "raw data: $RAW; report: $REPORT"
