@@ -96,21 +96,22 @@ static struct json_object *synth_pod(unsigned k)
 {
 	char buf[2048];
 
-	snprintf(buf, sizeof(buf),
-		 "{\"metadata\":{\"name\":\"synth-%05u-7d9f8b6c5d-%05x\","
-		 "\"namespace\":\"ns-%u\",\"uid\":\"%08x-0000-0000-0000-%012x\","
-		 "\"labels\":{\"app.kubernetes.io/name\":\"svc-%u\","
-		 "\"pod-template-hash\":\"7d9f8b6c5d\",\"tier\":\"web\"},"
-		 "\"ownerReferences\":[{\"kind\":\"ReplicaSet\",\"controller\":"
-		 "true,\"name\":\"synth-%05u-7d9f8b6c5d\"}]},"
-		 "\"spec\":{\"nodeName\":\"worker-2\",\"serviceAccountName\":"
-		 "\"default\",\"containers\":[{\"name\":\"app\"},{\"name\":"
-		 "\"sidecar\"}]},\"status\":{\"podIP\":\"10.%u.%u.%u\","
-		 "\"containerStatuses\":[{\"name\":\"app\",\"containerID\":"
-		 "\"containerd://%064x\"},{\"name\":\"sidecar\",\"containerID\":"
-		 "\"containerd://%064x\"}]}}",
-		 k, k, k % 50, 0u, k + 1, k % 500, k, 100 + k / 65536,
-		 (k / 256) % 256, k % 256, 2 * k + 1, 2 * k + 2);
+	snprintf(
+		buf, sizeof(buf),
+		"{\"metadata\":{\"name\":\"synth-%05u-7d9f8b6c5d-%05x\","
+		"\"namespace\":\"ns-%u\",\"uid\":\"%08x-0000-0000-0000-%012x\","
+		"\"labels\":{\"app.kubernetes.io/name\":\"svc-%u\","
+		"\"pod-template-hash\":\"7d9f8b6c5d\",\"tier\":\"web\"},"
+		"\"ownerReferences\":[{\"kind\":\"ReplicaSet\",\"controller\":"
+		"true,\"name\":\"synth-%05u-7d9f8b6c5d\"}]},"
+		"\"spec\":{\"nodeName\":\"worker-2\",\"serviceAccountName\":"
+		"\"default\",\"containers\":[{\"name\":\"app\"},{\"name\":"
+		"\"sidecar\"}]},\"status\":{\"podIP\":\"10.%u.%u.%u\","
+		"\"containerStatuses\":[{\"name\":\"app\",\"containerID\":"
+		"\"containerd://%064x\"},{\"name\":\"sidecar\",\"containerID\":"
+		"\"containerd://%064x\"}]}}",
+		k, k, k % 50, 0u, k + 1, k % 500, k, 100 + k / 65536,
+		(k / 256) % 256, k % 256, 2 * k + 1, 2 * k + 2);
 	return json_tokener_parse(buf);
 }
 
@@ -224,8 +225,8 @@ int main(int argc, char **argv)
 		       "\"rss_base_kb\":%ld,\"rss_pods_kb\":%ld,"
 		       "\"rss_procs_kb\":%ld}\n",
 		       procs, pods, (unsigned long long)is.cached, pods,
-		       (unsigned long long)is.pods,
-		       (unsigned long long)miss_ns, (double)hit_ns / n_hit,
+		       (unsigned long long)is.pods, (unsigned long long)miss_ns,
+		       (double)hit_ns / n_hit,
 		       (double)span_ns / n_span - (double)base_ns / n_base,
 		       (double)base_ns / n_base, rss0, rss_pods - rss0,
 		       rss_procs - rss_pods);
