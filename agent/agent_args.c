@@ -69,6 +69,19 @@ const char ws_agent_usage[] =
 	"                          http.request.header.<h> (repeatable;\n"
 	"                          credentials are refused)\n"
 	"      --health ADDR       serve /healthz and /readyz on host:port\n"
+	"      --node-name NAME    Kubernetes node (default $NODE_NAME)\n"
+	"      --k8s-api URL       API server (default in-cluster: https://\n"
+	"                          $KUBERNETES_SERVICE_HOST:$..._PORT)\n"
+	"      --k8s-token PATH    service-account token file\n"
+	"      --k8s-ca PATH       CA bundle of the API server\n"
+	"      --no-k8s            do not watch pods\n"
+	"      --k8s-label NAME    export pod label NAME as\n"
+	"                          k8s.pod.label.NAME (repeatable)\n"
+	"      --service-rule R    NAME=COND[,COND...], COND one of\n"
+	"                          label:K=GLOB namespace:GLOB "
+	"container:GLOB\n"
+	"                          exe:GLOB port:N (repeatable; first match\n"
+	"                          sets service.name)\n"
 	"  -d, --duration SECS     stop after SECS seconds\n"
 	"  -v, --verbose           more diagnostics (log_level info, -vv "
 	"debug)\n"
@@ -102,6 +115,13 @@ enum {
 	OPT_SECRET_FILE,
 	OPT_CAPTURE,
 	OPT_HEALTH,
+	OPT_NODE_NAME,
+	OPT_K8S_API,
+	OPT_K8S_TOKEN,
+	OPT_K8S_CA,
+	OPT_NO_K8S,
+	OPT_K8S_LABEL,
+	OPT_SERVICE_RULE,
 };
 
 /* Flag -> key. */
@@ -139,6 +159,13 @@ static const struct {
 	 "http.key_hash_secret_file"},
 	{OPT_CAPTURE, "--capture-header", "http.capture_headers"},
 	{OPT_HEALTH, "--health", "health.listen"},
+	{OPT_NODE_NAME, "--node-name", "k8s.node_name"},
+	{OPT_K8S_API, "--k8s-api", "k8s.api"},
+	{OPT_K8S_TOKEN, "--k8s-token", "k8s.token_file"},
+	{OPT_K8S_CA, "--k8s-ca", "k8s.ca_file"},
+	{OPT_NO_K8S, "--no-k8s", "k8s.enabled"},
+	{OPT_K8S_LABEL, "--k8s-label", "k8s.labels"},
+	{OPT_SERVICE_RULE, "--service-rule", "service.rules"},
 };
 
 static int add(struct ws_agent_args *a, const char *key, const char *value,
@@ -195,6 +222,13 @@ int ws_agent_args_parse(int argc, char **argv, struct ws_agent_args *a)
 		 OPT_SECRET_FILE},
 		{"capture-header", required_argument, NULL, OPT_CAPTURE},
 		{"health", required_argument, NULL, OPT_HEALTH},
+		{"node-name", required_argument, NULL, OPT_NODE_NAME},
+		{"k8s-api", required_argument, NULL, OPT_K8S_API},
+		{"k8s-token", required_argument, NULL, OPT_K8S_TOKEN},
+		{"k8s-ca", required_argument, NULL, OPT_K8S_CA},
+		{"no-k8s", no_argument, NULL, OPT_NO_K8S},
+		{"k8s-label", required_argument, NULL, OPT_K8S_LABEL},
+		{"service-rule", required_argument, NULL, OPT_SERVICE_RULE},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
@@ -245,7 +279,9 @@ int ws_agent_args_parse(int argc, char **argv, struct ws_agent_args *a)
 					       argv[optind - 1]);
 				return WS_EXIT_USAGE;
 			}
-			rc = add(a, flag_keys[i].key, optarg,
+			/* the one flag without a value turns its key off */
+			rc = add(a, flag_keys[i].key,
+				 opt == OPT_NO_K8S ? "false" : optarg,
 				 flag_keys[i].flag);
 		}
 		if (rc)

@@ -17,6 +17,7 @@
 #include "agent_cmd.h"
 #include "cli.h"
 #include "config.h"
+#include "enrich.h"
 #include "export/nats_export.h"
 #include "http_spans.h"
 #include "identity.h"
@@ -32,7 +33,8 @@
 
 struct agent {
 	struct ws_pipeline *p;
-	struct ws_identity *ids;
+	struct ws_identity *ids; /* en.ids */
+	struct ws_enrich en;
 	struct ws_nats_spans *nats;
 	struct ws_nats_spans_stats nats_final;
 	struct ws_http_spans *http;
@@ -92,7 +94,7 @@ static bool open_http(struct agent *ag, struct ws_conn *c)
 	info.rport = c->tuple.rport;
 	/* gen: when the capture saw the connect or accept */
 	info.open_ns = ws_pipeline_unix_ns(ag->p, c->id.gen);
-	info.resource = ws_identity_resource(ag->ids, c->id.tgid, c->comm);
+	info.resource = ws_enrich_resource(&ag->en, c);
 	pc->app = ws_http_conn_new(ag->http, &info);
 	ws_resource_put(info.resource);
 	return pc->app != NULL;
@@ -119,9 +121,11 @@ static bool on_open(void *ctx, struct ws_conn *c)
 		     sizeof(info.raddr));
 	info.lport = c->tuple.lport;
 	info.rport = c->tuple.rport;
-	info.resource = ws_identity_resource(ag->ids, c->id.tgid, c->comm);
+	info.resource = ws_enrich_resource(&ag->en, c);
+	info.peer = ws_enrich_peer(&ag->en, c);
 	pc->app = ws_nats_conn_new(ag->nats, &info);
 	ws_resource_put(info.resource);
+	ws_resource_put(info.peer);
 	return pc->app != NULL;
 }
 
@@ -238,12 +242,10 @@ static void print_agent_metrics(struct agent *ag)
 	/* after the builder is freed: its last counters */
 	const struct ws_nats_spans_stats *st =
 		ag->nats ? ws_nats_spans_stats(ag->nats) : &ag->nats_final;
-	struct ws_identity_stats is;
 	struct ws_jsonw w;
 
 	uint64_t spans_out, write_errors;
 
-	ws_identity_stats(ag->ids, &is);
 	ag->sink.ops->counts(ag->sink.impl, &spans_out, &write_errors);
 	jw_init(&w);
 	jw_begin(&w);
@@ -280,12 +282,7 @@ static void print_agent_metrics(struct agent *ag)
 	jw_u64(&w, "nomem", st->nomem);
 	jw_u64(&w, "excluded", st->excluded);
 	jw_obj_close(&w);
-	jw_obj_open(&w, "identity");
-	jw_u64(&w, "lookups", is.lookups);
-	jw_u64(&w, "misses", is.misses);
-	jw_u64(&w, "evicted", is.evicted);
-	jw_u64(&w, "proc_gone", is.proc_gone);
-	jw_obj_close(&w);
+	ws_enrich_metrics(&ag->en, &w);
 	if (ag->http)
 		put_http_metrics(&w, ag);
 	if (ag->sink.ops->metrics)
@@ -413,6 +410,7 @@ int cmd_agent(int argc, char **argv)
 	static struct ws_agent_args args;
 	struct ws_nats_spans_cfg ncfg;
 	struct ws_http_spans_cfg hcfg;
+	struct ws_enrich_cfg ecfg;
 	struct agent ag = {.args = &args};
 	struct ws_pipeline_opts o;
 	char err[512];
@@ -457,7 +455,14 @@ int cmd_agent(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
-	ag.ids = ws_identity_new("/proc");
+	/* validated with the rest of the configuration */
+	ws_config_enrich_cfg(&ag.cfg, &ecfg, err, sizeof(err));
+	if (ws_enrich_start(&ag.en, &ecfg)) {
+		ws_err("out of memory");
+		rc = 1;
+		goto out;
+	}
+	ag.ids = ag.en.ids;
 	ag.http = ws_http_spans_new(&hcfg, on_span, &ag);
 	OPENSSL_cleanse(hcfg.auth.secret, sizeof(hcfg.auth.secret));
 	ncfg.parent = http_parent;
@@ -484,7 +489,7 @@ int cmd_agent(int argc, char **argv)
 out:
 	ws_http_spans_free(ag.http, 0);
 	ws_nats_spans_free(ag.nats, 0);
-	ws_identity_free(ag.ids);
+	ws_enrich_stop(&ag.en);
 	ws_subject_filter_free(ag.exclude);
 	ws_config_free(&ag.cfg);
 	ws_agent_args_free(&args);

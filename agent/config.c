@@ -113,6 +113,15 @@ static const struct key keys[] = {
 	 O(n_capture_headers), 0, 0, WS_AUTH_MAX_HEADERS, NULL},
 	U64("http.request_timeout_s", http_request_timeout_s, 1, 3600, 0),
 	STR("health.listen", health_listen, 0),
+	{"k8s.enabled", T_BOOL, 0, O(k8s_enabled), 0, 0, 0, 0, NULL},
+	STR("k8s.node_name", node_name, 0),
+	STR("k8s.api", k8s_api, 0),
+	STR("k8s.token_file", k8s_token_file, 0),
+	STR("k8s.ca_file", k8s_ca_file, F_FILE),
+	{"k8s.labels", T_STR_LIST, 0, O(k8s_labels), O(n_k8s_labels), 0, 0,
+	 WS_K8S_MAX_ALLOW, NULL},
+	{"service.rules", T_STR_LIST, 0, O(service_rules), O(n_service_rules),
+	 0, 0, WS_SERVICE_MAX_RULES, NULL},
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -182,6 +191,7 @@ void ws_config_init(struct ws_config *c)
 	c->key_hash = WS_KEY_HASH_HMAC;
 	c->key_hash_secret_file = strdup(WS_AUTH_DEFAULT_SECRET_FILE);
 	c->http_request_timeout_s = 60;
+	c->k8s_enabled = true;
 }
 
 static void list_clear(struct ws_config *c, const struct key *k)
@@ -675,10 +685,15 @@ int ws_config_validate(const struct ws_config *c, char *err, size_t errlen)
 	char inner[256];
 	const char *why;
 
+	struct ws_enrich_cfg ec;
+
 	if (check_files(c, err, errlen) || check_auth(c, err, errlen) ||
 	    check_stream(c->js_stream, err, errlen) ||
 	    ws_config_http_cfg(c, &hc, err, errlen))
 		return -1;
+	if (ws_config_enrich_cfg(c, &ec, err, errlen))
+		return -1;
+	ws_enrich_cfg_free(&ec);
 	if (c->prefix && (ws_subject_pattern_check(c->prefix, &why) ||
 			  strpbrk(c->prefix, "*>")))
 		return fail(err, errlen, "export.subject.prefix: \"%s\": %s",
@@ -975,5 +990,37 @@ int ws_config_http_cfg(const struct ws_config *c, struct ws_http_spans_cfg *out,
 				    h);
 		out->capture_headers[out->n_capture_headers++] = h;
 	}
+	return 0;
+}
+
+int ws_config_enrich_cfg(const struct ws_config *c, struct ws_enrich_cfg *out,
+			 char *err, size_t errlen)
+{
+	uint64_t i;
+
+	ws_enrich_cfg_init(out);
+	out->no_k8s = !c->k8s_enabled;
+	out->node_name = c->node_name;
+	out->k8s_api = c->k8s_api;
+	out->k8s_token = c->k8s_token_file;
+	out->k8s_ca = c->k8s_ca_file;
+	for (i = 0; i < c->n_k8s_labels; i++)
+		if (ws_enrich_cfg_opt(out, "k8s-label", c->k8s_labels[i])) {
+			ws_enrich_cfg_free(out);
+			return fail(err, errlen, "k8s.labels: \"%s\": empty",
+				    c->k8s_labels[i]);
+		}
+	for (i = 0; i < c->n_service_rules; i++)
+		if (ws_enrich_cfg_opt(out, "service-rule",
+				      c->service_rules[i])) {
+			ws_enrich_cfg_free(out);
+			return fail(
+				err, errlen,
+				"service.rules: \"%s\": want "
+				"NAME=COND[,COND...] with COND one of "
+				"label:K=GLOB namespace:GLOB container:GLOB "
+				"exe:GLOB port:N",
+				c->service_rules[i]);
+		}
 	return 0;
 }

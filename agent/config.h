@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "enrich.h"
 #include "export/nats_export.h"
 #include "http_spans.h"
 #include "subject_filter.h"
@@ -70,6 +71,13 @@ struct ws_config {
 	uint64_t http_request_timeout_s;
 	/* health endpoint: host:port, NULL = none */
 	char *health_listen;
+	/* enrichment: Kubernetes and service.name */
+	bool k8s_enabled;
+	char *node_name, *k8s_api, *k8s_token_file, *k8s_ca_file;
+	char *k8s_labels[WS_K8S_MAX_ALLOW];
+	uint64_t n_k8s_labels;
+	char *service_rules[WS_SERVICE_MAX_RULES];
+	uint64_t n_service_rules;
 };
 
 /* A value from the command line (or a test): key = value. */
@@ -134,6 +142,12 @@ void ws_config_export_cfg(const struct ws_config *c,
  */
 int ws_config_http_cfg(const struct ws_config *c, struct ws_http_spans_cfg *out,
 		       char *err, size_t errlen);
+/*
+ * The enrichment's configuration (pointers into c; service rules parsed):
+ * 0, or -1 with "KEY: reason". Free with ws_enrich_cfg_free.
+ */
+int ws_config_enrich_cfg(const struct ws_config *c, struct ws_enrich_cfg *out,
+			 char *err, size_t errlen);
 /* Fill f (cleared first) with the subjects that derive no spans: the
  * user's, plus the telemetry subjects unless spans.exclude_own_telemetry
  * is false. 0 or -errno. */

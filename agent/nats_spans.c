@@ -18,6 +18,7 @@
 #include <xxhash.h>
 
 #include "nats_spans.h"
+#include "peers.h"
 #include "wirespan/abi.h"
 
 /* Payload bytes that go into a fingerprint: enough to tell messages apart,
@@ -430,6 +431,8 @@ static struct ws_span *new_span(struct ws_nats_conn *nc, const char *op,
 		put_destination(s, dest);
 	put_addr_attrs(s, nc);
 	put_identity(s, nc);
+	if (nc->info.peer)
+		ws_attrs_copy(&s->a, &nc->info.peer->a);
 	ws_attrs_int(&s->a, "thread.id", nc->tid);
 	return s;
 }
@@ -1620,6 +1623,8 @@ struct ws_nats_conn *ws_nats_conn_new(struct ws_nats_spans *b,
 	nc->info = *info;
 	if (info->resource)
 		ws_resource_get(info->resource);
+	if (info->peer)
+		ws_resource_get(info->peer);
 	for (d = 0; d < 2; d++) {
 		nc->side[d].nc = nc;
 		nc->side[d].dir = (uint8_t)d;
@@ -1706,6 +1711,7 @@ void ws_nats_conn_close(struct ws_nats_conn *nc, uint64_t ts_ns)
 	for (d = 0; d < 2; d++)
 		ws_nats_parser_free(nc->parser[d]);
 	ws_resource_put(nc->info.resource);
+	ws_resource_put(nc->info.peer);
 	for (i = 0; i < sizeof(identity_attrs) / sizeof(identity_attrs[0]); i++)
 		free(*identity_field(nc, i));
 	free(nc);

@@ -85,6 +85,9 @@ struct ws_nats_conn_info {
 	char laddr[48], raddr[48];
 	uint16_t lport, rport;
 	struct ws_resource *resource; /* referenced by the connection */
+	/* peer attributes (agent/peers.h) every span gets; may be NULL;
+	 * referenced by the connection */
+	struct ws_resource *peer;
 };
 
 void ws_nats_spans_cfg_init(struct ws_nats_spans_cfg *cfg);

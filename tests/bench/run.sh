@@ -23,6 +23,8 @@
 #  6. The NATS span sink alone against nats-server: spans/s encoded and
 #     published per core, bytes per span on the wire, core and JetStream
 #     (tests/bench/export_bench.sh, knobs listed there).
+#  7. Enrichment: identity cache hits and per-span cost, memory with 10k
+#     processes and 10k pods (tests/bench/enrich_bench.sh).
 #
 # QUICK=1 finishes in 2-3 minutes; the default (full) mode takes 6.5-10.5
 # minutes (more when it waits for other captures). Prints a markdown report
@@ -36,7 +38,7 @@
 # SWEEP (--max-capture values for extra runs of the NATS scenario; "" = none),
 # RATES ("50000 100000 0"; 0 = saturation),
 # RINGBUF (capture runs only; default: the capture's 16 MiB),
-# PARTS ("1 2 3 4 5 6": which parts to run). Parts 3 and 4 have their own knobs,
+# PARTS ("1 2 3 4 5 6 7": which parts to run). Parts 3 and 4 have their own knobs,
 # listed in tests/bench/agent_bench.sh (AGENT_RATES, AGENT_FILE_RATES, ...).
 
 set -uo pipefail
@@ -66,7 +68,7 @@ MAXCAP_RATES=${MAXCAP_RATES-$([ "$QUICK" = 1 ] && echo 50000 || echo "50000 1000
 RINGBUF=${RINGBUF:-}
 QUIET_WAIT=${QUIET_WAIT:-$([ "$QUICK" = 1 ] && echo 0 || echo 60)}
 MIN_WINDOW_RUNS=100 # programs/windows with fewer runs are not tabulated
-PARTS=${PARTS:-"1 2 3 4 5 6"}
+PARTS=${PARTS:-"1 2 3 4 5 6 7"}
 part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 WS=$ROOT/build/wirespan
@@ -161,6 +163,8 @@ HZ=$(getconf CLK_TCK)
 . tests/bench/agent_bench.sh
 # shellcheck source=tests/bench/export_bench.sh
 . tests/bench/export_bench.sh
+# shellcheck source=tests/bench/enrich_bench.sh
+. tests/bench/enrich_bench.sh
 
 # Wait (bounded) until no other tp_* BPF programs are loaded: another capture
 # on this host competes for the CPUs. Called while ours is not running.
@@ -577,6 +581,7 @@ if part 6; then
 	log "part 6: NATS export ($EXPORT_SECONDS s per run, batches $EXPORT_BATCHES)"
 	export_part
 fi
+part 7 && enrich_part
 T_END=$(date +%s)
 
 # ---- report ------------------------------------------------------------------
@@ -666,6 +671,7 @@ T_END=$(date +%s)
 	part 4 && agent_report
 	part 5 && echo && cat "$RAW/http.md"
 	part 6 && export_report
+	part 7 && enrich_report
 } >"$REPORT"
 cat "$REPORT"
 log "raw data: $RAW; report: $REPORT"
