@@ -187,3 +187,18 @@ def test_health_endpoint():
     r = subprocess.run([str(WIRESPAN), "agent", "--output", "stdout", "--health", "192.0.2.1:%d" % port, "--duration", "1"],
                        capture_output=True, timeout=30)
     check(r.returncode == 1 and b"cannot listen on 192.0.2.1" in r.stderr, "unbindable address: rc %s %r", r.returncode, r.stderr[-300:])
+
+
+def test_every_config_key_documented():
+    """Every key `wirespan agent --check-config` prints has a row in
+    docs/CONFIGURATION.md, and every documented key exists."""
+    import os
+    import re
+    r = subprocess.run([str(WIRESPAN), "agent", "--check-config"], capture_output=True, text=True, timeout=30)
+    check(r.returncode == 0, "--check-config: rc %s %s", r.returncode, r.stderr)
+    keys = {line.split(":", 1)[0] for line in r.stdout.splitlines() if ":" in line}
+    check(len(keys) > 40, "only %d keys printed", len(keys))
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "CONFIGURATION.md")).read()
+    documented = set(re.findall(r"^\| `([a-z0-9_.]+)` \|", doc, re.M))
+    check(keys <= documented, "keys without a row in docs/CONFIGURATION.md: %s", sorted(keys - documented))
+    check(documented <= keys, "documented keys the agent does not know: %s", sorted(documented - keys))
