@@ -32,6 +32,7 @@ enum ktype {
 #define F_POW2 0x08    /* a power of two */
 #define F_SIZE 0x10    /* bytes: KiB, MiB, GiB suffixes allowed */
 #define F_PATTERN 0x20 /* list of NATS subject patterns */
+#define F_SEMI 0x40    /* list items hold commas: ';' separates them */
 
 struct key {
 	const char *name;
@@ -120,8 +121,8 @@ static const struct key keys[] = {
 	STR("k8s.ca_file", k8s_ca_file, F_FILE),
 	{"k8s.labels", T_STR_LIST, 0, O(k8s_labels), O(n_k8s_labels), 0, 0,
 	 WS_K8S_MAX_ALLOW, NULL},
-	{"service.rules", T_STR_LIST, 0, O(service_rules), O(n_service_rules),
-	 0, 0, WS_SERVICE_MAX_RULES, NULL},
+	{"service.rules", T_STR_LIST, F_SEMI, O(service_rules),
+	 O(n_service_rules), 0, 0, WS_SERVICE_MAX_RULES, NULL},
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -382,6 +383,7 @@ int ws_config_set(struct ws_config *c, const char *key, const char *value,
 {
 	const struct key *k = find_key(key);
 	char *copy, *tok, *save;
+	const char *sep;
 	int rc = 0;
 
 	if (!k)
@@ -398,8 +400,9 @@ int ws_config_set(struct ws_config *c, const char *key, const char *value,
 	copy = strdup(value);
 	if (!copy)
 		return fail(err, errlen, "%s: out of memory", key);
-	for (tok = strtok_r(copy, ",", &save); tok && !rc;
-	     tok = strtok_r(NULL, ",", &save)) {
+	sep = k->flags & F_SEMI ? ";" : ",";
+	for (tok = strtok_r(copy, sep, &save); tok && !rc;
+	     tok = strtok_r(NULL, sep, &save)) {
 		while (*tok == ' ')
 			tok++;
 		if (*tok)

@@ -277,7 +277,7 @@ def test_deploy_configmap_is_valid_config():
         r = subprocess.run([WIRESPAN, "agent", "--check-config", "--config", conf], capture_output=True, text=True,
                            env=dict(os.environ, WIRESPAN_EXPORT_NODE="node-1"))
         check(r.returncode == 0, "--check-config of the ConfigMap: rc %s\n%s", r.returncode, r.stdout + r.stderr)
-        check("export.node: node-1" in r.stdout, "WIRESPAN_EXPORT_NODE not applied:\n%s", r.stdout)
+        check(re.search(r'^export\.node: "?node-1"?$', r.stdout, re.M), "WIRESPAN_EXPORT_NODE not applied:\n%s", r.stdout)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ds = [d for _, d in manifests() if d.get("kind") == "DaemonSet"][0]
