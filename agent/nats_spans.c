@@ -1611,6 +1611,21 @@ struct ws_nats_conn *ws_nats_conn_new(struct ws_nats_spans *b,
 	return nc;
 }
 
+/* Keep b->ending sorted by read_end, so that the tick stops at the first
+ * span still in its grace period instead of walking every one of them.
+ * Records come nearly in time order: the walk back is short. */
+static void ending_add(struct ws_nats_spans *b, struct pend *p)
+{
+	struct pend *after = b->ending ? b->ending->eprev : NULL;
+
+	while (after && after->read_end > p->read_end)
+		after = after == b->ending ? NULL : after->eprev;
+	if (after)
+		DL_APPEND_ELEM2(b->ending, after, p, eprev, enext);
+	else
+		DL_PREPEND2(b->ending, p, eprev, enext);
+}
+
 /* The thread reads this connection again: what it was processing from it
  * is done. */
 static void end_thread_reads(struct ws_nats_conn *nc)
@@ -1625,7 +1640,7 @@ static void end_thread_reads(struct ws_nats_conn *nc)
 		if (p->nc != nc)
 			continue;
 		p->read_end = nc->ts ? nc->ts : 1;
-		DL_APPEND2(nc->b->ending, p, eprev, enext);
+		ending_add(nc->b, p);
 		/* Over for this thread: off its list now, so that the list
 		 * holds only what the thread may still be inside. */
 		DL_DELETE2(t->procs, p, tprev, tnext);
@@ -1726,9 +1741,10 @@ void ws_nats_spans_tick(struct ws_nats_spans *b, uint64_t now_ns)
 
 	DL_FOREACH_SAFE2(b->ending, p, tmp, enext)
 	{
+		/* sorted by read_end: the rest is in its grace period too */
 		if (now_ns < p->read_end ||
 		    now_ns - p->read_end < READ_END_GRACE_NS)
-			continue;
+			break;
 		b->st.process_end_read++;
 		pend_end(b, p, p->read_end);
 	}
