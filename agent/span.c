@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -123,22 +124,33 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 	return len;
 }
 
-char *ws_utf8_sanitize(const char *s, size_t len, size_t max, bool *cut)
+/*
+ * Copy s[0..len) into out as valid UTF-8 of at most max bytes (invalid
+ * sequences become U+FFFD, cut on a character boundary) and NUL-terminate.
+ * out needs min(len * 3, max) + 1 bytes. Returns the bytes written.
+ */
+static size_t utf8_sanitize_into(const char *s, size_t len, size_t max,
+				 char *out, bool *cut)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	size_t i = 0, o = 0;
-	char *out;
 
 	if (cut)
 		*cut = false;
-	/* worst case: every byte becomes 3 bytes of U+FFFD */
-	out = malloc((len < max ? len : max) * 3 + 1);
-	if (!out)
-		return NULL;
 	while (i < len) {
-		size_t k = utf8_seq(u + i, len - i);
-		size_t need = k ? k : 3;
+		size_t k, need, run = i;
 
+		/* ASCII runs (nearly everything) are copied in one go */
+		while (run < len && u[run] < 0x80 && o + (run - i) < max)
+			run++;
+		if (run > i) {
+			memcpy(out + o, u + i, run - i);
+			o += run - i;
+			i = run;
+			continue;
+		}
+		k = u[i] < 0x80 ? 1 : utf8_seq(u + i, len - i);
+		need = k ? k : 3;
 		if (o + need > max) {
 			if (cut)
 				*cut = true;
@@ -155,6 +167,95 @@ char *ws_utf8_sanitize(const char *s, size_t len, size_t max, bool *cut)
 		}
 	}
 	out[o] = '\0';
+	return o;
+}
+
+static size_t sanitized_cap(size_t len, size_t max)
+{
+	/* worst case: every byte becomes 3 bytes of U+FFFD */
+	return (len < max ? len : max) * 3 + 1;
+}
+
+char *ws_utf8_sanitize(const char *s, size_t len, size_t max, bool *cut)
+{
+	char *out = malloc(sanitized_cap(len, max));
+
+	if (out)
+		utf8_sanitize_into(s, len, max, out, cut);
+	return out;
+}
+
+/* ---- string pools ---- */
+
+struct ws_strpool_blk {
+	struct ws_strpool_blk *next;
+	char data[];
+};
+
+/* Chained blocks are at least this big; past POOL_MAX_TOTAL bytes of them
+ * (a span whose attributes are replaced over and over), strings are
+ * malloc'd one by one again, so that replacing one frees the old. */
+#define POOL_BLOCK 2048u
+#define POOL_MAX_TOTAL (64u * 1024u)
+
+static void pool_init(struct ws_strpool *p, char *buf, uint32_t cap)
+{
+	memset(p, 0, sizeof(*p));
+	p->buf = buf;
+	p->cap = cap;
+}
+
+static char *pool_alloc(struct ws_strpool *p, size_t n)
+{
+	struct ws_strpool_blk *b;
+	char *r;
+
+	if (p->cap - p->used < n) {
+		size_t sz = n > POOL_BLOCK ? n : POOL_BLOCK;
+
+		if (p->total + sz > POOL_MAX_TOTAL)
+			return NULL;
+		b = malloc(sizeof(*b) + sz);
+		if (!b)
+			return NULL;
+		b->next = p->blocks;
+		p->blocks = b;
+		p->total += (uint32_t)sz;
+		p->buf = b->data;
+		p->used = 0;
+		p->cap = (uint32_t)sz;
+	}
+	r = p->buf + p->used;
+	p->used += (uint32_t)n;
+	return r;
+}
+
+static void pool_free(struct ws_strpool *p)
+{
+	struct ws_strpool_blk *b, *next;
+
+	for (b = p->blocks; b; b = next) {
+		next = b->next;
+		free(b);
+	}
+	p->blocks = NULL;
+}
+
+/* A sanitized copy of s, from pool if it has room (*pooled), else malloc. */
+static char *str_copy(struct ws_strpool *pool, const char *s, size_t len,
+		      bool *cut, bool *pooled)
+{
+	size_t cap = sanitized_cap(len, WS_SPAN_MAX_STR);
+	char *out = pool ? pool_alloc(pool, cap) : NULL;
+
+	*pooled = out != NULL;
+	if (!out)
+		return ws_utf8_sanitize(s, len, WS_SPAN_MAX_STR, cut);
+	/* give back what the worst case did not need: out is the newest
+	 * allocation of the current block */
+	pool->used -= (uint32_t)(cap - 1 -
+				 utf8_sanitize_into(s, len, WS_SPAN_MAX_STR,
+						    out, cut));
 	return out;
 }
 
@@ -167,50 +268,83 @@ void ws_attrs_init(struct ws_attrs *a, struct ws_attr *store, uint16_t cap)
 	a->cap = cap;
 }
 
+/* FNV-1a of a key: attributes are looked up by key on every set. */
+static uint32_t key_hash(const char *key)
+{
+	uint32_t h = 2166136261u;
+
+	while (*key)
+		h = (h ^ (uint8_t)*key++) * 16777619u;
+	return h;
+}
+
 static void attr_release(struct ws_attr *at)
 {
-	if (at->type == WS_ATTR_STR)
+	if (at->type == WS_ATTR_STR && !at->pooled)
 		free(at->s);
 	at->type = 0;
+	at->pooled = 0;
+}
+
+static struct ws_attr *attr_find(const struct ws_attrs *a, const char *key,
+				 uint32_t h)
+{
+	uint16_t i;
+
+	for (i = 0; i < a->n; i++)
+		if (a->v[i].khash == h &&
+		    (a->v[i].key == key || !strcmp(a->v[i].key, key)))
+			return &a->v[i];
+	return NULL;
 }
 
 /* The slot for key: the existing one (released) or a new one. */
 static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
 {
-	uint16_t i;
+	uint32_t h = key_hash(key);
+	struct ws_attr *at = attr_find(a, key, h);
 
-	for (i = 0; i < a->n; i++) {
-		if (!strcmp(a->v[i].key, key)) {
-			attr_release(&a->v[i]);
-			return &a->v[i];
-		}
+	if (at) {
+		attr_release(at);
+		return at;
 	}
 	if (a->n >= a->cap) {
 		a->dropped++;
 		return NULL;
 	}
-	a->v[a->n].key = key;
-	a->v[a->n].type = 0;
-	return &a->v[a->n++];
+	at = &a->v[a->n++];
+	at->key = key;
+	at->khash = h;
+	at->type = 0;
+	at->pooled = 0;
+	return at;
 }
 
 int ws_attrs_str(struct ws_attrs *a, const char *key, const char *s, size_t len)
 {
-	struct ws_attr *at;
-	bool cut;
+	uint32_t h = key_hash(key);
+	struct ws_attr *at = attr_find(a, key, h);
+	bool cut, pooled;
 	char *v;
 
-	v = ws_utf8_sanitize(s ? s : "", s ? len : 0, WS_SPAN_MAX_STR, &cut);
+	if (!at && a->n >= a->cap) {
+		a->dropped++;
+		return -ENOSPC;
+	}
+	v = str_copy(a->pool, s ? s : "", s ? len : 0, &cut, &pooled);
 	if (!v)
 		return -ENOMEM;
-	at = attr_slot(a, key);
-	if (!at) {
-		free(v);
-		return -ENOSPC;
+	if (at) {
+		attr_release(at);
+	} else {
+		at = &a->v[a->n++];
+		at->key = key;
+		at->khash = h;
 	}
 	if (cut)
 		a->cut++;
 	at->type = WS_ATTR_STR;
+	at->pooled = pooled;
 	at->s = v;
 	return 0;
 }
@@ -255,12 +389,7 @@ int ws_attrs_double(struct ws_attrs *a, const char *key, double v)
 
 const struct ws_attr *ws_attrs_get(const struct ws_attrs *a, const char *key)
 {
-	uint16_t i;
-
-	for (i = 0; i < a->n; i++)
-		if (!strcmp(a->v[i].key, key))
-			return &a->v[i];
-	return NULL;
+	return attr_find(a, key, key_hash(key));
 }
 
 void ws_attrs_clear(struct ws_attrs *a)
@@ -274,19 +403,37 @@ void ws_attrs_clear(struct ws_attrs *a)
 
 /* ---- spans ---- */
 
+/* Freed spans kept for reuse, per thread (spans may be freed on another
+ * thread than the one that made them): no calloc of ~3 KiB and no page
+ * faults per span. */
+#define SPAN_CACHE_MAX 256
+static _Thread_local struct ws_span *span_cache;
+static _Thread_local unsigned span_cache_n;
+
 struct ws_span *ws_span_new(const char *name, uint8_t kind, uint64_t start_ns,
 			    const uint8_t *trace_id)
 {
-	struct ws_span *s = calloc(1, sizeof(*s));
+	struct ws_span *s = span_cache;
+	bool pooled;
 	int i;
 
-	if (!s)
-		return NULL;
-	s->name = ws_utf8_sanitize(name, strlen(name), WS_SPAN_MAX_STR, NULL);
+	if (s) {
+		span_cache = s->cache_next;
+		span_cache_n--;
+		/* the pool's bytes need no zeroing */
+		memset(s, 0, offsetof(struct ws_span, pool_buf));
+	} else {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return NULL;
+	}
+	pool_init(&s->pool, s->pool_buf, sizeof(s->pool_buf));
+	s->name = str_copy(&s->pool, name, strlen(name), NULL, &pooled);
 	if (!s->name) {
 		free(s);
 		return NULL;
 	}
+	s->name_pooled = pooled;
 	if (trace_id && !ws_id_is_zero(trace_id, 16))
 		memcpy(s->trace_id, trace_id, 16);
 	else
@@ -296,11 +443,16 @@ struct ws_span *ws_span_new(const char *name, uint8_t kind, uint64_t start_ns,
 	s->start_ns = start_ns;
 	s->end_ns = start_ns;
 	ws_attrs_init(&s->a, s->attr_store, WS_SPAN_MAX_ATTRS);
-	for (i = 0; i < WS_SPAN_MAX_LINKS; i++)
+	s->a.pool = &s->pool;
+	for (i = 0; i < WS_SPAN_MAX_LINKS; i++) {
 		ws_attrs_init(&s->links[i].a, s->links[i].attrs, 2);
-	for (i = 0; i < WS_SPAN_MAX_EVENTS; i++)
+		s->links[i].a.pool = &s->pool;
+	}
+	for (i = 0; i < WS_SPAN_MAX_EVENTS; i++) {
 		ws_attrs_init(&s->events[i].a, s->events[i].attrs,
 			      WS_SPAN_MAX_EVENT_ATTRS);
+		s->events[i].a.pool = &s->pool;
+	}
 	return s;
 }
 
@@ -315,21 +467,32 @@ void ws_span_free(struct ws_span *s)
 		ws_attrs_clear(&s->links[i].a);
 	for (i = 0; i < s->n_events; i++)
 		ws_attrs_clear(&s->events[i].a);
-	free(s->name);
+	if (!s->name_pooled)
+		free(s->name);
 	free(s->trace_state);
 	free(s->status_message);
 	ws_resource_put(s->resource);
-	free(s);
+	pool_free(&s->pool);
+	if (span_cache_n >= SPAN_CACHE_MAX) {
+		free(s);
+		return;
+	}
+	s->cache_next = span_cache;
+	span_cache = s;
+	span_cache_n++;
 }
 
 int ws_span_set_name(struct ws_span *s, const char *name)
 {
-	char *n = ws_utf8_sanitize(name, strlen(name), WS_SPAN_MAX_STR, NULL);
+	bool pooled;
+	char *n = str_copy(&s->pool, name, strlen(name), NULL, &pooled);
 
 	if (!n)
 		return -ENOMEM;
-	free(s->name);
+	if (!s->name_pooled)
+		free(s->name);
 	s->name = n;
+	s->name_pooled = pooled;
 	return 0;
 }
 
