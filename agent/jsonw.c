@@ -47,20 +47,44 @@ static void put(struct ws_jsonw *w, const char *s, size_t n)
 	w->len += n;
 }
 
-/* Escape n bytes as a JSON string body, one character per byte. */
+/* Bytes that need an escape: controls, '"' and '\\' (1), and in raw mode
+ * also 0x7f and above (2). */
+#define ROW(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
+static const uint8_t esc_class[256] = {
+	ROW(1), ROW(1), /* 0x00-0x1f */
+	0,	0,	1,	0,	0,	0,	0,	0,
+	0,	0,	0,	0,	0,	0,	0,	0, /* '"' */
+	ROW(0), ROW(0), /* 0x30-0x4f */
+	0,	0,	0,	0,	0,	0,	0,	0,
+	0,	0,	0,	0,	1,	0,	0,	0, /* '\\' */
+	ROW(0), /* 0x60-0x6f */
+	0,	0,	0,	0,	0,	0,	0,	0,
+	0,	0,	0,	0,	0,	0,	0,	2, /* 0x7f */
+	ROW(2), ROW(2), ROW(2), ROW(2), ROW(2), ROW(2), ROW(2), ROW(2),
+};
+#undef ROW
+
+/* Escape n bytes as a JSON string body, one character per byte. Runs of
+ * bytes that need no escape (nearly all) are copied in one go. */
 size_t ws_json_escape(char *dst, const uint8_t *src, size_t n, bool utf8)
 {
 	static const char hex[] = "0123456789abcdef";
+	uint8_t stop = utf8 ? 1 : 3; /* classes that end a run */
 	char *o = dst;
-	size_t i;
+	size_t i = 0;
 
-	for (i = 0; i < n; i++) {
-		uint8_t c = src[i];
+	while (i < n) {
+		size_t run = i;
+		uint8_t c;
 
-		if (c >= 0x20 && c != '"' && c != '\\' && (utf8 || c < 0x7f)) {
-			*o++ = (char)c;
-			continue;
-		}
+		while (run < n && !(esc_class[src[run]] & stop))
+			run++;
+		memcpy(o, src + i, run - i);
+		o += run - i;
+		if (run == n)
+			break;
+		c = src[run];
+		i = run + 1;
 		*o++ = '\\';
 		switch (c) {
 		case '"':
@@ -85,6 +109,20 @@ size_t ws_json_escape(char *dst, const uint8_t *src, size_t n, bool utf8)
 		}
 	}
 	return (size_t)(o - dst);
+}
+
+size_t ws_json_u64(char *out, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0, i;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	for (i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	return n;
 }
 
 static void put_escaped(struct ws_jsonw *w, const uint8_t *b, size_t n)
@@ -140,11 +178,11 @@ void jw_bytes(struct ws_jsonw *w, const char *k, const uint8_t *b, size_t n)
 
 void jw_u64(struct ws_jsonw *w, const char *k, uint64_t v)
 {
-	char num[24];
-	int n = snprintf(num, sizeof(num), "%" PRIu64, v);
+	char num[20];
+	size_t n = ws_json_u64(num, v);
 
 	key(w, k);
-	put(w, num, (size_t)n);
+	put(w, num, n);
 }
 
 void jw_bool(struct ws_jsonw *w, const char *k, bool v)
