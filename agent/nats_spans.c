@@ -251,7 +251,8 @@ static void ring_put(struct ws_nats_spans *b, struct recent_ring *r,
 	struct recent *e, *old;
 
 	e = &r->slots[r->next];
-	r->next = (r->next + 1) % r->cap;
+	if (++r->next == r->cap)
+		r->next = 0;
 	if (e->used) {
 		if (e->hashed)
 			HASH_DEL(r->by_key, e);
@@ -263,7 +264,6 @@ static void ring_put(struct ws_nats_spans *b, struct recent_ring *r,
 	HASH_FIND(hh, r->by_key, &key, sizeof(key), old);
 	e->older = NO_OLDER;
 	if (old) {
-		HASH_DEL(r->by_key, old);
 		old->hashed = false;
 		e->older = (uint32_t)(old - r->slots);
 		e->older_gen = old->gen;
@@ -275,6 +275,10 @@ static void ring_put(struct ws_nats_spans *b, struct recent_ring *r,
 	e->ts = ts;
 	e->used = e->hashed = true;
 	HASH_ADD(hh, r->by_key, key, sizeof(e->key), e);
+	/* Only now: deleting a table's last entry frees the table, and
+	 * one busy key (identical messages) made that two mallocs a put. */
+	if (old)
+		HASH_DEL(r->by_key, old);
 }
 
 /* The newest entry of key recorded no later than ts_max. */
