@@ -241,16 +241,46 @@ static void pool_free(struct ws_strpool *p)
 	p->blocks = NULL;
 }
 
+/* Are the n bytes at s all ASCII? Eight at a time. */
+static bool all_ascii(const char *s, size_t n)
+{
+	uint64_t acc = 0, w;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&w, s + i, 8);
+		acc |= w;
+	}
+	for (; i < n; i++)
+		acc |= (uint8_t)s[i];
+	return !(acc & 0x8080808080808080ull);
+}
+
 /* A sanitized copy of s, from pool if it has room (*pooled), else malloc. */
 static char *str_copy(struct ws_strpool *pool, const char *s, size_t len,
 		      bool *cut, bool *pooled)
 {
-	size_t cap = sanitized_cap(len, WS_SPAN_MAX_STR);
-	char *out = pool ? pool_alloc(pool, cap) : NULL;
+	size_t n = len < WS_SPAN_MAX_STR ? len : WS_SPAN_MAX_STR, cap;
+	char *out;
 
-	*pooled = out != NULL;
+	*pooled = false;
+	if (pool && all_ascii(s, n)) {
+		/* ASCII needs no change: exactly n bytes (cut if longer) */
+		out = pool_alloc(pool, n + 1);
+		if (out) {
+			memcpy(out, s, n);
+			out[n] = '\0';
+			if (cut)
+				*cut = len > n;
+			*pooled = true;
+			return out;
+		}
+	}
+	cap = sanitized_cap(len, WS_SPAN_MAX_STR);
+	out = pool ? pool_alloc(pool, cap) : NULL;
 	if (!out)
 		return ws_utf8_sanitize(s, len, WS_SPAN_MAX_STR, cut);
+	*pooled = true;
 	/* give back what the worst case did not need: out is the newest
 	 * allocation of the current block */
 	pool->used -= (uint32_t)(cap - 1 -
@@ -268,14 +298,27 @@ void ws_attrs_init(struct ws_attrs *a, struct ws_attr *store, uint16_t cap)
 	a->cap = cap;
 }
 
-/* FNV-1a of a key: attributes are looked up by key on every set. */
+/* A hash of a key from its length and its first and last 8 bytes: every
+ * set looks its key up, and a byte-at-a-time hash cost more than the rest
+ * of the set. Equal hashes are confirmed with strcmp. */
 static uint32_t key_hash(const char *key)
 {
-	uint32_t h = 2166136261u;
+	size_t n = strlen(key);
+	uint64_t a = 0, b = 0, h;
 
-	while (*key)
-		h = (h ^ (uint8_t)*key++) * 16777619u;
-	return h;
+	memcpy(&a, key, n < 8 ? n : 8);
+	if (n > 8)
+		memcpy(&b, key + n - 8, 8);
+	h = (a * 0x9e3779b97f4a7c15ull) ^ (b * 0xc2b2ae3d27d4eb4full) ^ n;
+	h ^= h >> 29;
+	return (uint32_t)(h ^ (h >> 32));
+}
+
+/* ws_attrs.keys: one bit per key hash, so that a key not there yet (the
+ * usual case) is known without walking the attributes. */
+static uint64_t key_bit(uint32_t h)
+{
+	return 1ull << (h >> 26);
 }
 
 static void attr_release(struct ws_attr *at)
@@ -291,6 +334,8 @@ static struct ws_attr *attr_find(const struct ws_attrs *a, const char *key,
 {
 	uint16_t i;
 
+	if (!(a->keys & key_bit(h)))
+		return NULL;
 	for (i = 0; i < a->n; i++)
 		if (a->v[i].khash == h &&
 		    (a->v[i].key == key || !strcmp(a->v[i].key, key)))
@@ -315,6 +360,7 @@ static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
 	at = &a->v[a->n++];
 	at->key = key;
 	at->khash = h;
+	a->keys |= key_bit(h);
 	at->type = 0;
 	at->pooled = 0;
 	return at;
@@ -340,6 +386,7 @@ int ws_attrs_str(struct ws_attrs *a, const char *key, const char *s, size_t len)
 		at = &a->v[a->n++];
 		at->key = key;
 		at->khash = h;
+		a->keys |= key_bit(h);
 	}
 	if (cut)
 		a->cut++;
@@ -399,6 +446,7 @@ void ws_attrs_clear(struct ws_attrs *a)
 	for (i = 0; i < a->n; i++)
 		attr_release(&a->v[i]);
 	a->n = 0;
+	a->keys = 0;
 }
 
 /* ---- spans ---- */

@@ -91,6 +91,7 @@ struct ws_attrs {
 	uint32_t cut;	  /* string values cut to WS_SPAN_MAX_STR */
 	/* where string values go; NULL: one malloc each */
 	struct ws_strpool *pool;
+	uint64_t keys; /* private to span.c: bits of the keys' hashes */
 };
 
 struct ws_span_link {
