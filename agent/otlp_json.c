@@ -28,15 +28,13 @@ struct out {
 /* Reused across calls: the agent writes from one thread. */
 static _Thread_local struct out tls_out;
 
-static bool reserve(struct out *o, size_t more)
+static bool grow(struct out *o, size_t more)
 {
 	size_t ncap;
 	char *nb;
 
 	if (o->oom)
 		return false;
-	if (o->len + more <= o->cap)
-		return true;
 	ncap = o->cap ? o->cap : 64 * 1024;
 	while (ncap < o->len + more)
 		ncap *= 2;
@@ -50,7 +48,13 @@ static bool reserve(struct out *o, size_t more)
 	return true;
 }
 
-static void raw(struct out *o, const char *s, size_t n)
+/* Inline: the writer reserves a few bytes dozens of times per span. */
+static inline bool reserve(struct out *o, size_t more)
+{
+	return (o->len + more <= o->cap && !o->oom) || grow(o, more);
+}
+
+static inline void raw(struct out *o, const char *s, size_t n)
 {
 	if (!reserve(o, n))
 		return;
