@@ -241,18 +241,24 @@ static void pool_free(struct ws_strpool *p)
 	p->blocks = NULL;
 }
 
-/* Are the n bytes at s all ASCII? Eight at a time. */
-static bool all_ascii(const char *s, size_t n)
+/* Copy n bytes to out (room for n + 1) and NUL-terminate if they are all
+ * ASCII, eight at a time (a call to memcpy per short string cost more
+ * than the copy). Returns false, out unfinished, if one is not. */
+static bool copy_ascii(char *out, const char *s, size_t n)
 {
 	uint64_t acc = 0, w;
 	size_t i = 0;
 
 	for (; i + 8 <= n; i += 8) {
 		memcpy(&w, s + i, 8);
+		memcpy(out + i, &w, 8);
 		acc |= w;
 	}
-	for (; i < n; i++)
+	for (; i < n; i++) {
+		out[i] = s[i];
 		acc |= (uint8_t)s[i];
+	}
+	out[n] = '\0';
 	return !(acc & 0x8080808080808080ull);
 }
 
@@ -264,17 +270,16 @@ static char *str_copy(struct ws_strpool *pool, const char *s, size_t len,
 	char *out;
 
 	*pooled = false;
-	if (pool && all_ascii(s, n)) {
-		/* ASCII needs no change: exactly n bytes (cut if longer) */
-		out = pool_alloc(pool, n + 1);
-		if (out) {
-			memcpy(out, s, n);
-			out[n] = '\0';
+	/* ASCII needs no change: exactly n bytes (cut if longer) */
+	out = pool ? pool_alloc(pool, n + 1) : NULL;
+	if (out) {
+		if (copy_ascii(out, s, n)) {
 			if (cut)
 				*cut = len > n;
 			*pooled = true;
 			return out;
 		}
+		pool->used -= (uint32_t)(n + 1); /* the newest allocation */
 	}
 	cap = sanitized_cap(len, WS_SPAN_MAX_STR);
 	out = pool ? pool_alloc(pool, cap) : NULL;
