@@ -473,15 +473,28 @@ static struct ws_span *new_span(struct ws_nats_conn *nc, const char *op,
 				const char *optype, struct ws_nats_str dest,
 				uint8_t kind)
 {
-	char name[MAX_SUBJECT + 32], subj[MAX_SUBJECT];
+	char name[MAX_SUBJECT + 32];
 	struct ws_span *s;
+	size_t n = strlen(op), d;
 
-	if (dest.len)
-		snprintf(name, sizeof(name), "%s %s", op,
-			 is_inbox(dest) ? "_INBOX.*"
-					: cstr(dest, subj, sizeof(subj)));
-	else
-		snprintf(name, sizeof(name), "%s", op);
+	/* "<op> <subject>" (as snprintf did it: op whole, subject cut) */
+	if (n > sizeof(name) - 1)
+		n = sizeof(name) - 1;
+	memcpy(name, op, n);
+	if (dest.len && n < sizeof(name) - 1) {
+		struct ws_nats_str shown = dest;
+
+		if (is_inbox(dest))
+			shown = (struct ws_nats_str){"_INBOX.*", 8};
+		else if (shown.len > MAX_SUBJECT - 1)
+			shown.len = MAX_SUBJECT - 1;
+		name[n++] = ' ';
+		d = shown.len < sizeof(name) - 1 - n ? shown.len
+						     : sizeof(name) - 1 - n;
+		memcpy(name + n, shown.ptr, d);
+		n += d;
+	}
+	name[n] = '\0';
 	s = ws_span_new(name, kind, nc->ts, NULL);
 	if (!s) {
 		nc->b->st.nomem++;

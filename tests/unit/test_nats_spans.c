@@ -472,10 +472,57 @@ static void garbage_then_publish(void **state)
 	ws_nats_conn_close(c, 200);
 }
 
+/* Span names: "<op> <subject>", inboxes templated, subjects cut to 511
+ * bytes as the name is built. */
+static void span_names(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	char line[800], want[600];
+	struct ws_span *s;
+
+	feed(c, WS_DIR_INGRESS, INFO(7), 11, 1000);
+	feed(c, WS_DIR_EGRESS, "PUB a.b 2\r\nhi\r\n", 11, 2000);
+	feed(c, WS_DIR_EGRESS, "PUB _INBOX.x.y 2\r\nhi\r\n", 11, 3000);
+	memset(want, 0, sizeof(want));
+	memcpy(want, "publish ", 8);
+	memset(want + 8, 's', 511);
+	snprintf(line, sizeof(line), "PUB %.600s 2\r\nhi\r\n",
+		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
+		 "sss"
+		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
+		 "sss"
+		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
+		 "sss"
+		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
+		 "sss"
+		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
+		 "sss"
+		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
+		 "sss"
+		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
+		 "sss"
+		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
+		 "sss"
+		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
+		 "sss"
+		 "ssssssssssssssssssssssss");
+	feed(c, WS_DIR_EGRESS, line, 11, 4000);
+	assert_int_equal(f->out.n, 3);
+	assert_string_equal(f->out.s[0]->name, "publish a.b");
+	assert_string_equal(f->out.s[1]->name, "publish _INBOX.*");
+	s = f->out.s[2];
+	assert_string_equal(s->name, want);
+	/* the attribute keeps the whole subject */
+	assert_int_equal(strlen(attr_s(s, "messaging.destination.name")), 600);
+	ws_nats_conn_close(c, 5000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(publish_span, setup, teardown),
+		cmocka_unit_test_setup_teardown(span_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(process_ends_at_next_read,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(broker_hop_links, setup,
