@@ -64,48 +64,74 @@ static const uint8_t esc_class[256] = {
 };
 #undef ROW
 
-/* Escape n bytes as a JSON string body, one character per byte. Runs of
- * bytes that need no escape (nearly all) are copied in one go. */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* Non-zero if a byte of w is below c (c <= 128), or equal to c. */
+static inline uint64_t has_below(uint64_t w, uint8_t c)
+{
+	return (w - ONES * c) & ~w & HIGHS;
+}
+
+static inline uint64_t has_byte(uint64_t w, uint8_t c)
+{
+	return has_below(w ^ (ONES * c), 1);
+}
+
+/* Escape n bytes as a JSON string body, one character per byte. Eight
+ * bytes at a time while none of them needs an escape (nearly always). */
 size_t ws_json_escape(char *dst, const uint8_t *src, size_t n, bool utf8)
 {
 	static const char hex[] = "0123456789abcdef";
-	uint8_t stop = utf8 ? 1 : 3; /* classes that end a run */
+	uint8_t stop = utf8 ? 1 : 3; /* classes that need an escape */
 	char *o = dst;
-	size_t i = 0;
+	size_t i = 0, end;
+	uint64_t w, bad;
 
 	while (i < n) {
-		size_t run = i;
-		uint8_t c;
+		while (i + 8 <= n) {
+			memcpy(&w, src + i, 8);
+			bad = has_below(w, 0x20) | has_byte(w, '"') |
+			      has_byte(w, '\\');
+			if (!utf8)
+				bad |= (w & HIGHS) | has_byte(w, 0x7f);
+			if (bad)
+				break;
+			/* dst has room for 6 * n: 8 more bytes fit */
+			memcpy(o, &w, 8);
+			o += 8;
+			i += 8;
+		}
+		/* byte by byte through the word that has one (or the tail) */
+		for (end = i + 8 < n ? i + 8 : n; i < end; i++) {
+			uint8_t c = src[i];
 
-		while (run < n && !(esc_class[src[run]] & stop))
-			run++;
-		memcpy(o, src + i, run - i);
-		o += run - i;
-		if (run == n)
-			break;
-		c = src[run];
-		i = run + 1;
-		*o++ = '\\';
-		switch (c) {
-		case '"':
-		case '\\':
-			*o++ = (char)c;
-			break;
-		case '\n':
-			*o++ = 'n';
-			break;
-		case '\r':
-			*o++ = 'r';
-			break;
-		case '\t':
-			*o++ = 't';
-			break;
-		default:
-			*o++ = 'u';
-			*o++ = '0';
-			*o++ = '0';
-			*o++ = hex[c >> 4];
-			*o++ = hex[c & 15];
+			if (!(esc_class[c] & stop)) {
+				*o++ = (char)c;
+				continue;
+			}
+			*o++ = '\\';
+			switch (c) {
+			case '"':
+			case '\\':
+				*o++ = (char)c;
+				break;
+			case '\n':
+				*o++ = 'n';
+				break;
+			case '\r':
+				*o++ = 'r';
+				break;
+			case '\t':
+				*o++ = 't';
+				break;
+			default:
+				*o++ = 'u';
+				*o++ = '0';
+				*o++ = '0';
+				*o++ = hex[c >> 4];
+				*o++ = hex[c & 15];
+			}
 		}
 	}
 	return (size_t)(o - dst);
