@@ -64,16 +64,19 @@ static inline void raw(struct out *o, const char *s, size_t n)
 
 #define LIT(o, s) raw(o, s, sizeof(s) - 1)
 
-/* A JSON string of valid UTF-8 (the span model guarantees it). */
-static void str(struct out *o, const char *s)
+/* A JSON string of n bytes of valid UTF-8 (the span model guarantees it). */
+static void strn(struct out *o, const char *s, size_t n)
 {
-	size_t n = strlen(s);
-
 	if (!reserve(o, n * 6 + 2))
 		return;
 	o->buf[o->len++] = '"';
 	o->len += ws_json_escape(o->buf + o->len, (const uint8_t *)s, n, true);
 	o->buf[o->len++] = '"';
+}
+
+static void str(struct out *o, const char *s)
+{
+	strn(o, s, strlen(s));
 }
 
 static void key(struct out *o, const char *k)
@@ -131,7 +134,8 @@ static void any_value(struct out *o, const struct ws_attr *at)
 	switch (at->type) {
 	case WS_ATTR_STR:
 		LIT(o, "{\"stringValue\":");
-		str(o, at->s);
+		/* the span model keeps the length (0: not known) */
+		strn(o, at->s, at->slen ? at->slen : strlen(at->s));
 		break;
 	case WS_ATTR_INT:
 		LIT(o, "{\"intValue\":\"");
@@ -174,7 +178,8 @@ static void attrs(struct out *o, const struct ws_attrs *a)
 		if (i)
 			LIT(o, ",");
 		LIT(o, "{\"key\":");
-		str(o, a->v[i].key);
+		strn(o, a->v[i].key,
+		     a->v[i].klen ? a->v[i].klen : strlen(a->v[i].key));
 		LIT(o, ",\"value\":");
 		any_value(o, &a->v[i]);
 		LIT(o, "}");

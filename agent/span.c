@@ -262,9 +262,10 @@ static bool copy_ascii(char *out, const char *s, size_t n)
 	return !(acc & 0x8080808080808080ull);
 }
 
-/* A sanitized copy of s, from pool if it has room (*pooled), else malloc. */
+/* A sanitized copy of s, from pool if it has room (*pooled), else malloc;
+ * *olen: its length. */
 static char *str_copy(struct ws_strpool *pool, const char *s, size_t len,
-		      bool *cut, bool *pooled)
+		      bool *cut, bool *pooled, size_t *olen)
 {
 	size_t n = len < WS_SPAN_MAX_STR ? len : WS_SPAN_MAX_STR, cap;
 	char *out;
@@ -277,20 +278,23 @@ static char *str_copy(struct ws_strpool *pool, const char *s, size_t len,
 			if (cut)
 				*cut = len > n;
 			*pooled = true;
+			*olen = n;
 			return out;
 		}
 		pool->used -= (uint32_t)(n + 1); /* the newest allocation */
 	}
 	cap = sanitized_cap(len, WS_SPAN_MAX_STR);
 	out = pool ? pool_alloc(pool, cap) : NULL;
+	*pooled = out != NULL;
 	if (!out)
-		return ws_utf8_sanitize(s, len, WS_SPAN_MAX_STR, cut);
-	*pooled = true;
+		out = malloc(cap); /* no pool, or it is at its bound */
+	if (!out)
+		return NULL;
+	*olen = utf8_sanitize_into(s, len, WS_SPAN_MAX_STR, out, cut);
 	/* give back what the worst case did not need: out is the newest
 	 * allocation of the current block */
-	pool->used -= (uint32_t)(cap - 1 -
-				 utf8_sanitize_into(s, len, WS_SPAN_MAX_STR,
-						    out, cut));
+	if (*pooled)
+		pool->used -= (uint32_t)(cap - 1 - *olen);
 	return out;
 }
 
@@ -305,8 +309,9 @@ void ws_attrs_init(struct ws_attrs *a, struct ws_attr *store, uint16_t cap)
 
 /* A hash of a key from its length and its first and last 8 bytes: every
  * set looks its key up, and a byte-at-a-time hash cost more than the rest
- * of the set. Equal hashes are confirmed with strcmp. */
-static uint32_t key_hash(const char *key)
+ * of the set. Equal hashes are confirmed with strcmp. *len: strlen(key),
+ * 0 if it does not fit 16 bits. */
+static uint16_t key_hash(const char *key, uint16_t *len)
 {
 	size_t n = strlen(key);
 	uint64_t a = 0, b = 0, h;
@@ -316,14 +321,16 @@ static uint32_t key_hash(const char *key)
 		memcpy(&b, key + n - 8, 8);
 	h = (a * 0x9e3779b97f4a7c15ull) ^ (b * 0xc2b2ae3d27d4eb4full) ^ n;
 	h ^= h >> 29;
-	return (uint32_t)(h ^ (h >> 32));
+	h ^= h >> 32;
+	*len = n < UINT16_MAX ? (uint16_t)n : 0;
+	return (uint16_t)(h ^ (h >> 16));
 }
 
 /* ws_attrs.keys: one bit per key hash, so that a key not there yet (the
  * usual case) is known without walking the attributes. */
-static uint64_t key_bit(uint32_t h)
+static uint64_t key_bit(uint16_t h)
 {
-	return 1ull << (h >> 26);
+	return 1ull << (h >> 10);
 }
 
 static void attr_release(struct ws_attr *at)
@@ -335,7 +342,7 @@ static void attr_release(struct ws_attr *at)
 }
 
 static struct ws_attr *attr_find(const struct ws_attrs *a, const char *key,
-				 uint32_t h)
+				 uint16_t h)
 {
 	uint16_t i;
 
@@ -351,7 +358,7 @@ static struct ws_attr *attr_find(const struct ws_attrs *a, const char *key,
 /* The slot for key: the existing one (released) or a new one. */
 static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
 {
-	uint32_t h = key_hash(key);
+	uint16_t klen, h = key_hash(key, &klen);
 	struct ws_attr *at = attr_find(a, key, h);
 
 	if (at) {
@@ -365,6 +372,7 @@ static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
 	at = &a->v[a->n++];
 	at->key = key;
 	at->khash = h;
+	at->klen = klen;
 	a->keys |= key_bit(h);
 	at->type = 0;
 	at->pooled = 0;
@@ -373,16 +381,17 @@ static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
 
 int ws_attrs_str(struct ws_attrs *a, const char *key, const char *s, size_t len)
 {
-	uint32_t h = key_hash(key);
+	uint16_t klen, h = key_hash(key, &klen);
 	struct ws_attr *at = attr_find(a, key, h);
 	bool cut, pooled;
+	size_t vlen;
 	char *v;
 
 	if (!at && a->n >= a->cap) {
 		a->dropped++;
 		return -ENOSPC;
 	}
-	v = str_copy(a->pool, s ? s : "", s ? len : 0, &cut, &pooled);
+	v = str_copy(a->pool, s ? s : "", s ? len : 0, &cut, &pooled, &vlen);
 	if (!v)
 		return -ENOMEM;
 	if (at) {
@@ -391,12 +400,14 @@ int ws_attrs_str(struct ws_attrs *a, const char *key, const char *s, size_t len)
 		at = &a->v[a->n++];
 		at->key = key;
 		at->khash = h;
+		at->klen = klen;
 		a->keys |= key_bit(h);
 	}
 	if (cut)
 		a->cut++;
 	at->type = WS_ATTR_STR;
 	at->pooled = pooled;
+	at->slen = (uint16_t)vlen; /* at most WS_SPAN_MAX_STR */
 	at->s = v;
 	return 0;
 }
@@ -441,7 +452,9 @@ int ws_attrs_double(struct ws_attrs *a, const char *key, double v)
 
 const struct ws_attr *ws_attrs_get(const struct ws_attrs *a, const char *key)
 {
-	return attr_find(a, key, key_hash(key));
+	uint16_t klen;
+
+	return attr_find(a, key, key_hash(key, &klen));
 }
 
 void ws_attrs_clear(struct ws_attrs *a)
@@ -468,6 +481,7 @@ struct ws_span *ws_span_new(const char *name, uint8_t kind, uint64_t start_ns,
 {
 	struct ws_span *s = span_cache;
 	bool pooled;
+	size_t n;
 	int i;
 
 	if (s) {
@@ -481,7 +495,7 @@ struct ws_span *ws_span_new(const char *name, uint8_t kind, uint64_t start_ns,
 			return NULL;
 	}
 	pool_init(&s->pool, s->pool_buf, sizeof(s->pool_buf));
-	s->name = str_copy(&s->pool, name, strlen(name), NULL, &pooled);
+	s->name = str_copy(&s->pool, name, strlen(name), NULL, &pooled, &n);
 	if (!s->name) {
 		free(s);
 		return NULL;
@@ -538,7 +552,8 @@ void ws_span_free(struct ws_span *s)
 int ws_span_set_name(struct ws_span *s, const char *name)
 {
 	bool pooled;
-	char *n = str_copy(&s->pool, name, strlen(name), NULL, &pooled);
+	size_t len;
+	char *n = str_copy(&s->pool, name, strlen(name), NULL, &pooled, &len);
 
 	if (!n)
 		return -ENOMEM;

@@ -67,7 +67,9 @@ struct ws_attr {
 	const char *key; /* not owned */
 	uint8_t type;	 /* enum ws_attr_type */
 	uint8_t pooled;	 /* s lives in the owner's string pool */
-	uint32_t khash;	 /* hash of key: most key compares are one integer */
+	uint16_t khash;	 /* hash of key: most key compares are one integer */
+	uint16_t klen;	 /* strlen(key); 0: not known */
+	uint16_t slen;	 /* WS_ATTR_STR: strlen(s); 0: not known */
 	union {
 		char *s; /* owned, NUL-terminated, valid UTF-8 */
 		int64_t i;
