@@ -487,8 +487,12 @@ struct ws_span *ws_span_new(const char *name, uint8_t kind, uint64_t start_ns,
 	if (s) {
 		span_cache = s->cache_next;
 		span_cache_n--;
-		/* the pool's bytes need no zeroing */
+		/* the pool's bytes need no zeroing; whatever follows them
+		 * (a field added later) does */
 		memset(s, 0, offsetof(struct ws_span, pool_buf));
+		memset(s->pool_buf + sizeof(s->pool_buf), 0,
+		       sizeof(*s) - offsetof(struct ws_span, pool_buf) -
+			       sizeof(s->pool_buf));
 	} else {
 		s = calloc(1, sizeof(*s));
 		if (!s)
