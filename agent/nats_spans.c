@@ -136,6 +136,11 @@ struct ws_nats_conn {
 	uint8_t pull_trace[16], pull_span[8];
 	char pull_stream[64], pull_consumer[64];
 	bool have_pull;
+	/* the address and identity attributes every span of this connection
+	 * gets, built once per INFO/CONNECT and copied in as a block */
+	struct ws_attr shared_store[24];
+	struct ws_attrs shared;
+	bool shared_ok;
 };
 
 struct ws_nats_spans {
@@ -395,20 +400,20 @@ static void emit(struct ws_nats_spans *b, struct ws_span *s)
 	b->emit(b->ctx, s);
 }
 
-static void put_addr_attrs(struct ws_span *s, const struct ws_nats_conn *nc)
+static void put_addr_attrs(struct ws_attrs *a, const struct ws_nats_conn *nc)
 {
 	const struct ws_nats_conn_info *in = &nc->info;
 
-	ws_attrs_cstr(&s->a, "network.peer.address", in->raddr);
-	ws_attrs_int(&s->a, "network.peer.port", in->rport);
+	ws_attrs_cstr(a, "network.peer.address", in->raddr);
+	ws_attrs_int(a, "network.peer.port", in->rport);
 	if (in->role == WS_ROLE_SERVER) {
-		ws_attrs_cstr(&s->a, "server.address", in->laddr);
-		ws_attrs_int(&s->a, "server.port", in->lport);
-		ws_attrs_cstr(&s->a, "client.address", in->raddr);
-		ws_attrs_int(&s->a, "client.port", in->rport);
+		ws_attrs_cstr(a, "server.address", in->laddr);
+		ws_attrs_int(a, "server.port", in->lport);
+		ws_attrs_cstr(a, "client.address", in->raddr);
+		ws_attrs_int(a, "client.port", in->rport);
 	} else {
-		ws_attrs_cstr(&s->a, "server.address", in->raddr);
-		ws_attrs_int(&s->a, "server.port", in->rport);
+		ws_attrs_cstr(a, "server.address", in->raddr);
+		ws_attrs_int(a, "server.port", in->rport);
 	}
 }
 
@@ -436,20 +441,32 @@ static char **identity_field(const struct ws_nats_conn *nc, size_t i)
 	return (char **)((char *)nc + identity_attrs[i].off);
 }
 
-static void put_identity(struct ws_span *s, const struct ws_nats_conn *nc)
+static void put_identity(struct ws_attrs *a, const struct ws_nats_conn *nc)
 {
 	size_t i;
 
 	if (nc->have_client_id)
-		ws_attrs_int(&s->a, "messaging.client.id",
-			     (int64_t)nc->client_id);
+		ws_attrs_int(a, "messaging.client.id", (int64_t)nc->client_id);
 	for (i = 0; i < sizeof(identity_attrs) / sizeof(identity_attrs[0]);
 	     i++) {
 		const char *v = *identity_field(nc, i);
 
 		if (v)
-			ws_attrs_cstr(&s->a, identity_attrs[i].key, v);
+			ws_attrs_cstr(a, identity_attrs[i].key, v);
 	}
+}
+
+/* The connection's shared attributes, rebuilt after INFO or CONNECT. */
+static const struct ws_attrs *shared_attrs(struct ws_nats_conn *nc)
+{
+	if (!nc->shared_ok) {
+		ws_attrs_clear(&nc->shared);
+		nc->shared.dropped = nc->shared.cut = 0;
+		put_addr_attrs(&nc->shared, nc);
+		put_identity(&nc->shared, nc);
+		nc->shared_ok = true;
+	}
+	return &nc->shared;
 }
 
 static bool is_inbox(struct ws_nats_str s)
@@ -507,8 +524,7 @@ static struct ws_span *new_span(struct ws_nats_conn *nc, const char *op,
 	ws_attrs_cstr(&s->a, "messaging.operation.type", optype);
 	if (dest.len)
 		put_destination(s, dest);
-	put_addr_attrs(s, nc);
-	put_identity(s, nc);
+	ws_attrs_copy(&s->a, shared_attrs(nc));
 	ws_attrs_int(&s->a, "thread.id", nc->tid);
 	return s;
 }
@@ -769,6 +785,7 @@ static void on_info(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 
 	if (!o)
 		return;
+	nc->shared_ok = false;
 	/* INFO may come again (cluster changes): the newest wins. */
 	set_str(&nc->server_id, json_str(o, "server_id"));
 	set_str(&nc->server_name, json_str(o, "server_name"));
@@ -866,6 +883,7 @@ static void on_connect(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 
 	if (!o)
 		return;
+	nc->shared_ok = false;
 	/* A second CONNECT (a confused or hostile stream) replaces the
 	 * first; nothing is leaked. */
 	set_str(&nc->name, json_str(o, "name"));
@@ -1676,6 +1694,8 @@ struct ws_nats_conn *ws_nats_conn_new(struct ws_nats_spans *b,
 		return NULL;
 	nc->b = b;
 	nc->info = *info;
+	ws_attrs_init(&nc->shared, nc->shared_store,
+		      sizeof(nc->shared_store) / sizeof(nc->shared_store[0]));
 	if (info->resource)
 		ws_resource_get(info->resource);
 	for (d = 0; d < 2; d++) {
@@ -1778,6 +1798,7 @@ void ws_nats_conn_close(struct ws_nats_conn *nc, uint64_t ts_ns)
 	}
 	for (d = 0; d < 2; d++)
 		ws_nats_parser_free(nc->parser[d]);
+	ws_attrs_clear(&nc->shared);
 	ws_resource_put(nc->info.resource);
 	for (i = 0; i < sizeof(identity_attrs) / sizeof(identity_attrs[0]); i++)
 		free(*identity_field(nc, i));

@@ -335,10 +335,10 @@ static uint64_t key_bit(uint16_t h)
 
 static void attr_release(struct ws_attr *at)
 {
-	if (at->type == WS_ATTR_STR && !at->pooled)
+	if (at->type == WS_ATTR_STR && !(at->flags & WS_ATTR_F_POOLED))
 		free(at->s);
 	at->type = 0;
-	at->pooled = 0;
+	at->flags = 0;
 }
 
 static struct ws_attr *attr_find(const struct ws_attrs *a, const char *key,
@@ -375,7 +375,7 @@ static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
 	at->klen = klen;
 	a->keys |= key_bit(h);
 	at->type = 0;
-	at->pooled = 0;
+	at->flags = 0;
 	return at;
 }
 
@@ -406,7 +406,7 @@ int ws_attrs_str(struct ws_attrs *a, const char *key, const char *s, size_t len)
 	if (cut)
 		a->cut++;
 	at->type = WS_ATTR_STR;
-	at->pooled = pooled;
+	at->flags = (pooled ? WS_ATTR_F_POOLED : 0) | (cut ? WS_ATTR_F_CUT : 0);
 	at->slen = (uint16_t)vlen; /* at most WS_SPAN_MAX_STR */
 	at->s = v;
 	return 0;
@@ -455,6 +455,70 @@ const struct ws_attr *ws_attrs_get(const struct ws_attrs *a, const char *key)
 	uint16_t klen;
 
 	return attr_find(a, key, key_hash(key, &klen));
+}
+
+int ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src)
+{
+	uint16_t i;
+	int err = 0;
+
+	for (i = 0; i < src->n; i++) {
+		const struct ws_attr *sa = &src->v[i];
+		struct ws_attr *at;
+		size_t len;
+		char *v;
+
+		if (!sa->type)
+			continue;
+		if (dst->keys & key_bit(sa->khash) &&
+		    attr_find(dst, sa->key, sa->khash)) {
+			/* already there: replace it the usual way */
+			if (sa->type == WS_ATTR_STR) {
+				int e = ws_attrs_str(dst, sa->key, sa->s,
+						     strlen(sa->s));
+
+				if (e)
+					err = e;
+				else if (sa->flags & WS_ATTR_F_CUT)
+					dst->cut++;
+			} else if (sa->type == WS_ATTR_INT)
+				ws_attrs_int(dst, sa->key, sa->i);
+			else if (sa->type == WS_ATTR_BOOL)
+				ws_attrs_bool(dst, sa->key, sa->b);
+			else
+				ws_attrs_double(dst, sa->key, sa->d);
+			continue;
+		}
+		if (dst->n >= dst->cap) {
+			dst->dropped++;
+			err = -ENOSPC;
+			continue;
+		}
+		at = &dst->v[dst->n];
+		*at = *sa;
+		at->flags = 0;
+		if (sa->type == WS_ATTR_STR) {
+			/* valid UTF-8 of at most WS_SPAN_MAX_STR already */
+			len = sa->slen ? sa->slen : strlen(sa->s);
+			v = dst->pool ? pool_alloc(dst->pool, len + 1) : NULL;
+			if (v)
+				at->flags |= WS_ATTR_F_POOLED;
+			else if (!(v = malloc(len + 1))) {
+				err = -ENOMEM;
+				continue;
+			}
+			memcpy(v, sa->s, len + 1);
+			at->s = v;
+			at->slen = (uint16_t)len;
+			if (sa->flags & WS_ATTR_F_CUT) {
+				at->flags |= WS_ATTR_F_CUT;
+				dst->cut++;
+			}
+		}
+		dst->n++;
+		dst->keys |= key_bit(sa->khash);
+	}
+	return err;
 }
 
 void ws_attrs_clear(struct ws_attrs *a)

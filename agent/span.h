@@ -66,7 +66,7 @@ enum ws_attr_type {
 struct ws_attr {
 	const char *key; /* not owned */
 	uint8_t type;	 /* enum ws_attr_type */
-	uint8_t pooled;	 /* s lives in the owner's string pool */
+	uint8_t flags;	 /* private to span.c: WS_ATTR_F_* */
 	uint16_t khash;	 /* hash of key: most key compares are one integer */
 	uint16_t klen;	 /* strlen(key); 0: not known */
 	uint16_t slen;	 /* WS_ATTR_STR: strlen(s); 0: not known */
@@ -85,6 +85,10 @@ struct ws_strpool {
 	uint32_t total;		       /* bytes in chained blocks */
 	struct ws_strpool_blk *blocks; /* chained blocks (malloc'd) */
 };
+
+/* ws_attr.flags */
+#define WS_ATTR_F_POOLED 1 /* s lives in the owner's string pool */
+#define WS_ATTR_F_CUT 2	   /* s was cut to WS_SPAN_MAX_STR */
 
 struct ws_attrs {
 	struct ws_attr *v;
@@ -171,6 +175,12 @@ int ws_attrs_int(struct ws_attrs *a, const char *key, int64_t v);
 int ws_attrs_bool(struct ws_attrs *a, const char *key, bool v);
 int ws_attrs_double(struct ws_attrs *a, const char *key, double v);
 const struct ws_attr *ws_attrs_get(const struct ws_attrs *a, const char *key);
+/* Set every attribute of src in dst, in src's order, as the ws_attrs_*
+ * setters would (strings copied, cuts and drops counted in dst), but
+ * without hashing keys or checking strings again: for attributes that many
+ * spans share (a connection's). Returns 0, -ENOSPC or -ENOMEM (the last
+ * error; the other attributes are set). */
+int ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src);
 void ws_attrs_clear(struct ws_attrs *a);
 
 /* ---- spans ---- */

@@ -226,6 +226,58 @@ static void span_strings(void **state)
 	ws_span_free(again);
 }
 
+/* ws_attrs_copy sets what the setters would: order, replacement, cuts,
+ * drops, strings owned by the destination. */
+static void attrs_copy(void **state)
+{
+	struct ws_attr sstore[8], dstore[4];
+	struct ws_attrs src, dst;
+	char big[WS_SPAN_MAX_STR + 10];
+	struct ws_span *s;
+
+	ws_attrs_init(&src, sstore, 8);
+	memset(big, 'b', sizeof(big));
+	ws_attrs_cstr(&src, "a", "one");
+	ws_attrs_int(&src, "b", 2);
+	ws_attrs_str(&src, "big", big, sizeof(big));
+	ws_attrs_bool(&src, "c", true);
+	ws_attrs_double(&src, "d", 0.5);
+	assert_int_equal(src.cut, 1);
+
+	ws_attrs_init(&dst, dstore, 4);
+	ws_attrs_cstr(&dst, "a", "old");
+	assert_int_equal(ws_attrs_copy(&dst, &src), -ENOSPC);
+	assert_int_equal(dst.n, 4);
+	assert_int_equal(dst.dropped, 1);
+	assert_int_equal(dst.cut, 1);
+	assert_string_equal(dst.v[0].key, "a"); /* replaced in place */
+	assert_string_equal(dst.v[0].s, "one");
+	assert_int_equal(ws_attrs_get(&dst, "b")->i, 2);
+	assert_int_equal(strlen(ws_attrs_get(&dst, "big")->s), WS_SPAN_MAX_STR);
+	assert_true(ws_attrs_get(&dst, "c")->b);
+	assert_null(ws_attrs_get(&dst, "d"));
+	/* dst's strings are its own */
+	assert_ptr_not_equal(ws_attrs_get(&dst, "big")->s,
+			     ws_attrs_get(&src, "big")->s);
+	ws_attrs_clear(&src);
+	assert_int_equal(ws_attrs_get(&dst, "big")->s[0], 'b');
+	ws_attrs_clear(&dst);
+
+	/* into a span: pooled strings, found and replaced afterwards */
+	ws_attrs_init(&src, sstore, 8);
+	ws_attrs_cstr(&src, "x", "ex");
+	ws_attrs_cstr(&src, "y", "why");
+	s = ws_span_new("s", WS_SPAN_KIND_INTERNAL, 1, NULL);
+	ws_attrs_int(&s->a, "first", 1);
+	assert_int_equal(ws_attrs_copy(&s->a, &src), 0);
+	assert_int_equal(ws_attrs_cstr(&s->a, "y", "y2"), 0);
+	assert_int_equal(s->a.n, 3);
+	assert_string_equal(s->a.v[1].s, "ex");
+	assert_string_equal(s->a.v[2].s, "y2");
+	ws_attrs_clear(&src);
+	ws_span_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -233,6 +285,7 @@ int main(void)
 		cmocka_unit_test(utf8),
 		cmocka_unit_test(attrs),
 		cmocka_unit_test(span_strings),
+		cmocka_unit_test(attrs_copy),
 		cmocka_unit_test(otlp_json_roundtrip),
 	};
 
