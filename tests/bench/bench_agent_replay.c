@@ -46,9 +46,12 @@
  *      -o build/bench_agent_replay
  *   build/bench_agent_replay [--stage S] [--messages N] [--batch K]
  *      [--size B] [--chunk C] [--rate R] [--reps N] [--vary]
+ *      [--output FILE]
  *
  * (`make bench-replay` builds it and runs tests/bench/replay.sh.) Prints one
- * JSON line per repetition.
+ * JSON line per repetition. --output keeps the json stage's OTLP/JSON (to
+ * compare two builds' spans: ids and times differ from run to run, the rest
+ * must not).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -312,6 +315,7 @@ struct opts {
 	enum stage stage;
 	unsigned long messages, batch, size, chunk, rate, reps;
 	bool vary;
+	const char *output; /* json stage: write here instead of /dev/null */
 };
 
 /* A growing buffer of records, each 8-byte aligned like the ring buffer's. */
@@ -588,7 +592,7 @@ static int run_once(const struct opts *o, unsigned rep)
 	int rc = 0;
 
 	rounds = build(&r, o, t0);
-	ag.out = fopen("/dev/null", "w");
+	ag.out = fopen(o->output ? o->output : "/dev/null", rep ? "a" : "w");
 	ag.ids = ws_identity_new("/proc");
 	ws_nats_spans_cfg_init(&ncfg);
 	ag.nats = ws_nats_spans_new(&ncfg, on_span, &ag);
@@ -676,6 +680,7 @@ int main(int argc, char **argv)
 		{"rate", required_argument, NULL, 'r'},
 		{"reps", required_argument, NULL, 'R'},
 		{"vary", no_argument, NULL, 'v'},
+		{"output", required_argument, NULL, 'o'},
 		{NULL, 0, NULL, 0},
 	};
 	struct opts o = {.stage = ST_JSON,
@@ -721,6 +726,9 @@ int main(int argc, char **argv)
 		case 'v':
 			o.vary = true;
 			break;
+		case 'o':
+			o.output = optarg;
+			break;
 		default:
 			bad = 1;
 		}
@@ -729,7 +737,7 @@ int main(int argc, char **argv)
 				"usage: bench_agent_replay [--stage "
 				"pipeline|parse|spans|json|pb] [--messages N] "
 				"[--batch K] [--size B] [--chunk C] [--rate R] "
-				"[--reps N] [--vary]\n");
+				"[--reps N] [--vary] [--output FILE]\n");
 			return 2;
 		}
 	}
