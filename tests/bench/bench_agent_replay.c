@@ -19,8 +19,8 @@
  * a process and a deliver span; the run fails otherwise.
  *
  * The records go through ws_pipeline_record (decode, connection table,
- * reassembly) into the same consumer as agent/agent_cmd.c (mirrored below:
- * NATS parser, nats_spans builder, batches of 64 spans to OTLP/JSON), with a
+ * reassembly) into agent/agent_cmd.c's own consumer (compiled in: NATS
+ * parser, nats_spans builder, batches of 64 spans to OTLP/JSON), with a
  * pipeline round (release of held data, span time-outs, batch flush) after
  * every tick, as after each ring-buffer poll. --stage stops the path early
  * to split the cost:
@@ -65,10 +65,6 @@
 #include <unistd.h>
 
 #include "export/otlp_pb.h"
-#include "identity.h"
-#include "nats_spans.h"
-#include "otlp_json.h"
-#include "pipeline.h"
 #include "proto/nats.h"
 #include "wirespan/abi.h"
 
@@ -120,193 +116,147 @@ char *__wrap_strndup(const char *s, size_t n)
 	return __real_strndup(s, n);
 }
 
-/* ---- the agent's consumer, as agent/agent_cmd.c has it ------------------ */
+/* ---- the agent's own consumer -------------------------------------------- */
+
+/*
+ * agent/agent_cmd.c is compiled into this file, so that the replay runs the
+ * agent's consumer itself (on_open, on_data, on_gap, on_close, on_tick,
+ * on_span, flush_batch: not a copy that could drift); cmd_agent comes along
+ * unused. The stages before json swap some of it out.
+ */
+#include "agent_cmd.c"
 
 enum stage { ST_PIPELINE, ST_PARSE, ST_SPANS, ST_JSON, ST_PB };
 static const char *const stage_names[] = {"pipeline", "parse", "spans", "json",
 					  "pb"};
 
-#define BATCH_MAX 64 /* agent_cmd.c: spans per OTLP/JSON line */
-
-struct agent {
+struct bench {
+	struct agent ag; /* what agent_cmd.c's callbacks get as ctx */
 	enum stage stage;
-	struct ws_pipeline *p;
-	struct ws_identity *ids;
-	struct ws_nats_spans *nats;
-	FILE *out;
-	struct ws_span *batch[BATCH_MAX];
-	size_t n_batch;
-	uint64_t spans_out, write_errors, out_bytes, frames;
-	uint64_t attrs_dropped, attrs_cut, links_dropped, events_dropped;
-	uint64_t last_ts;
+	uint64_t frames, spans_freed;
+	/* --stage pb: the agent's batching, protobuf instead of JSON */
+	struct ws_span *pb[BATCH_MAX];
+	size_t n_pb;
+	uint64_t pb_spans, pb_bytes, pb_errors;
 };
 
-static void flush_batch(struct agent *ag)
+static struct bench *bench_of(void *ag)
 {
-	size_t i;
+	return (struct bench *)((char *)ag - offsetof(struct bench, ag));
+}
 
-	if (!ag->n_batch)
+/* --stage spans: every span freed as it comes. */
+static void span_freed(void *ctx, struct ws_span *s)
+{
+	bench_of(ctx)->spans_freed++;
+	ws_span_free(s);
+}
+
+static void pb_flush(struct bench *b)
+{
+	uint8_t *buf;
+	size_t len, i;
+
+	if (!b->n_pb)
 		return;
-	if (ag->stage == ST_PB) {
-		uint8_t *buf;
-		size_t len;
-
-		if (ws_otlp_pb_encode(ag->batch, ag->n_batch, &buf, &len)) {
-			ag->write_errors += ag->n_batch;
-		} else {
-			ag->spans_out += ag->n_batch;
-			ag->out_bytes += len;
-			free(buf);
-		}
-	} else if (ws_otlp_json_write(ag->out, ag->batch, ag->n_batch)) {
-		ag->write_errors += ag->n_batch;
+	if (ws_otlp_pb_encode(b->pb, b->n_pb, &buf, &len)) {
+		b->pb_errors += b->n_pb;
 	} else {
-		ag->spans_out += ag->n_batch;
+		b->pb_spans += b->n_pb;
+		b->pb_bytes += len;
+		free(buf);
 	}
-	for (i = 0; i < ag->n_batch; i++) {
-		const struct ws_span *s = ag->batch[i];
-
-		ag->attrs_dropped += s->a.dropped;
-		ag->attrs_cut += s->a.cut;
-		ag->links_dropped += s->dropped_links;
-		ag->events_dropped += s->dropped_events;
-		ws_span_free(ag->batch[i]);
-	}
-	ag->n_batch = 0;
-	if (ag->stage == ST_JSON)
-		fflush(ag->out);
+	for (i = 0; i < b->n_pb; i++)
+		ws_span_free(b->pb[i]);
+	b->n_pb = 0;
 }
 
-static void on_span(void *ctx, struct ws_span *s)
+static void span_pb(void *ctx, struct ws_span *s)
 {
-	struct agent *ag = ctx;
+	struct bench *b = bench_of(ctx);
 
-	if (ag->stage == ST_SPANS) {
-		ag->spans_out++;
-		ws_span_free(s);
-		return;
-	}
-	ag->batch[ag->n_batch++] = s;
-	if (ag->n_batch == BATCH_MAX)
-		flush_batch(ag);
+	b->pb[b->n_pb++] = s;
+	if (b->n_pb == BATCH_MAX)
+		pb_flush(b);
 }
 
-static uint64_t rec_ts(struct agent *ag)
+static void tick_pb(void *ctx, uint64_t now_ns)
 {
-	if (ag->p->cur)
-		ag->last_ts = ws_pipeline_unix_ns(ag->p, ag->p->cur->hdr.ts_ns);
-	return ag->last_ts;
+	on_tick(ctx, now_ns);
+	pb_flush(bench_of(ctx));
 }
 
-/* --stage parse: the parsers alone, frames counted. */
+/* --stage pipeline: no connection followed. */
+static bool open_none(void *ctx, struct ws_conn *c)
+{
+	return false;
+}
+
+/* --stage parse: the NATS parsers alone, frames counted. */
 struct raw_conn {
 	struct ws_nats_parser *parser[2];
 };
 
 static void count_frame(void *ctx, const struct ws_nats_frame *f)
 {
-	((struct agent *)ctx)->frames++;
+	((struct bench *)ctx)->frames++;
 }
 
 static const struct ws_nats_cb count_cb = {.frame = count_frame};
 
-static bool on_open(void *ctx, struct ws_conn *c)
+static bool open_raw(void *ctx, struct ws_conn *c)
 {
-	struct agent *ag = ctx;
-	struct ws_nats_conn_info info = {0};
-	struct ws_pconn *pc = ws_pconn_of(c);
+	struct raw_conn *rc = calloc(1, sizeof(*rc));
 
-	if (c->proto != WS_PROTO_NATS || ag->stage == ST_PIPELINE)
+	if (!rc)
 		return false;
-	if (ag->stage == ST_PARSE) {
-		struct raw_conn *rc = calloc(1, sizeof(*rc));
-
-		if (!rc)
-			return false;
-		rc->parser[0] = ws_nats_parser_new(&count_cb, ag);
-		rc->parser[1] = ws_nats_parser_new(&count_cb, ag);
-		pc->app = rc;
-		return true;
-	}
-	info.tgid = c->id.tgid;
-	info.fd = c->id.fd;
-	info.role = c->role;
-	info.preexisting = c->flags & WS_CF_PREEXISTING;
-	ws_addr_text(c->tuple.laddr, c->tuple.family, info.laddr,
-		     sizeof(info.laddr));
-	ws_addr_text(c->tuple.raddr, c->tuple.family, info.raddr,
-		     sizeof(info.raddr));
-	info.lport = c->tuple.lport;
-	info.rport = c->tuple.rport;
-	info.resource = ws_identity_resource(ag->ids, c->id.tgid, c->comm);
-	pc->app = ws_nats_conn_new(ag->nats, &info);
-	ws_resource_put(info.resource);
-	return pc->app != NULL;
+	rc->parser[0] = ws_nats_parser_new(&count_cb, bench_of(ctx));
+	rc->parser[1] = ws_nats_parser_new(&count_cb, bench_of(ctx));
+	ws_pconn_of(c)->app = rc;
+	return true;
 }
 
-static void on_data(void *ctx, struct ws_conn *c, uint8_t dir, uint64_t offset,
-		    const uint8_t *buf, size_t len)
+static void data_raw(void *ctx, struct ws_conn *c, uint8_t dir, uint64_t offset,
+		     const uint8_t *buf, size_t len)
 {
-	struct agent *ag = ctx;
-	struct ws_pconn *pc = ws_pconn_of(c);
-	uint64_t ts = rec_ts(ag);
-	uint32_t tid = ag->p->cur ? ag->p->cur->tid : c->id.tgid;
+	struct raw_conn *rc = ws_pconn_of(c)->app;
 
-	if (ag->stage == ST_PARSE) {
-		ws_nats_parser_feed(((struct raw_conn *)pc->app)->parser[dir],
-				    buf, len);
-		return;
-	}
-	ws_nats_conn_feed(pc->app, dir, buf, len, tid, ts);
+	ws_nats_parser_feed(rc->parser[dir], buf, len);
 }
 
-static void on_gap(void *ctx, struct ws_conn *c, uint8_t dir, uint64_t offset,
-		   uint64_t len, enum ws_gap_reason reason)
+static void gap_raw(void *ctx, struct ws_conn *c, uint8_t dir, uint64_t offset,
+		    uint64_t len, enum ws_gap_reason reason)
 {
-	struct agent *ag = ctx;
-	struct ws_pconn *pc = ws_pconn_of(c);
+	struct raw_conn *rc = ws_pconn_of(c)->app;
 
-	if (ag->stage == ST_PARSE)
-		ws_nats_parser_gap(((struct raw_conn *)pc->app)->parser[dir],
-				   len);
-	else
-		ws_nats_conn_gap(pc->app, dir, len);
+	ws_nats_parser_gap(rc->parser[dir], len);
 }
 
-static void on_close(void *ctx, struct ws_conn *c, const uint64_t *final,
-		     enum ws_close_why why)
+static void close_raw(void *ctx, struct ws_conn *c, const uint64_t *final,
+		      enum ws_close_why why)
 {
-	struct agent *ag = ctx;
-	struct ws_pconn *pc = ws_pconn_of(c);
+	struct raw_conn *rc = ws_pconn_of(c)->app;
 
-	if (ag->stage == ST_PARSE) {
-		struct raw_conn *rc = pc->app;
-
-		ws_nats_parser_free(rc->parser[0]);
-		ws_nats_parser_free(rc->parser[1]);
-		free(rc);
-	} else {
-		ws_nats_conn_close(pc->app, rec_ts(ag));
-	}
-	pc->app = NULL;
-	if (why == WS_CLOSE_EXITED)
-		ws_identity_forget(ag->ids, c->id.tgid);
+	ws_nats_parser_free(rc->parser[0]);
+	ws_nats_parser_free(rc->parser[1]);
+	free(rc);
+	ws_pconn_of(c)->app = NULL;
 }
 
-static void on_tick(void *ctx, uint64_t now_ns)
-{
-	struct agent *ag = ctx;
+/* The agent's own callbacks, from the NATS parser on. */
+#define AGENT_OPS \
+	.open = on_open, .data = on_data, .gap = on_gap, .close = on_close
 
-	ws_nats_spans_tick(ag->nats, ws_pipeline_unix_ns(ag->p, now_ns));
-	flush_batch(ag);
-}
-
-static const struct ws_pipeline_ops ops = {
-	.open = on_open,
-	.data = on_data,
-	.gap = on_gap,
-	.close = on_close,
-	.tick = on_tick,
+static const struct ws_pipeline_ops stage_ops[] = {
+	[ST_PIPELINE] = {.open = open_none, .tick = on_tick},
+	[ST_PARSE] = {.open = open_raw,
+		      .data = data_raw,
+		      .gap = gap_raw,
+		      .close = close_raw,
+		      .tick = on_tick},
+	[ST_SPANS] = {AGENT_OPS, .tick = on_tick},
+	[ST_JSON] = {AGENT_OPS, .tick = on_tick},
+	[ST_PB] = {AGENT_OPS, .tick = tick_pb},
 };
 
 /* ---- the synthesised capture -------------------------------------------- */
@@ -581,26 +531,35 @@ static uint64_t mono_now(void)
 
 static int run_once(const struct opts *o, unsigned rep)
 {
+	static const ws_span_emit_fn emit[] = {
+		[ST_PIPELINE] = on_span, [ST_PARSE] = on_span,
+		[ST_SPANS] = span_freed, [ST_JSON] = on_span,
+		[ST_PB] = span_pb,
+	};
 	struct ws_nats_spans_cfg ncfg;
-	struct agent ag = {.stage = o->stage};
+	struct bench *b = calloc(1, sizeof(*b));
 	struct ws_pipeline p;
 	struct recs r = {0};
-	uint64_t a0, f0, t0 = mono_now(), last = t0;
+	uint64_t a0, f0, t0 = mono_now(), last = t0, spans;
 	unsigned long rounds;
 	size_t off;
 	double c0, c1;
 	int rc = 0;
 
+	if (!b)
+		return 1;
 	rounds = build(&r, o, t0);
-	ag.out = fopen(o->output ? o->output : "/dev/null", rep ? "a" : "w");
-	ag.ids = ws_identity_new("/proc");
+	b->stage = o->stage;
+	b->ag.out = fopen(o->output ? o->output : "/dev/null", rep ? "a" : "w");
+	b->ag.ids = ws_identity_new("/proc");
 	ws_nats_spans_cfg_init(&ncfg);
-	ag.nats = ws_nats_spans_new(&ncfg, on_span, &ag);
-	if (!ag.out || !ag.ids || !ag.nats || ws_pipeline_init(&p, &ops, &ag)) {
+	b->ag.nats = ws_nats_spans_new(&ncfg, emit[o->stage], &b->ag);
+	if (!b->ag.out || !b->ag.ids || !b->ag.nats ||
+	    ws_pipeline_init(&p, &stage_ops[o->stage], &b->ag)) {
 		fprintf(stderr, "bench_agent_replay: setup failed\n");
 		return 1;
 	}
-	ag.p = &p;
+	b->ag.p = &p;
 	a0 = n_alloc;
 	f0 = n_free;
 	c0 = cpu_now();
@@ -617,10 +576,13 @@ static int run_once(const struct opts *o, unsigned rep)
 		}
 		off += (size + 7) & ~(size_t)7;
 	}
+	/* as cmd_agent ends */
 	ws_pipeline_fini(&p);
-	ws_nats_spans_free(ag.nats, ws_pipeline_unix_ns(&p, last));
-	flush_batch(&ag);
+	ws_nats_spans_free(b->ag.nats, ws_pipeline_unix_ns(&p, last));
+	flush_batch(&b->ag);
+	pb_flush(b);
 	c1 = cpu_now();
+	spans = b->ag.spans_out + b->spans_freed + b->pb_spans;
 	printf("{\"stage\":\"%s\",\"rep\":%u,\"messages\":%lu,\"batch\":%lu,"
 	       "\"size\":%lu,\"chunk\":%lu,\"vary\":%s,\"records\":%zu,"
 	       "\"rounds\":%lu,\"record_bytes\":%zu,\"cpu_s\":%.4f,"
@@ -631,31 +593,29 @@ static int run_once(const struct opts *o, unsigned rep)
 	       ",\"gap_bytes_lost\":%" PRIu64 "}\n",
 	       stage_names[o->stage], rep, o->messages, o->batch, o->size,
 	       o->chunk, o->vary ? "true" : "false", r.n, rounds, r.len,
-	       c1 - c0, (c1 - c0) * 1e9 / (double)o->messages, ag.spans_out,
-	       ag.frames,
-	       ag.spans_out ? (c1 - c0) * 1e9 / (double)ag.spans_out : 0.0,
-	       n_alloc - a0, n_free - f0,
-	       (double)(n_alloc - a0) / (double)o->messages,
-	       ag.spans_out ? (double)(n_alloc - a0) / (double)ag.spans_out
-			    : 0.0,
-	       ag.spans_out ? (double)ag.out_bytes / (double)ag.spans_out : 0.0,
+	       c1 - c0, (c1 - c0) * 1e9 / (double)o->messages, spans, b->frames,
+	       spans ? (c1 - c0) * 1e9 / (double)spans : 0.0, n_alloc - a0,
+	       n_free - f0, (double)(n_alloc - a0) / (double)o->messages,
+	       spans ? (double)(n_alloc - a0) / (double)spans : 0.0,
+	       b->pb_spans ? (double)b->pb_bytes / (double)b->pb_spans : 0.0,
 	       p.m.data_bytes, p.m.gap_bytes[WS_GAP_LOST]);
 	fflush(stdout);
 	/* Every message gives its three spans, or the bench is wrong. */
-	if (o->stage >= ST_SPANS && ag.spans_out != 3 * o->messages) {
+	if (o->stage >= ST_SPANS && spans != 3 * o->messages) {
 		fprintf(stderr,
 			"bench_agent_replay: %" PRIu64
 			" spans for %lu messages (want %lu)\n",
-			ag.spans_out, o->messages, 3 * o->messages);
+			spans, o->messages, 3 * o->messages);
 		rc = 1;
 	}
-	if (ag.write_errors || p.m.gap_bytes[WS_GAP_LOST]) {
+	if (b->ag.write_errors || b->pb_errors || p.m.gap_bytes[WS_GAP_LOST]) {
 		fprintf(stderr, "bench_agent_replay: write errors or loss\n");
 		rc = 1;
 	}
-	ws_identity_free(ag.ids);
-	fclose(ag.out);
+	ws_identity_free(b->ag.ids);
+	fclose(b->ag.out);
 	free(r.buf);
+	free(b);
 	return rc;
 }
 

@@ -487,26 +487,10 @@ static void span_names(void **state)
 	memset(want, 0, sizeof(want));
 	memcpy(want, "publish ", 8);
 	memset(want + 8, 's', 511);
-	snprintf(line, sizeof(line), "PUB %.600s 2\r\nhi\r\n",
-		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
-		 "sss"
-		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
-		 "sss"
-		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
-		 "sss"
-		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
-		 "sss"
-		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
-		 "sss"
-		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
-		 "sss"
-		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
-		 "sss"
-		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
-		 "sss"
-		 "sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss"
-		 "sss"
-		 "ssssssssssssssssssssssss");
+	memcpy(line, "PUB ", 4);
+	memset(line + 4, 's', 600);
+	memcpy(line + 604, " 2\r\nhi\r\n", 8);
+	line[612] = '\0';
 	feed(c, WS_DIR_EGRESS, line, 11, 4000);
 	assert_int_equal(f->out.n, 3);
 	assert_string_equal(f->out.s[0]->name, "publish a.b");
