@@ -44,7 +44,7 @@ HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto
 
 .PHONY: all deps test unit-test integration-test check format lint clean vmlinux run bench bench-replay fuzz help
 
-all: $(OUT)/wirespan $(UNIT_BINS)
+all: $(OUT)/wirespan $(UNIT_BINS) $(OUT)/bench_agent_replay
 
 $(OUT) $(OUT)/tests:
 	$(Q)mkdir -p $@
