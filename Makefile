@@ -42,9 +42,9 @@ HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto
 # Skeletons and objects are inputs of later builds, not throwaway intermediates.
 .SECONDARY: $(BPF_OBJS) $(SKELS) $(PB_SRCS) $(PB_HDRS)
 
-.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run bench fuzz help install uninstall dist
+.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run bench bench-replay fuzz help install uninstall dist
 
-all: $(OUT)/wirespan $(UNIT_BINS)
+all: $(OUT)/wirespan $(UNIT_BINS) $(OUT)/bench_agent_replay
 
 $(OUT) $(OUT)/tests:
 	$(Q)mkdir -p $@
@@ -114,7 +114,7 @@ check: lint test
 run: all
 	$(OUT)/wirespan agent --output stdout
 
-bench: all
+bench: all bench-replay
 	$(Q)bash tests/bench/run.sh
 
 # ---- install, uninstall, dist ----
@@ -146,6 +146,17 @@ uninstall:
 dist: $(OUT)/wirespan
 	$(Q)bash deploy/dist.sh $(OUT) $(VERSION)
 
+# The agent's userspace path replayed offline (no root): tests/bench/replay.sh.
+# --wrap counts the allocations made by wirespan code.
+$(OUT)/bench_agent_replay: tests/bench/bench_agent_replay.c $(OUT)/libwirespan.a $(HDRS) $(PB_HDRS)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) $< $(OUT)/libwirespan.a \
+	    -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup,--wrap=strndup \
+	    $(LDLIBS) -o $@
+
+bench-replay: $(OUT)/bench_agent_replay
+	$(Q)bash tests/bench/replay.sh
+
 clean:
 	$(call msg,CLEAN,$(OUT))
 	$(Q)rm -rf $(OUT)
@@ -157,6 +168,7 @@ help:
 	@echo "make check          format check, cppcheck and make test"
 	@echo "make run            run wirespan agent, spans to stdout (root)"
 	@echo "make bench          run the benchmarks (root)"
+	@echo "make bench-replay   the agent's userspace path replayed offline"
 	@echo "make fuzz           run the libFuzzer targets (FUZZ_SECONDS=60)"
 	@echo "make vmlinux        regenerate bpf/vmlinux.h from this kernel"
 	@echo "make install        install into PREFIX (/usr/local), DESTDIR respected"

@@ -47,44 +47,108 @@ static void put(struct ws_jsonw *w, const char *s, size_t n)
 	w->len += n;
 }
 
-/* Escape n bytes as a JSON string body, one character per byte. */
+/* Bytes that need an escape: controls, '"' and '\\' (1), and in raw mode
+ * also 0x7f and above (2). */
+#define ROW(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
+static const uint8_t esc_class[256] = {
+	ROW(1), ROW(1), /* 0x00-0x1f */
+	0,	0,	1,	0,	0,	0,	0,	0,
+	0,	0,	0,	0,	0,	0,	0,	0, /* '"' */
+	ROW(0), ROW(0), /* 0x30-0x4f */
+	0,	0,	0,	0,	0,	0,	0,	0,
+	0,	0,	0,	0,	1,	0,	0,	0, /* '\\' */
+	ROW(0), /* 0x60-0x6f */
+	0,	0,	0,	0,	0,	0,	0,	0,
+	0,	0,	0,	0,	0,	0,	0,	2, /* 0x7f */
+	ROW(2), ROW(2), ROW(2), ROW(2), ROW(2), ROW(2), ROW(2), ROW(2),
+};
+#undef ROW
+
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* Non-zero if a byte of w is below c (c <= 128), or equal to c. */
+static inline uint64_t has_below(uint64_t w, uint8_t c)
+{
+	return (w - ONES * c) & ~w & HIGHS;
+}
+
+static inline uint64_t has_byte(uint64_t w, uint8_t c)
+{
+	return has_below(w ^ (ONES * c), 1);
+}
+
+/* Escape n bytes as a JSON string body, one character per byte. Eight
+ * bytes at a time while none of them needs an escape (nearly always). */
 size_t ws_json_escape(char *dst, const uint8_t *src, size_t n, bool utf8)
 {
 	static const char hex[] = "0123456789abcdef";
+	uint8_t stop = utf8 ? 1 : 3; /* classes that need an escape */
 	char *o = dst;
-	size_t i;
+	size_t i = 0, end;
+	uint64_t w, bad;
 
-	for (i = 0; i < n; i++) {
-		uint8_t c = src[i];
-
-		if (c >= 0x20 && c != '"' && c != '\\' && (utf8 || c < 0x7f)) {
-			*o++ = (char)c;
-			continue;
+	while (i < n) {
+		while (i + 8 <= n) {
+			memcpy(&w, src + i, 8);
+			bad = has_below(w, 0x20) | has_byte(w, '"') |
+			      has_byte(w, '\\');
+			if (!utf8)
+				bad |= (w & HIGHS) | has_byte(w, 0x7f);
+			if (bad)
+				break;
+			/* dst has room for 6 * n: 8 more bytes fit */
+			memcpy(o, &w, 8);
+			o += 8;
+			i += 8;
 		}
-		*o++ = '\\';
-		switch (c) {
-		case '"':
-		case '\\':
-			*o++ = (char)c;
-			break;
-		case '\n':
-			*o++ = 'n';
-			break;
-		case '\r':
-			*o++ = 'r';
-			break;
-		case '\t':
-			*o++ = 't';
-			break;
-		default:
-			*o++ = 'u';
-			*o++ = '0';
-			*o++ = '0';
-			*o++ = hex[c >> 4];
-			*o++ = hex[c & 15];
+		/* byte by byte through the word that has one (or the tail) */
+		for (end = i + 8 < n ? i + 8 : n; i < end; i++) {
+			uint8_t c = src[i];
+
+			if (!(esc_class[c] & stop)) {
+				*o++ = (char)c;
+				continue;
+			}
+			*o++ = '\\';
+			switch (c) {
+			case '"':
+			case '\\':
+				*o++ = (char)c;
+				break;
+			case '\n':
+				*o++ = 'n';
+				break;
+			case '\r':
+				*o++ = 'r';
+				break;
+			case '\t':
+				*o++ = 't';
+				break;
+			default:
+				*o++ = 'u';
+				*o++ = '0';
+				*o++ = '0';
+				*o++ = hex[c >> 4];
+				*o++ = hex[c & 15];
+			}
 		}
 	}
 	return (size_t)(o - dst);
+}
+
+size_t ws_json_u64(char *out, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0, i;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	for (i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	return n;
 }
 
 static void put_escaped(struct ws_jsonw *w, const uint8_t *b, size_t n)
@@ -140,11 +204,11 @@ void jw_bytes(struct ws_jsonw *w, const char *k, const uint8_t *b, size_t n)
 
 void jw_u64(struct ws_jsonw *w, const char *k, uint64_t v)
 {
-	char num[24];
-	int n = snprintf(num, sizeof(num), "%" PRIu64, v);
+	char num[20];
+	size_t n = ws_json_u64(num, v);
 
 	key(w, k);
-	put(w, num, (size_t)n);
+	put(w, num, n);
 }
 
 void jw_bool(struct ws_jsonw *w, const char *k, bool v)

@@ -27,6 +27,8 @@ struct ws_jsonw {
  * Returns the bytes written.
  */
 size_t ws_json_escape(char *dst, const uint8_t *src, size_t n, bool utf8);
+/* Decimal digits of v into out (room for 20). Returns the digits written. */
+size_t ws_json_u64(char *out, uint64_t v);
 
 void jw_init(struct ws_jsonw *w);
 void jw_free(struct ws_jsonw *w);

@@ -90,30 +90,6 @@ void ws_peers_free(struct ws_peers *p)
 	free(p);
 }
 
-void ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src)
-{
-	unsigned i;
-
-	for (i = 0; i < src->n; i++) {
-		const struct ws_attr *a = &src->v[i];
-
-		switch (a->type) {
-		case WS_ATTR_STR:
-			ws_attrs_cstr(dst, a->key, a->s);
-			break;
-		case WS_ATTR_INT:
-			ws_attrs_int(dst, a->key, a->i);
-			break;
-		case WS_ATTR_BOOL:
-			ws_attrs_bool(dst, a->key, a->b);
-			break;
-		case WS_ATTR_DOUBLE:
-			ws_attrs_double(dst, a->key, a->d);
-			break;
-		}
-	}
-}
-
 static void peer_attrs(struct ws_attrs *a, const struct ws_resource *pr);
 
 void ws_peers_note(struct ws_peers *p, const struct ws_tuple *t, uint32_t tgid,

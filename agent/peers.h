@@ -78,9 +78,6 @@ struct ws_resource *ws_peers_lookup(struct ws_peers *p,
 				    uint64_t now_ns);
 void ws_peers_stats(const struct ws_peers *p, struct ws_peers_stats *out);
 
-/* Copy every attribute of src into dst (span builders: peer attributes). */
-void ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src);
-
 /* Exposed for tests: the inode of the TCP socket with local endpoint
  * (laddr, lport) and remote (raddr, rport) in <proc_root>/net/tcp{,6}; 0 if
  * none. Addresses are 16 bytes, IPv4 as IPv4-mapped. */

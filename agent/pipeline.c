@@ -283,7 +283,8 @@ static void kernel_entry_gone(const struct ws_conn_state *st, void *ctx)
 
 static void handle_proc_exit(struct ws_pipeline *p, uint32_t tgid)
 {
-	ws_loader_take_tgid(p->ld, tgid, kernel_entry_gone, p);
+	if (p->ld) /* offline (replay) pipelines have no kernel side */
+		ws_loader_take_tgid(p->ld, tgid, kernel_entry_gone, p);
 	/* Anything left had no kernel entry any more: flush what we have. */
 	p->m.proc_exit_closed +=
 		ws_conn_table_remove_tgid(p->conns, tgid, exited_cb, p);
@@ -314,7 +315,12 @@ static void release_holds(struct ws_pipeline *p)
 
 static int on_record(void *ctx, void *data, size_t size)
 {
-	struct ws_pipeline *p = ctx;
+	ws_pipeline_record(ctx, data, size);
+	return 0;
+}
+
+void ws_pipeline_record(struct ws_pipeline *p, const void *data, size_t size)
+{
 	enum ws_decode_err err;
 	struct ws_event ev;
 
@@ -322,7 +328,7 @@ static int on_record(void *ctx, void *data, size_t size)
 	err = ws_event_decode(data, size, &ev);
 	if (err != WS_DEC_OK) {
 		p->m.decode_err[err]++;
-		return 0;
+		return;
 	}
 	p->m.by_type[ev.type]++;
 	p->rec_ts = ev.hdr->ts_ns;
@@ -340,7 +346,35 @@ static int on_record(void *ctx, void *data, size_t size)
 		handle_proc_exit(p, ev.exit->tgid);
 		break;
 	}
-	return 0;
+}
+
+int ws_pipeline_init(struct ws_pipeline *p, const struct ws_pipeline_ops *ops,
+		     void *ctx)
+{
+	memset(p, 0, sizeof(*p));
+	p->ops = ops;
+	p->ctx = ctx;
+	p->mono_to_unix =
+		(int64_t)(clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC));
+	p->conns = ws_conn_table_new(WS_CONN_TABLE_DEFAULT_MAX, evict_cb, p);
+	return p->conns ? 0 : -ENOMEM;
+}
+
+void ws_pipeline_round(struct ws_pipeline *p, uint64_t now_ns)
+{
+	p->round++;
+	release_holds(p);
+	if (p->ops->tick)
+		p->ops->tick(p->ctx, now_ns);
+}
+
+void ws_pipeline_fini(struct ws_pipeline *p)
+{
+	if (!p->conns)
+		return;
+	ws_conn_table_clear(p->conns, shutdown_cb, p);
+	ws_conn_table_free(p->conns);
+	p->conns = NULL;
 }
 
 static void print_metrics(struct ws_pipeline *p, FILE *f)
@@ -357,7 +391,7 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 		    const struct ws_pipeline_ops *ops, void *ctx)
 {
 	struct sigaction sa = {.sa_handler = on_signal};
-	struct ws_pipeline p = {.ops = ops, .ctx = ctx};
+	struct ws_pipeline p;
 	struct ring_buffer *rb = NULL;
 	struct ws_health *health = NULL;
 	uint64_t deadline = 0, next_sweep, now;
@@ -386,15 +420,12 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 			return 1;
 		}
 	}
-	p.mono_to_unix =
-		(int64_t)(clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC));
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGUSR1, &sa, NULL);
 	if (ops->reload)
 		sigaction(SIGHUP, &sa, NULL);
-	p.conns = ws_conn_table_new(WS_CONN_TABLE_DEFAULT_MAX, evict_cb, &p);
-	if (!p.conns) {
+	if (ws_pipeline_init(&p, ops, ctx)) {
 		ws_err("out of memory");
 		ws_health_stop(health);
 		return 1;
@@ -431,10 +462,7 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 		ring_buffer__consume(rb);
 		now = clock_ns(CLOCK_MONOTONIC);
 		ws_health_beat(health, now);
-		p.round++;
-		release_holds(&p);
-		if (ops->tick)
-			ops->tick(ctx, now);
+		ws_pipeline_round(&p, now);
 		if (dump_requested) {
 			dump_requested = 0;
 			print_metrics(&p, o->metrics_out);
@@ -459,7 +487,7 @@ out:
 	ws_health_stop(health);
 	ring_buffer__free(rb);
 	ws_loader_close(p.ld);
-	ws_conn_table_clear(p.conns, shutdown_cb, &p);
-	ws_conn_table_free(p.conns);
+	p.ld = NULL;
+	ws_pipeline_fini(&p);
 	return rc;
 }

@@ -107,6 +107,22 @@ void ws_pipeline_opts_init(struct ws_pipeline_opts *o);
 int ws_pipeline_run(const struct ws_pipeline_opts *o,
 		    const struct ws_pipeline_ops *ops, void *ctx);
 
+/*
+ * The same pipeline without a kernel side, driven by the caller: the replay
+ * benchmark (tests/bench/bench_agent_replay.c) feeds it recorded or
+ * synthesised ring-buffer records exactly as ws_pipeline_run does.
+ * ws_pipeline_init returns 0 or -ENOMEM; ws_pipeline_record handles one
+ * record (counted and dropped if it does not decode); ws_pipeline_round is
+ * what happens after each ring-buffer poll (held data released, ops->tick
+ * with now_ns, CLOCK_MONOTONIC); ws_pipeline_fini closes what is left
+ * (WS_CLOSE_SHUTDOWN) and frees the table.
+ */
+int ws_pipeline_init(struct ws_pipeline *p, const struct ws_pipeline_ops *ops,
+		     void *ctx);
+void ws_pipeline_record(struct ws_pipeline *p, const void *data, size_t size);
+void ws_pipeline_round(struct ws_pipeline *p, uint64_t now_ns);
+void ws_pipeline_fini(struct ws_pipeline *p);
+
 /* The connection's pipeline state. */
 static inline struct ws_pconn *ws_pconn_of(const struct ws_conn *c)
 {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -123,22 +124,33 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 	return len;
 }
 
-char *ws_utf8_sanitize(const char *s, size_t len, size_t max, bool *cut)
+/*
+ * Copy s[0..len) into out as valid UTF-8 of at most max bytes (invalid
+ * sequences become U+FFFD, cut on a character boundary) and NUL-terminate.
+ * out needs min(len * 3, max) + 1 bytes. Returns the bytes written.
+ */
+static size_t utf8_sanitize_into(const char *s, size_t len, size_t max,
+				 char *out, bool *cut)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	size_t i = 0, o = 0;
-	char *out;
 
 	if (cut)
 		*cut = false;
-	/* worst case: every byte becomes 3 bytes of U+FFFD */
-	out = malloc((len < max ? len : max) * 3 + 1);
-	if (!out)
-		return NULL;
 	while (i < len) {
-		size_t k = utf8_seq(u + i, len - i);
-		size_t need = k ? k : 3;
+		size_t k, need, run = i;
 
+		/* ASCII runs (nearly everything) are copied in one go */
+		while (run < len && u[run] < 0x80 && o + (run - i) < max)
+			run++;
+		if (run > i) {
+			memcpy(out + o, u + i, run - i);
+			o += run - i;
+			i = run;
+			continue;
+		}
+		k = u[i] < 0x80 ? 1 : utf8_seq(u + i, len - i);
+		need = k ? k : 3;
 		if (o + need > max) {
 			if (cut)
 				*cut = true;
@@ -155,6 +167,134 @@ char *ws_utf8_sanitize(const char *s, size_t len, size_t max, bool *cut)
 		}
 	}
 	out[o] = '\0';
+	return o;
+}
+
+static size_t sanitized_cap(size_t len, size_t max)
+{
+	/* worst case: every byte becomes 3 bytes of U+FFFD */
+	return (len < max ? len : max) * 3 + 1;
+}
+
+char *ws_utf8_sanitize(const char *s, size_t len, size_t max, bool *cut)
+{
+	char *out = malloc(sanitized_cap(len, max));
+
+	if (out)
+		utf8_sanitize_into(s, len, max, out, cut);
+	return out;
+}
+
+/* ---- string pools ---- */
+
+struct ws_strpool_blk {
+	struct ws_strpool_blk *next;
+	char data[];
+};
+
+/* Chained blocks are at least this big; past POOL_MAX_TOTAL bytes of them
+ * (a span whose attributes are replaced over and over), strings are
+ * malloc'd one by one again, so that replacing one frees the old. */
+#define POOL_BLOCK 2048u
+#define POOL_MAX_TOTAL (64u * 1024u)
+
+static void pool_init(struct ws_strpool *p, char *buf, uint32_t cap)
+{
+	memset(p, 0, sizeof(*p));
+	p->buf = buf;
+	p->cap = cap;
+}
+
+static char *pool_alloc(struct ws_strpool *p, size_t n)
+{
+	struct ws_strpool_blk *b;
+	char *r;
+
+	if (p->cap - p->used < n) {
+		size_t sz = n > POOL_BLOCK ? n : POOL_BLOCK;
+
+		if (p->total + sz > POOL_MAX_TOTAL)
+			return NULL;
+		b = malloc(sizeof(*b) + sz);
+		if (!b)
+			return NULL;
+		b->next = p->blocks;
+		p->blocks = b;
+		p->total += (uint32_t)sz;
+		p->buf = b->data;
+		p->used = 0;
+		p->cap = (uint32_t)sz;
+	}
+	r = p->buf + p->used;
+	p->used += (uint32_t)n;
+	return r;
+}
+
+static void pool_free(struct ws_strpool *p)
+{
+	struct ws_strpool_blk *b, *next;
+
+	for (b = p->blocks; b; b = next) {
+		next = b->next;
+		free(b);
+	}
+	p->blocks = NULL;
+}
+
+/* Copy n bytes to out (room for n + 1) and NUL-terminate if they are all
+ * ASCII, eight at a time (a call to memcpy per short string cost more
+ * than the copy). Returns false, out unfinished, if one is not. */
+static bool copy_ascii(char *out, const char *s, size_t n)
+{
+	uint64_t acc = 0, w;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&w, s + i, 8);
+		memcpy(out + i, &w, 8);
+		acc |= w;
+	}
+	for (; i < n; i++) {
+		out[i] = s[i];
+		acc |= (uint8_t)s[i];
+	}
+	out[n] = '\0';
+	return !(acc & 0x8080808080808080ull);
+}
+
+/* A sanitized copy of s, from pool if it has room (*pooled), else malloc;
+ * *olen: its length. */
+static char *str_copy(struct ws_strpool *pool, const char *s, size_t len,
+		      bool *cut, bool *pooled, size_t *olen)
+{
+	size_t n = len < WS_SPAN_MAX_STR ? len : WS_SPAN_MAX_STR, cap;
+	char *out;
+
+	*pooled = false;
+	/* ASCII needs no change: exactly n bytes (cut if longer) */
+	out = pool ? pool_alloc(pool, n + 1) : NULL;
+	if (out) {
+		if (copy_ascii(out, s, n)) {
+			if (cut)
+				*cut = len > n;
+			*pooled = true;
+			*olen = n;
+			return out;
+		}
+		pool->used -= (uint32_t)(n + 1); /* the newest allocation */
+	}
+	cap = sanitized_cap(len, WS_SPAN_MAX_STR);
+	out = pool ? pool_alloc(pool, cap) : NULL;
+	*pooled = out != NULL;
+	if (!out)
+		out = malloc(cap); /* no pool, or it is at its bound */
+	if (!out)
+		return NULL;
+	*olen = utf8_sanitize_into(s, len, WS_SPAN_MAX_STR, out, cut);
+	/* give back what the worst case did not need: out is the newest
+	 * allocation of the current block */
+	if (*pooled)
+		pool->used -= (uint32_t)(cap - 1 - *olen);
 	return out;
 }
 
@@ -167,50 +307,107 @@ void ws_attrs_init(struct ws_attrs *a, struct ws_attr *store, uint16_t cap)
 	a->cap = cap;
 }
 
+/* A hash of a key from its length and its first and last 8 bytes: every
+ * set looks its key up, and a byte-at-a-time hash cost more than the rest
+ * of the set. Equal hashes are confirmed with strcmp. *len: strlen(key),
+ * 0 if it does not fit 16 bits. */
+static uint16_t key_hash(const char *key, uint16_t *len)
+{
+	size_t n = strlen(key);
+	uint64_t a = 0, b = 0, h;
+
+	memcpy(&a, key, n < 8 ? n : 8);
+	if (n > 8)
+		memcpy(&b, key + n - 8, 8);
+	h = (a * 0x9e3779b97f4a7c15ull) ^ (b * 0xc2b2ae3d27d4eb4full) ^ n;
+	h ^= h >> 29;
+	h ^= h >> 32;
+	*len = n < UINT16_MAX ? (uint16_t)n : 0;
+	return (uint16_t)(h ^ (h >> 16));
+}
+
+/* ws_attrs.keys: one bit per key hash, so that a key not there yet (the
+ * usual case) is known without walking the attributes. */
+static uint64_t key_bit(uint16_t h)
+{
+	return 1ull << (h >> 10);
+}
+
 static void attr_release(struct ws_attr *at)
 {
-	if (at->type == WS_ATTR_STR)
+	if (at->type == WS_ATTR_STR && !(at->flags & WS_ATTR_F_POOLED))
 		free(at->s);
 	at->type = 0;
+	at->flags = 0;
+}
+
+static struct ws_attr *attr_find(const struct ws_attrs *a, const char *key,
+				 uint16_t h)
+{
+	uint16_t i;
+
+	if (!(a->keys & key_bit(h)))
+		return NULL;
+	for (i = 0; i < a->n; i++)
+		if (a->v[i].khash == h &&
+		    (a->v[i].key == key || !strcmp(a->v[i].key, key)))
+			return &a->v[i];
+	return NULL;
 }
 
 /* The slot for key: the existing one (released) or a new one. */
 static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
 {
-	uint16_t i;
+	uint16_t klen, h = key_hash(key, &klen);
+	struct ws_attr *at = attr_find(a, key, h);
 
-	for (i = 0; i < a->n; i++) {
-		if (!strcmp(a->v[i].key, key)) {
-			attr_release(&a->v[i]);
-			return &a->v[i];
-		}
+	if (at) {
+		attr_release(at);
+		return at;
 	}
 	if (a->n >= a->cap) {
 		a->dropped++;
 		return NULL;
 	}
-	a->v[a->n].key = key;
-	a->v[a->n].type = 0;
-	return &a->v[a->n++];
+	at = &a->v[a->n++];
+	at->key = key;
+	at->khash = h;
+	at->klen = klen;
+	a->keys |= key_bit(h);
+	at->type = 0;
+	at->flags = 0;
+	return at;
 }
 
 int ws_attrs_str(struct ws_attrs *a, const char *key, const char *s, size_t len)
 {
-	struct ws_attr *at;
-	bool cut;
+	uint16_t klen, h = key_hash(key, &klen);
+	struct ws_attr *at = attr_find(a, key, h);
+	bool cut, pooled;
+	size_t vlen;
 	char *v;
 
-	v = ws_utf8_sanitize(s ? s : "", s ? len : 0, WS_SPAN_MAX_STR, &cut);
+	if (!at && a->n >= a->cap) {
+		a->dropped++;
+		return -ENOSPC;
+	}
+	v = str_copy(a->pool, s ? s : "", s ? len : 0, &cut, &pooled, &vlen);
 	if (!v)
 		return -ENOMEM;
-	at = attr_slot(a, key);
-	if (!at) {
-		free(v);
-		return -ENOSPC;
+	if (at) {
+		attr_release(at);
+	} else {
+		at = &a->v[a->n++];
+		at->key = key;
+		at->khash = h;
+		at->klen = klen;
+		a->keys |= key_bit(h);
 	}
 	if (cut)
 		a->cut++;
 	at->type = WS_ATTR_STR;
+	at->flags = (pooled ? WS_ATTR_F_POOLED : 0) | (cut ? WS_ATTR_F_CUT : 0);
+	at->slen = (uint16_t)vlen; /* at most WS_SPAN_MAX_STR */
 	at->s = v;
 	return 0;
 }
@@ -255,12 +452,73 @@ int ws_attrs_double(struct ws_attrs *a, const char *key, double v)
 
 const struct ws_attr *ws_attrs_get(const struct ws_attrs *a, const char *key)
 {
-	uint16_t i;
+	uint16_t klen;
 
-	for (i = 0; i < a->n; i++)
-		if (!strcmp(a->v[i].key, key))
-			return &a->v[i];
-	return NULL;
+	return attr_find(a, key, key_hash(key, &klen));
+}
+
+int ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src)
+{
+	uint16_t i;
+	int err = 0;
+
+	for (i = 0; i < src->n; i++) {
+		const struct ws_attr *sa = &src->v[i];
+		struct ws_attr *at;
+		size_t len;
+		char *v;
+
+		if (!sa->type)
+			continue;
+		if (dst->keys & key_bit(sa->khash) &&
+		    attr_find(dst, sa->key, sa->khash)) {
+			/* already there: replace it the usual way */
+			if (sa->type == WS_ATTR_STR) {
+				int e = ws_attrs_str(dst, sa->key, sa->s,
+						     strlen(sa->s));
+
+				if (e)
+					err = e;
+				else if (sa->flags & WS_ATTR_F_CUT)
+					dst->cut++;
+			} else if (sa->type == WS_ATTR_INT)
+				ws_attrs_int(dst, sa->key, sa->i);
+			else if (sa->type == WS_ATTR_BOOL)
+				ws_attrs_bool(dst, sa->key, sa->b);
+			else
+				ws_attrs_double(dst, sa->key, sa->d);
+			continue;
+		}
+		if (dst->n >= dst->cap) {
+			dst->dropped++;
+			err = -ENOSPC;
+			continue;
+		}
+		at = &dst->v[dst->n];
+		*at = *sa;
+		at->flags = 0;
+		if (sa->type == WS_ATTR_STR) {
+			/* valid UTF-8 of at most WS_SPAN_MAX_STR already */
+			len = sa->slen ? sa->slen : strlen(sa->s);
+			v = dst->pool ? pool_alloc(dst->pool, len + 1) : NULL;
+			if (v)
+				at->flags |= WS_ATTR_F_POOLED;
+			else if (!(v = malloc(len + 1))) {
+				err = -ENOMEM;
+				continue;
+			}
+			memcpy(v, sa->s, len + 1);
+			at->s = v;
+			at->slen = (uint16_t)len;
+			if (sa->flags & WS_ATTR_F_CUT) {
+				at->flags |= WS_ATTR_F_CUT;
+				dst->cut++;
+			}
+		}
+		dst->n++;
+		dst->keys |= key_bit(sa->khash);
+	}
+	return err;
 }
 
 void ws_attrs_clear(struct ws_attrs *a)
@@ -270,23 +528,47 @@ void ws_attrs_clear(struct ws_attrs *a)
 	for (i = 0; i < a->n; i++)
 		attr_release(&a->v[i]);
 	a->n = 0;
+	a->keys = 0;
 }
 
 /* ---- spans ---- */
 
+/* Freed spans kept for reuse, per thread (spans may be freed on another
+ * thread than the one that made them): no calloc of ~3 KiB and no page
+ * faults per span. */
+#define SPAN_CACHE_MAX 256
+static _Thread_local struct ws_span *span_cache;
+static _Thread_local unsigned span_cache_n;
+
 struct ws_span *ws_span_new(const char *name, uint8_t kind, uint64_t start_ns,
 			    const uint8_t *trace_id)
 {
-	struct ws_span *s = calloc(1, sizeof(*s));
+	struct ws_span *s = span_cache;
+	bool pooled;
+	size_t n;
 	int i;
 
-	if (!s)
-		return NULL;
-	s->name = ws_utf8_sanitize(name, strlen(name), WS_SPAN_MAX_STR, NULL);
+	if (s) {
+		span_cache = s->cache_next;
+		span_cache_n--;
+		/* the pool's bytes need no zeroing; whatever follows them
+		 * (a field added later) does */
+		memset(s, 0, offsetof(struct ws_span, pool_buf));
+		memset(s->pool_buf + sizeof(s->pool_buf), 0,
+		       sizeof(*s) - offsetof(struct ws_span, pool_buf) -
+			       sizeof(s->pool_buf));
+	} else {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return NULL;
+	}
+	pool_init(&s->pool, s->pool_buf, sizeof(s->pool_buf));
+	s->name = str_copy(&s->pool, name, strlen(name), NULL, &pooled, &n);
 	if (!s->name) {
 		free(s);
 		return NULL;
 	}
+	s->name_pooled = pooled;
 	if (trace_id && !ws_id_is_zero(trace_id, 16))
 		memcpy(s->trace_id, trace_id, 16);
 	else
@@ -296,11 +578,16 @@ struct ws_span *ws_span_new(const char *name, uint8_t kind, uint64_t start_ns,
 	s->start_ns = start_ns;
 	s->end_ns = start_ns;
 	ws_attrs_init(&s->a, s->attr_store, WS_SPAN_MAX_ATTRS);
-	for (i = 0; i < WS_SPAN_MAX_LINKS; i++)
+	s->a.pool = &s->pool;
+	for (i = 0; i < WS_SPAN_MAX_LINKS; i++) {
 		ws_attrs_init(&s->links[i].a, s->links[i].attrs, 2);
-	for (i = 0; i < WS_SPAN_MAX_EVENTS; i++)
+		s->links[i].a.pool = &s->pool;
+	}
+	for (i = 0; i < WS_SPAN_MAX_EVENTS; i++) {
 		ws_attrs_init(&s->events[i].a, s->events[i].attrs,
 			      WS_SPAN_MAX_EVENT_ATTRS);
+		s->events[i].a.pool = &s->pool;
+	}
 	return s;
 }
 
@@ -315,21 +602,33 @@ void ws_span_free(struct ws_span *s)
 		ws_attrs_clear(&s->links[i].a);
 	for (i = 0; i < s->n_events; i++)
 		ws_attrs_clear(&s->events[i].a);
-	free(s->name);
+	if (!s->name_pooled)
+		free(s->name);
 	free(s->trace_state);
 	free(s->status_message);
 	ws_resource_put(s->resource);
-	free(s);
+	pool_free(&s->pool);
+	if (span_cache_n >= SPAN_CACHE_MAX) {
+		free(s);
+		return;
+	}
+	s->cache_next = span_cache;
+	span_cache = s;
+	span_cache_n++;
 }
 
 int ws_span_set_name(struct ws_span *s, const char *name)
 {
-	char *n = ws_utf8_sanitize(name, strlen(name), WS_SPAN_MAX_STR, NULL);
+	bool pooled;
+	size_t len;
+	char *n = str_copy(&s->pool, name, strlen(name), NULL, &pooled, &len);
 
 	if (!n)
 		return -ENOMEM;
-	free(s->name);
+	if (!s->name_pooled)
+		free(s->name);
 	s->name = n;
+	s->name_pooled = pooled;
 	return 0;
 }
 

@@ -8,6 +8,12 @@
  * A span owns its strings (copied in, freed by ws_span_free). Attribute keys
  * are not copied: they must be string literals or otherwise outlive the span.
  * A span holds a reference on its resource.
+ *
+ * Cost (the agent makes a few spans per message): a span's attribute, link
+ * and event strings live in the span's own string pool (a block inside the
+ * span, then chained blocks), so a span costs one allocation, not one per
+ * string; freed spans are kept in a small per-thread cache for reuse. Treat
+ * every string of a span as read-only and change it only through this API.
  */
 #ifndef WIRESPAN_SPAN_H
 #define WIRESPAN_SPAN_H
@@ -23,6 +29,8 @@
 #define WS_RESOURCE_MAX_ATTRS 32
 /* Longest string attribute value kept; longer ones are cut and counted. */
 #define WS_SPAN_MAX_STR 1024
+/* Bytes of string pool inside each span (NATS spans need about 400). */
+#define WS_SPAN_POOL_INLINE 640
 
 /* OTLP SpanKind */
 enum ws_span_kind {
@@ -58,6 +66,10 @@ enum ws_attr_type {
 struct ws_attr {
 	const char *key; /* not owned */
 	uint8_t type;	 /* enum ws_attr_type */
+	uint8_t flags;	 /* private to span.c: WS_ATTR_F_* */
+	uint16_t khash;	 /* hash of key: most key compares are one integer */
+	uint16_t klen;	 /* strlen(key); 0: not known */
+	uint16_t slen;	 /* WS_ATTR_STR: strlen(s); 0: not known */
 	union {
 		char *s; /* owned, NUL-terminated, valid UTF-8 */
 		int64_t i;
@@ -66,11 +78,26 @@ struct ws_attr {
 	};
 };
 
+/* Bump allocator for a span's strings: freed all at once with the span. */
+struct ws_strpool {
+	char *buf;		       /* current block */
+	uint32_t used, cap;	       /* of buf */
+	uint32_t total;		       /* bytes in chained blocks */
+	struct ws_strpool_blk *blocks; /* chained blocks (malloc'd) */
+};
+
+/* ws_attr.flags */
+#define WS_ATTR_F_POOLED 1 /* s lives in the owner's string pool */
+#define WS_ATTR_F_CUT 2	   /* s was cut to WS_SPAN_MAX_STR */
+
 struct ws_attrs {
 	struct ws_attr *v;
 	uint16_t n, cap;
 	uint32_t dropped; /* attributes that did not fit */
 	uint32_t cut;	  /* string values cut to WS_SPAN_MAX_STR */
+	/* where string values go; NULL: one malloc each */
+	struct ws_strpool *pool;
+	uint64_t keys; /* private to span.c: bits of the keys' hashes */
 };
 
 struct ws_span_link {
@@ -118,6 +145,11 @@ struct ws_span {
 	uint8_t status;		      /* enum ws_status_code */
 	char *status_message;	      /* owned, may be NULL */
 	struct ws_resource *resource; /* referenced */
+	/* private to span.c */
+	bool name_pooled;
+	struct ws_strpool pool;
+	struct ws_span *cache_next;
+	char pool_buf[WS_SPAN_POOL_INLINE];
 };
 
 /* ---- ids ---- */
@@ -143,6 +175,12 @@ int ws_attrs_int(struct ws_attrs *a, const char *key, int64_t v);
 int ws_attrs_bool(struct ws_attrs *a, const char *key, bool v);
 int ws_attrs_double(struct ws_attrs *a, const char *key, double v);
 const struct ws_attr *ws_attrs_get(const struct ws_attrs *a, const char *key);
+/* Set every attribute of src in dst, in src's order, as the ws_attrs_*
+ * setters would (strings copied, cuts and drops counted in dst), but
+ * without hashing keys or checking strings again: for attributes that many
+ * spans share (a connection's). Returns 0, -ENOSPC or -ENOMEM (the last
+ * error; the other attributes are set). */
+int ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src);
 void ws_attrs_clear(struct ws_attrs *a);
 
 /* ---- spans ---- */

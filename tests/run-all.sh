@@ -32,6 +32,19 @@ else
 	total_f=$((total_f + 1))
 fi
 
+# The agent's whole userspace path, offline, under valgrind: synthesised
+# records -> pipeline -> NATS parser -> nats_spans -> OTLP (JSON and
+# protobuf); the replay fails unless every message gives its 3 spans.
+echo "== replay smoke (tests/bench/bench_agent_replay.c, valgrind)"
+rp=0
+for st in json pb; do
+	valgrind -q --leak-check=full --error-exitcode=99 build/bench_agent_replay \
+		--stage "$st" --messages 2000 --reps 1 >"$log/replay" 2>&1 &&
+		rp=$((rp + 1)) || tail -n 20 "$log/replay"
+done
+echo "replay: $rp passed, $((2 - rp)) failed"
+total_p=$((total_p + rp)) total_f=$((total_f + 2 - rp))
+
 if [ "$(id -u)" -eq 0 ]; then
 	echo "== integration tests (root: real BPF, real peers)"
 	bash tests/run-integration.sh 2>&1 | tee "$log/integration"

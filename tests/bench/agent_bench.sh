@@ -18,7 +18,8 @@
 #
 # Knobs: PARSER_SECONDS, PARSER_REPS, PARSER_FEED (feed sizes), AGENT_RATES,
 # AGENT_FILE_RATES ("" = none), AGENT_DRAIN_MAX (s to wait for the agent to
-# go idle after the publisher), AGENT_KEEP_OUTPUT=1 (keep the span files).
+# go idle after the publisher), AGENT_KEEP_OUTPUT=1 (keep the span files),
+# AGENT_ARGS (more options for every `wirespan agent` run).
 
 PARSER_SECONDS=${PARSER_SECONDS:-$([ "$QUICK" = 1 ] && echo 1 || echo 2)}
 PARSER_REPS=${PARSER_REPS:-$([ "$QUICK" = 1 ] && echo 3 || echo 5)}
@@ -27,6 +28,7 @@ AGENT_RATES=${AGENT_RATES-$([ "$QUICK" = 1 ] && echo "10000 50000 100000" || ech
 AGENT_FILE_RATES=${AGENT_FILE_RATES-50000}
 AGENT_DRAIN_MAX=${AGENT_DRAIN_MAX:-60}
 AGENT_KEEP_OUTPUT=${AGENT_KEEP_OUTPUT:-0}
+AGENT_ARGS=${AGENT_ARGS:-} # more `wirespan agent` options, e.g. "--max-capture 32768"
 AGENT_SIZE=128 # message payload bytes (nats_pub --size)
 # Wire bytes of one message on each hop (nats_pub: subject "bench", one
 # subscription, sid 1): "PUB bench 128\r\n" + payload + CRLF, and
@@ -106,7 +108,8 @@ agent_run() {
 	CAP_DIR=$d
 	out=/dev/null
 	[ "$sink" = file ] && out=$d/spans.jsonl
-	"$WS" agent --output stdout --port "$NATS_PORT" >"$out" 2>"$d/agent.err" &
+	# shellcheck disable=SC2086 # AGENT_ARGS is a list of options
+	"$WS" agent --output stdout --port "$NATS_PORT" $AGENT_ARGS >"$out" 2>"$d/agent.err" &
 	CAP_PID=$!
 	PIDS+=("$CAP_PID")
 	for i in $(seq 1 600); do

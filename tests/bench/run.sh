@@ -594,7 +594,7 @@ T_END=$(date +%s)
 	echo "- wirespan: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- agent bpf include 2>/dev/null || echo ' (agent/bpf/include modified)'), ring buffer ${RINGBUF:-default}"
 	echo "- other tp_* BPF programs attached (another capture on this host) at our snapshots (min, max): $(cat "$RAW"/*/foreign_progs 2>/dev/null | sort -n | awk 'NR == 1 {a = $1} {b = $1} END {print a ", " b}')"
 	echo "- 1-min load average at our capture starts (min, max; our own load included): $(sort -n "$RAW/loadavg" | awk 'NR == 1 {a = $1} {b = $1} END {print a ", " b}')"
-	echo "- settings: windows=$WINDOWS, N_SMALL=$N_SMALL syscalls of each kind per window, N_NATS=$N_NATS frames per window, load $LOAD_SECONDS s per rate$(part 4 && echo "; agent rates $AGENT_RATES (file output: ${AGENT_FILE_RATES:-none})"); parts $PARTS"
+	echo "- settings: windows=$WINDOWS, N_SMALL=$N_SMALL syscalls of each kind per window, N_NATS=$N_NATS frames per window, load $LOAD_SECONDS s per rate$(part 4 && echo "; agent rates $AGENT_RATES (file output: ${AGENT_FILE_RATES:-none})${AGENT_ARGS:+, agent options: $AGENT_ARGS}"); parts $PARTS"
 	if part 1; then
 	echo
 	echo "### 1. BPF cost per program (bpf_stats)"

@@ -472,10 +472,79 @@ static void garbage_then_publish(void **state)
 	ws_nats_conn_close(c, 200);
 }
 
+/* Span names: "<op> <subject>", inboxes templated, subjects cut to 511
+ * bytes as the name is built. */
+static void span_names(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	char line[800], want[600];
+	struct ws_span *s;
+
+	feed(c, WS_DIR_INGRESS, INFO(7), 11, 1000);
+	feed(c, WS_DIR_EGRESS, "PUB a.b 2\r\nhi\r\n", 11, 2000);
+	feed(c, WS_DIR_EGRESS, "PUB _INBOX.x.y 2\r\nhi\r\n", 11, 3000);
+	memset(want, 0, sizeof(want));
+	memcpy(want, "publish ", 8);
+	memset(want + 8, 's', 511);
+	memcpy(line, "PUB ", 4);
+	memset(line + 4, 's', 600);
+	memcpy(line + 604, " 2\r\nhi\r\n", 8);
+	line[612] = '\0';
+	feed(c, WS_DIR_EGRESS, line, 11, 4000);
+	assert_int_equal(f->out.n, 3);
+	assert_string_equal(f->out.s[0]->name, "publish a.b");
+	assert_string_equal(f->out.s[1]->name, "publish _INBOX.*");
+	s = f->out.s[2];
+	assert_string_equal(s->name, want);
+	/* the attribute keeps the whole subject */
+	assert_int_equal(strlen(attr_s(s, "messaging.destination.name")), 600);
+	ws_nats_conn_close(c, 5000);
+}
+
+/* A connection's address and identity attributes follow INFO and CONNECT
+ * as they come: spans before and after a second INFO/CONNECT differ. */
+static void identity_changes(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 10, WS_ROLE_CLIENT, 5000);
+
+	feed(c, WS_DIR_EGRESS, "PUB a 1\r\nx\r\n", 11, 100);
+	feed(c, WS_DIR_INGRESS, INFO(7), 11, 200);
+	feed(c, WS_DIR_EGRESS,
+	     "CONNECT {\"name\":\"one\",\"user\":\"u1\"}\r\nPUB a 1\r\nx\r\n",
+	     11, 300);
+	feed(c, WS_DIR_INGRESS,
+	     "INFO {\"server_id\":\"S2\",\"server_name\":\"n2\","
+	     "\"client_id\":9}\r\n",
+	     11, 400);
+	feed(c, WS_DIR_EGRESS, "CONNECT {\"name\":\"two\"}\r\nPUB a 1\r\nx\r\n",
+	     11, 500);
+	assert_int_equal(f->out.n, 3);
+	assert_null(attr_s(f->out.s[0], "nats.server.name"));
+	assert_int_equal(attr_i(f->out.s[0], "messaging.client.id"), -1);
+	assert_string_equal(attr_s(f->out.s[0], "server.address"), "127.0.0.1");
+	assert_string_equal(attr_s(f->out.s[1], "nats.server.name"), "n1");
+	assert_string_equal(attr_s(f->out.s[1], "nats.client.name"), "one");
+	assert_string_equal(attr_s(f->out.s[1], "nats.user"), "u1");
+	assert_int_equal(attr_i(f->out.s[1], "messaging.client.id"), 7);
+	assert_string_equal(attr_s(f->out.s[2], "nats.server.name"), "n2");
+	assert_string_equal(attr_s(f->out.s[2], "nats.server.id"), "S2");
+	assert_null(attr_s(f->out.s[2], "nats.client.ip"));
+	assert_string_equal(attr_s(f->out.s[2], "nats.client.name"), "two");
+	assert_null(attr_s(f->out.s[2], "nats.user"));
+	assert_int_equal(attr_i(f->out.s[2], "messaging.client.id"), 9);
+	assert_int_equal(attr_i(f->out.s[2], "server.port"), 4222);
+	ws_nats_conn_close(c, 600);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(publish_span, setup, teardown),
+		cmocka_unit_test_setup_teardown(span_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(identity_changes, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(process_ends_at_next_read,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(broker_hop_links, setup,

@@ -161,12 +161,131 @@ static void otlp_json_roundtrip(void **state)
 	ws_resource_put(r);
 }
 
+/* A span's strings live in its pool: values stay right through chained
+ * blocks, replacements past the pool's bound and reuse of freed spans. */
+static void span_strings(void **state)
+{
+	static const char *const keys[] = {"k0", "k1", "k2", "k3", "k4",
+					   "k5", "k6", "k7", "k8", "k9"};
+	char val[WS_SPAN_MAX_STR + 1], name[300], key[8] = "k";
+	struct ws_span *s, *again;
+	const struct ws_attr *at;
+	int i;
+
+	s = ws_span_new("first", WS_SPAN_KIND_INTERNAL, 1, NULL);
+	assert_non_null(s);
+	/* beyond the inline block: chained blocks */
+	for (i = 0; i < 10; i++) {
+		memset(val, 'a' + i, 200);
+		val[200] = '\0';
+		assert_int_equal(ws_attrs_cstr(&s->a, keys[i], val), 0);
+	}
+	/* a key that is equal but not the same pointer is the same key */
+	key[1] = '3';
+	key[2] = '\0';
+	assert_int_equal(ws_attrs_cstr(&s->a, key, "three"), 0);
+	assert_int_equal(s->a.n, 10);
+	assert_string_equal(ws_attrs_get(&s->a, "k3")->s, "three");
+	/* replaced again and again: past the pool's bound, one malloc each */
+	memset(val, 'z', WS_SPAN_MAX_STR);
+	val[WS_SPAN_MAX_STR] = '\0';
+	for (i = 0; i < 500; i++)
+		assert_int_equal(ws_attrs_cstr(&s->a, "k0", val), 0);
+	at = ws_attrs_get(&s->a, "k0");
+	assert_int_equal(strlen(at->s), WS_SPAN_MAX_STR);
+	for (i = 1; i < 10; i++) {
+		at = ws_attrs_get(&s->a, keys[i]);
+		if (i != 3) {
+			assert_int_equal(strlen(at->s), 200);
+			assert_int_equal(at->s[199], 'a' + i);
+		}
+	}
+	/* invalid UTF-8 into the pool */
+	assert_int_equal(ws_attrs_str(&s->a, "bad", "x\xffy", 3), 0);
+	assert_string_equal(ws_attrs_get(&s->a, "bad")->s, "x\xef\xbf\xbdy");
+	for (i = 0; i < 100; i++) {
+		memset(name, 'n', sizeof(name) - 1);
+		name[sizeof(name) - 1] = '\0';
+		name[0] = (char)('A' + i % 26);
+		assert_int_equal(ws_span_set_name(s, name), 0);
+	}
+	assert_int_equal(s->name[0], 'A' + 99 % 26);
+	assert_int_equal(strlen(s->name), sizeof(name) - 1);
+	ws_span_add_link(s, s->trace_id, s->span_id, 0);
+	assert_int_equal(ws_attrs_cstr(&s->links[0].a, "l", "link"), 0);
+	ws_span_free(s);
+	/* a reused span starts empty */
+	again = ws_span_new("second", WS_SPAN_KIND_CLIENT, 2, NULL);
+	assert_string_equal(again->name, "second");
+	assert_int_equal(again->a.n, 0);
+	assert_int_equal(again->n_links, 0);
+	assert_int_equal(again->a.dropped, 0);
+	assert_null(ws_attrs_get(&again->a, "k1"));
+	assert_int_equal(ws_attrs_cstr(&again->a, "k1", "v"), 0);
+	assert_string_equal(ws_attrs_get(&again->a, "k1")->s, "v");
+	ws_span_free(again);
+}
+
+/* ws_attrs_copy sets what the setters would: order, replacement, cuts,
+ * drops, strings owned by the destination. */
+static void attrs_copy(void **state)
+{
+	struct ws_attr sstore[8], dstore[4];
+	struct ws_attrs src, dst;
+	char big[WS_SPAN_MAX_STR + 10];
+	struct ws_span *s;
+
+	ws_attrs_init(&src, sstore, 8);
+	memset(big, 'b', sizeof(big));
+	ws_attrs_cstr(&src, "a", "one");
+	ws_attrs_int(&src, "b", 2);
+	ws_attrs_str(&src, "big", big, sizeof(big));
+	ws_attrs_bool(&src, "c", true);
+	ws_attrs_double(&src, "d", 0.5);
+	assert_int_equal(src.cut, 1);
+
+	ws_attrs_init(&dst, dstore, 4);
+	ws_attrs_cstr(&dst, "a", "old");
+	assert_int_equal(ws_attrs_copy(&dst, &src), -ENOSPC);
+	assert_int_equal(dst.n, 4);
+	assert_int_equal(dst.dropped, 1);
+	assert_int_equal(dst.cut, 1);
+	assert_string_equal(dst.v[0].key, "a"); /* replaced in place */
+	assert_string_equal(dst.v[0].s, "one");
+	assert_int_equal(ws_attrs_get(&dst, "b")->i, 2);
+	assert_int_equal(strlen(ws_attrs_get(&dst, "big")->s), WS_SPAN_MAX_STR);
+	assert_true(ws_attrs_get(&dst, "c")->b);
+	assert_null(ws_attrs_get(&dst, "d"));
+	/* dst's strings are its own */
+	assert_ptr_not_equal(ws_attrs_get(&dst, "big")->s,
+			     ws_attrs_get(&src, "big")->s);
+	ws_attrs_clear(&src);
+	assert_int_equal(ws_attrs_get(&dst, "big")->s[0], 'b');
+	ws_attrs_clear(&dst);
+
+	/* into a span: pooled strings, found and replaced afterwards */
+	ws_attrs_init(&src, sstore, 8);
+	ws_attrs_cstr(&src, "x", "ex");
+	ws_attrs_cstr(&src, "y", "why");
+	s = ws_span_new("s", WS_SPAN_KIND_INTERNAL, 1, NULL);
+	ws_attrs_int(&s->a, "first", 1);
+	assert_int_equal(ws_attrs_copy(&s->a, &src), 0);
+	assert_int_equal(ws_attrs_cstr(&s->a, "y", "y2"), 0);
+	assert_int_equal(s->a.n, 3);
+	assert_string_equal(s->a.v[1].s, "ex");
+	assert_string_equal(s->a.v[2].s, "y2");
+	ws_attrs_clear(&src);
+	ws_span_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(ids),
 		cmocka_unit_test(utf8),
 		cmocka_unit_test(attrs),
+		cmocka_unit_test(span_strings),
+		cmocka_unit_test(attrs_copy),
 		cmocka_unit_test(otlp_json_roundtrip),
 	};
 
