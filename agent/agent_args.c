@@ -46,7 +46,7 @@ const char ws_agent_usage[] =
 	"  -p, --pid PID           only processes with this pid (repeatable)\n"
 	"  -P, --port PORT         only connections with this port "
 	"(repeatable)\n"
-	"  -m, --max-capture N     bytes copied per syscall (default 16384, "
+	"  -m, --max-capture N     bytes copied per syscall (default 32768, "
 	"max 32768)\n"
 	"  -b, --ringbuf-size N    ring buffer bytes, a power of two (default "
 	"16 MiB)\n"

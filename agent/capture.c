@@ -213,7 +213,7 @@ static const char capture_usage[] =
 	"  -c, --cgroup ID         only processes in this cgroup id "
 	"(repeatable)\n"
 	"  -r, --protocol PROTO    only nats or http\n"
-	"  -m, --max-capture N     bytes copied per syscall (default 16384, "
+	"  -m, --max-capture N     bytes copied per syscall (default 32768, "
 	"max 32768)\n"
 	"  -b, --ringbuf-size N    ring buffer bytes, a power of two (default "
 	"16 MiB)\n"

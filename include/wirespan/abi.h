@@ -39,7 +39,7 @@
 /* Largest per-syscall payload a data record can carry (config may lower it). */
 #define WS_MAX_CAPTURE 32768u
 /* Default per-syscall payload cap. */
-#define WS_DEFAULT_CAPTURE 16384u
+#define WS_DEFAULT_CAPTURE 32768u
 /* iovecs of one writev/readv/sendmsg/recvmsg that are copied; beyond is a gap. */
 #define WS_MAX_IOV 16
 /* Bytes of a syscall's buffer that protocol inference looks at. */

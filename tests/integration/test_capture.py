@@ -242,13 +242,13 @@ def large_payload_test(name, extra_args, cap_bytes):
 
 
 def test_large_payload_default_cap():
-    """1 MiB payloads with the default 16 KiB cap: 'cap' gaps, data+gap tile, captured bytes exact."""
-    large_payload_test("large16k", [], 16384)
+    """1 MiB payloads with the default 32 KiB cap: 'cap' gaps, data+gap tile, captured bytes exact."""
+    large_payload_test("large32k", [], 32768)
 
 
-def test_large_payload_max_capture_32k():
-    """1 MiB payloads with --max-capture 32768."""
-    large_payload_test("large32k", ["--max-capture", 32768], 32768)
+def test_large_payload_max_capture_16k():
+    """1 MiB payloads with --max-capture 16384."""
+    large_payload_test("large16k", ["--max-capture", 16384], 16384)
 
 
 # The keys of each line type in docs/CAPTURE-FORMAT.md's example lines.
