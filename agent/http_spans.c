@@ -126,7 +126,8 @@ struct ws_http_spans {
 	struct xch *age;
 	unsigned n_open;
 	struct proc *procs;
-	struct xch *hops; /* by hop: exchanges whose other end is not seen yet */
+	struct xch
+		*hops; /* by hop: exchanges whose other end is not seen yet */
 	/* "http.request.header.<name>" per capture header (NULL: refused) */
 	char *capture_keys[WS_AUTH_MAX_HEADERS];
 	/* parser counters of the open connections (for stats) */
