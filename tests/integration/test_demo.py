@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`make demo` end to end: deploy/demo/demo.sh --once --json runs caddy ->
+Go API -> NATS request -> Go worker -> publish -> Node notifier, a JWT and
+an API-key caller, the agent and `wirespan tail --json`; every call must be
+ONE connected trace holding every hop, with the caller's identity."""
+import collections
+import json
+import subprocess
+
+from harness import REPO, TestFailure, check, log
+
+DEMO = REPO / "deploy" / "demo" / "demo.sh"
+CALLS = 2  # of each kind
+
+
+def _spans(out):
+    spans = []
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            spans.append(json.loads(line))
+    return spans
+
+
+def _exe(s):
+    return (s.get("resource") or {}).get("process.executable.name", "")
+
+
+def _one(trace, what, pred):
+    found = [s for s in trace if pred(s)]
+    check(len(found) == 1, "%s: want 1 span, saw %d in the trace: %s", what, len(found),
+          ["%s %s %s" % (_exe(s), s["kind"], s["name"]) for s in trace])
+    return found[0]
+
+
+def _child_of(child, parent, what):
+    check(child.get("parent_span_id") == parent["span_id"], "%s: parent %s, want %s (%s %s)", what,
+          child.get("parent_span_id"), parent["span_id"], _exe(parent), parent["name"])
+
+
+def _ancestors(s, by_id):
+    seen = []
+    while s.get("parent_span_id") in by_id and len(seen) < 64:
+        s = by_id[s["parent_span_id"]]
+        seen.append(s)
+    return seen
+
+
+def check_call(trace, ident_key):
+    """One call's trace: every hop, each the child of the hop before."""
+    by_id = {s["span_id"]: s for s in trace}
+    roots = [s for s in trace if s.get("parent_span_id") not in by_id]
+    check(len(roots) == 1, "one connected trace: %d roots: %s", len(roots),
+          ["%s %s %s" % (_exe(s), s["kind"], s["name"]) for s in roots])
+    gw_srv = _one(trace, "caddy server span", lambda s: _exe(s) == "caddy" and s["kind"] == "server")
+    gw_cli = _one(trace, "caddy client span", lambda s: _exe(s) == "caddy" and s["kind"] == "client")
+    api = _one(trace, "demo-api server span", lambda s: _exe(s) == "demo-api" and s["kind"] == "server")
+    req = _one(trace, "NATS request", lambda s: _exe(s) == "demo-api" and s["name"] == "send demo.price")
+    work = _one(trace, "worker process span", lambda s: _exe(s) == "demo-worker" and s["name"] == "process demo.price")
+    pub = _one(trace, "worker publish", lambda s: _exe(s) == "demo-worker" and s["name"] == "publish demo.priced")
+    note = _one(trace, "notifier process span", lambda s: _exe(s) == "node" and s["name"] == "process demo.priced")
+    _child_of(gw_cli, gw_srv, "caddy client <- caddy server (gateway hop)")
+    _child_of(api, gw_cli, "demo-api server <- caddy client (same-host hop)")
+    _child_of(req, api, "NATS request <- HTTP server span")
+    _child_of(work, req, "worker process <- request")
+    _child_of(pub, work, "publish <- worker process")
+    # the notifier's process span hangs under the publish, through the
+    # server's deliver span when nats-server is on this host
+    check(pub in _ancestors(note, by_id), "notifier process span is not under the worker's publish: parents %s",
+          [s["name"] for s in _ancestors(note, by_id)])
+    check(api["name"] == "GET /orders/{id}", "server span name %r", api["name"])
+    val = gw_srv["attributes"].get(ident_key)
+    check(val, "gateway span has no %s: %s", ident_key, gw_srv["attributes"])
+    return val
+
+
+def test_demo():
+    """make demo: each JWT / API-key call is one trace gateway -> HTTP -> NATS request-reply -> pub/sub, with identity."""
+    try:
+        p = subprocess.run(["bash", str(DEMO), "--once", "--json", "--calls", str(CALLS)],
+                           capture_output=True, text=True, timeout=55)
+    except subprocess.TimeoutExpired as e:
+        raise TestFailure("demo did not finish in 55 s: %s" % (e.stderr or b"")[-2000:])
+    log("demo stderr:\n%s", p.stderr)
+    check(p.returncode == 0, "demo exit %d: %s", p.returncode, p.stderr[-2000:])
+    spans = _spans(p.stdout)
+    traces = collections.defaultdict(list)
+    for s in spans:
+        traces[s["trace_id"]].append(s)
+    calls = [t for t in traces.values() if any(_exe(s) == "caddy" and s["kind"] == "server" for s in t)]
+    check(len(calls) == 2 * CALLS, "want %d traces through the gateway, saw %d (of %d traces, %d spans)",
+          2 * CALLS, len(calls), len(traces), len(spans))
+    users, pseudo = [], []
+    for t in calls:
+        gw = next(s for s in t if _exe(s) == "caddy" and s["kind"] == "server")
+        if "enduser.id" in gw["attributes"]:
+            users.append(check_call(t, "enduser.id"))
+        else:
+            pseudo.append(check_call(t, "enduser.pseudo.id"))
+    check(users == ["alice"] * CALLS, "JWT callers: enduser.id %s", users)
+    check(len(pseudo) == CALLS and len(set(pseudo)) == 1, "API-key callers: enduser.pseudo.id %s", pseudo)
+    # no span holds a credential the callers sent (the demo's JWT is
+    # signed with "demo-secret"; API keys start with "demo-key-")
+    raw = p.stdout
+    check("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." not in raw and "demo-key-" not in raw,
+          "a caller credential appears in the spans")
+    log("%d traces, %d spans; identities %s %s", len(calls), len(spans), users, pseudo)
