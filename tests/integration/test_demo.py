@@ -5,9 +5,14 @@ an API-key caller, the agent and `wirespan tail --json`; every call must be
 ONE connected trace holding every hop, with the caller's identity."""
 import collections
 import json
+import os
+import signal
+import socket
 import subprocess
+import time
+from pathlib import Path
 
-from harness import REPO, TestFailure, check, log
+from harness import NATS_SERVER, REPO, WIRESPAN, Env, TestFailure, check, free_port, log
 
 DEMO = REPO / "deploy" / "demo" / "demo.sh"
 CALLS = 2  # of each kind
@@ -105,3 +110,59 @@ def test_demo():
     check("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." not in raw and "demo-key-" not in raw,
           "a caller credential appears in the spans")
     log("%d traces, %d spans; identities %s %s", len(calls), len(spans), users, pseudo)
+
+
+def _pids_of(exe_path):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.readlink("/proc/%s/exe" % d) == str(exe_path):
+                    out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+def test_make_run():
+    """deploy/run.sh (make run): starts nats-server when none answers, agent + tail show spans, SIGINT leaves nothing behind."""
+    with Env("make-run") as env:
+        port = free_port()
+        url = "nats://127.0.0.1:%d" % port
+        e = dict(os.environ, RUN_SKIP_DEPS="1", WIRESPAN_EXPORT_NATS_URLS=url,
+                 AGENT_ARGS="--port %d --node run-test --no-k8s --set export.batch.max_delay_ms=200 "
+                 "--key-hash-secret-file %s" % (port, env.path("secret")))
+        out, err = env.path("run.out"), env.path("run.err")
+        before = set(_pids_of(WIRESPAN))
+        p = env.spawn(["bash", REPO / "deploy" / "run.sh"], stdout=out, stderr=err, env=e, name="run.sh")
+        deadline = time.monotonic() + 40
+        while "traces of this host follow" not in err.read_text(errors="replace"):
+            check(p.poll() is None, "run.sh exited %s: %s", p.returncode, err.read_text(errors="replace")[-1500:])
+            check(time.monotonic() < deadline, "run.sh not ready in 40 s: %s", err.read_text(errors="replace")[-1500:])
+            time.sleep(0.2)
+        check("starting nats-server" in err.read_text(), "run.sh did not start a nats-server for %s", url)
+        mine = set(_pids_of(WIRESPAN)) - before
+        nats = [q for q in _pids_of(Path(NATS_SERVER).resolve())
+                if ("-p\0%d\0" % port).encode() in Path("/proc/%d/cmdline" % q).read_bytes()]
+        check(len(nats) == 1, "want one nats-server on port %d, saw %s", port, nats)
+        # a message on the local server: the agent's publish span, shown by tail
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.recv(4096)
+            s.sendall(b'CONNECT {"verbose":false}\r\nPUB run.check 2\r\nhi\r\nPING\r\n')
+            s.recv(4096)
+        deadline = time.monotonic() + 20
+        while "publish run.check" not in out.read_text(errors="replace"):
+            check(time.monotonic() < deadline, "tail showed no span of run.check: %s / %s",
+                  out.read_text(errors="replace")[-800:], err.read_text(errors="replace")[-800:])
+            time.sleep(0.2)
+        os.killpg(p.pid, signal.SIGINT)  # Ctrl-C: the terminal's process group
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            raise TestFailure("run.sh did not stop within 30 s of SIGINT")
+        check(p.returncode == 130, "run.sh exit %s after SIGINT", p.returncode)
+        left = [q for q in mine | set(nats) if Path("/proc/%d" % q).exists()
+                and not Path("/proc/%d/stat" % q).read_text().split(") ")[1].startswith("Z")]
+        check(not left, "processes left after Ctrl-C: %s", left)
+        check("agent_metrics" in err.read_text(), "the agent's counters were not printed at exit")
+        log("run.sh: nats-server %s, wirespan %s, stopped", nats, sorted(mine))
