@@ -6,13 +6,14 @@ ONE connected trace holding every hop, with the caller's identity."""
 import collections
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from harness import NATS_SERVER, REPO, WIRESPAN, Env, TestFailure, check, free_port, log
+from harness import NATS_SERVER, REPO, WIRESPAN, Env, TestFailure, check, free_port, log, start_nats
 
 DEMO = REPO / "deploy" / "demo" / "demo.sh"
 CALLS = 2  # of each kind
@@ -166,3 +167,40 @@ def test_make_run():
         check(not left, "processes left after Ctrl-C: %s", left)
         check("agent_metrics" in err.read_text(), "the agent's counters were not printed at exit")
         log("run.sh: nats-server %s, wirespan %s, stopped", nats, sorted(mine))
+
+
+def _counter_paths(obj, path=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _counter_paths(v, path + (k,))
+    else:
+        yield ".".join(path)
+
+
+def test_every_counter_documented():
+    """Every counter the agent prints (metrics, agent_metrics with export, k8s) is named in docs/OPERATIONS.md."""
+    doc = (REPO / "docs" / "OPERATIONS.md").read_text()
+    names = set()
+    with Env("counters") as env:
+        ns = start_nats(env)
+        err = env.path("agent.err")
+        p = env.spawn([WIRESPAN, "agent", "--nats-url", ns.url, "--port", str(ns.port),
+                       "--no-k8s", "-d", "1", "--key-hash-secret-file", env.path("secret")],
+                      stderr=err, name="agent")
+        p.wait(30)
+        check(p.returncode == 0, "agent exit %s: %s", p.returncode, err.read_text()[-800:])
+        for line in err.read_text().splitlines():
+            if line.startswith("{"):
+                o = json.loads(line)
+                o.pop("type", None)
+                names.update(_counter_paths(o))
+    check(any(n.startswith("export.") for n in names), "no export counters printed")
+    # the k8s section is printed only with a pod watch: its names come
+    # from the code that prints it
+    src = (REPO / "agent" / "enrich.c").read_text()
+    k8s = src[src.index('"k8s"'):src.index('"peers"')] if '"peers"' in src else ""
+    names.update("k8s." + n for n in re.findall(r'jw_u64\(w, "([a-z_0-9]+)"', k8s))
+    check(any(n.startswith("k8s.") for n in names), "no k8s counters found in agent/enrich.c")
+    missing = sorted(n for n in names if "`%s`" % n not in doc)
+    check(not missing, "counters missing from docs/OPERATIONS.md: %s", missing)
+    log("%d counters documented", len(names))
