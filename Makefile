@@ -42,7 +42,7 @@ HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto
 # Skeletons and objects are inputs of later builds, not throwaway intermediates.
 .SECONDARY: $(BPF_OBJS) $(SKELS) $(PB_SRCS) $(PB_HDRS)
 
-.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run bench bench-replay fuzz help install uninstall dist
+.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run demo bench bench-replay fuzz help install uninstall dist
 
 all: $(OUT)/wirespan $(UNIT_BINS) $(OUT)/bench_agent_replay
 
@@ -111,8 +111,14 @@ lint: all
 
 check: lint test
 
-run: all
-	$(OUT)/wirespan agent --output stdout
+# Installs what is missing, builds, starts a nats-server if none answers,
+# runs the agent and shows its spans with `wirespan tail` (deploy/run.sh).
+run:
+	$(Q)bash deploy/run.sh
+
+# A small traced system on loopback: caddy, Go, NATS, Node (deploy/demo/).
+demo: $(OUT)/wirespan
+	$(Q)bash deploy/demo/demo.sh
 
 bench: all bench-replay
 	$(Q)bash tests/bench/run.sh
@@ -166,7 +172,8 @@ help:
 	@echo "make deps           install the Debian and npm packages wirespan needs"
 	@echo "make test           run every test (BPF integration tests need root)"
 	@echo "make check          format check, cppcheck and make test"
-	@echo "make run            run wirespan agent, spans to stdout (root)"
+	@echo "make run            deps, build, nats-server if none, agent + live tail (root)"
+	@echo "make demo           a traced caddy/Go/NATS/Node system on loopback (root)"
 	@echo "make bench          run the benchmarks (root)"
 	@echo "make bench-replay   the agent's userspace path replayed offline"
 	@echo "make fuzz           run the libFuzzer targets (FUZZ_SECONDS=60)"

@@ -209,6 +209,8 @@ static void put_http_metrics(struct ws_jsonw *w, struct agent *ag)
 	jw_u64(w, "traceparent_in", st->traceparent_in);
 	jw_u64(w, "bad_traceparent", st->bad_traceparent);
 	jw_u64(w, "nats_parent", st->nats_parent);
+	jw_u64(w, "hop_linked", st->hop_linked);
+	jw_u64(w, "hop_late", st->hop_late);
 	jw_u64(w, "capture_refused", st->capture_refused);
 	jw_u64(w, "route_explicit", st->route_explicit);
 	jw_obj_open(w, "parse_errors");

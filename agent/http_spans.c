@@ -41,6 +41,15 @@ static const char *const link_ev_name[] = {"none", "traceparent", "thread",
 
 struct proc;
 
+/* A request on a connection both of whose ends are on this host, as both
+ * ends see it: the client's and the server's address, and the stream
+ * offset of the request's first byte (each end counts the same bytes). */
+struct hop_key {
+	char caddr[48], saddr[48];
+	uint16_t cport, sport;
+	uint64_t off;
+};
+
 /* One request and its final response. */
 struct xch {
 	struct ws_http_conn *hc;
@@ -63,6 +72,11 @@ struct xch {
 	 * pooling gateway serves it at once, else it queues for one */
 	unsigned idle_at_read;
 	struct proc *proc;
+	/* same-host hop: waiting in b->hops for the other end's exchange */
+	struct hop_key hop;
+	bool in_hops;
+	bool ids_given; /* a NATS span took its ids as parent */
+	UT_hash_handle hh;
 	struct xch *prev, *next;   /* hc->fifo, oldest first */
 	struct xch *aprev, *anext; /* b->age: open spans, oldest first */
 	struct xch *pprev, *pnext; /* proc->open, oldest first */
@@ -112,6 +126,8 @@ struct ws_http_spans {
 	struct xch *age;
 	unsigned n_open;
 	struct proc *procs;
+	struct xch
+		*hops; /* by hop: exchanges whose other end is not seen yet */
 	/* "http.request.header.<name>" per capture header (NULL: refused) */
 	char *capture_keys[WS_AUTH_MAX_HEADERS];
 	/* parser counters of the open connections (for stats) */
@@ -459,6 +475,8 @@ static void xch_free(struct xch *x)
 	struct ws_http_conn *hc = x->hc;
 	int d;
 
+	if (x->in_hops)
+		HASH_DEL(hc->b->hops, x);
 	DL_DELETE(hc->fifo, x);
 	hc->n_fifo--;
 	for (d = 0; d < 2; d++)
@@ -972,6 +990,54 @@ static struct xch *xch_start(struct side *sd, const struct ws_http_msg *m)
 	return x;
 }
 
+/*
+ * Same-host hop: the connection's other end is a process on this host (a
+ * gateway's upstream call to a local service, a sidecar): its client span
+ * is the parent of the server span of the same request. Whichever end is
+ * handled second links; a server span is re-parented only while no child
+ * has taken its trace id (else it keeps its trace, counted as hop_late).
+ */
+static void hop_match(struct ws_http_conn *hc, struct xch *x,
+		      const struct ws_http_msg *m, bool server)
+{
+	struct ws_http_spans *b = hc->b;
+	const struct ws_http_conn_info *i = &hc->info;
+	struct xch *o, *cl, *sv;
+
+	if (i->preexisting) /* offsets from the middle: the ends differ */
+		return;
+	memset(&x->hop, 0, sizeof(x->hop));
+	snprintf(x->hop.caddr, sizeof(x->hop.caddr), "%s",
+		 server ? i->raddr : i->laddr);
+	snprintf(x->hop.saddr, sizeof(x->hop.saddr), "%s",
+		 server ? i->laddr : i->raddr);
+	x->hop.cport = server ? i->rport : i->lport;
+	x->hop.sport = server ? i->lport : i->rport;
+	x->hop.off = m->start_off;
+	HASH_FIND(hh, b->hops, &x->hop, sizeof(x->hop), o);
+	if (!o) {
+		HASH_ADD(hh, b->hops, hop, sizeof(x->hop), x);
+		x->in_hops = true;
+		return;
+	}
+	HASH_DEL(b->hops, o);
+	o->in_hops = false;
+	if ((o->hc->info.role == WS_ROLE_SERVER) == server)
+		return; /* two ends with one role: not a pair */
+	cl = server ? o : x;
+	sv = server ? x : o;
+	if (!cl->span || !sv->span)
+		return;
+	if (sv->children || sv->ids_given) {
+		b->st.hop_late++;
+		return;
+	}
+	ws_span_set_parent(sv->span, cl->span->trace_id, cl->span->span_id);
+	sv->span->flags = 0x100; /* known, not remote */
+	ws_attrs_cstr(&sv->span->a, "wirespan.link.evidence", "same_host");
+	b->st.hop_linked++;
+}
+
 static void on_request_head(struct side *sd, const struct ws_http_msg *m)
 {
 	struct ws_http_conn *hc = sd->hc;
@@ -1027,6 +1093,7 @@ static void on_request_head(struct side *sd, const struct ws_http_msg *m)
 		put_url(s, m, auth);
 		link_client(hc, x, m);
 	}
+	hop_match(hc, x, m, server);
 	ws_http_auth_apply(&b->cfg.auth, &m->headers, &s->a, &b->st.auth);
 	put_captured(b, s, m);
 	if (m->flags & WS_HTTP_F_RESYNC) {
@@ -1440,6 +1507,7 @@ bool ws_http_spans_parent(struct ws_http_spans *b, uint32_t tgid, uint32_t tid,
 		return false;
 	memcpy(trace_id, best->span->trace_id, 16);
 	memcpy(span_id, best->span->span_id, 8);
+	best->ids_given = true;
 	b->st.nats_parent++;
 	return true;
 }

@@ -91,6 +91,9 @@ struct ws_http_spans_stats {
 	uint64_t traceparent_in;      /* server spans continuing a trace */
 	uint64_t bad_traceparent; /* traceparent headers that did not parse */
 	uint64_t nats_parent; /* NATS spans parented to an HTTP server span */
+	/* same-host hops: server spans made the child of the client span at
+	 * the other end of their connection; too late (a child had its ids) */
+	uint64_t hop_linked, hop_late;
 	uint64_t capture_refused; /* capture header names refused: secret */
 	uint64_t route_explicit;  /* routes from the pattern table */
 	uint64_t conns, conns_unknown_role;

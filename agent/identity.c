@@ -417,8 +417,9 @@ static struct ws_resource *build(struct ws_identity *id, struct proc_entry *e,
 /* Does an argument name a secret (--password, -token, api_key=...)? */
 static bool secret_flag(const char *arg, size_t len)
 {
-	static const char *const words[] = {"pass", "secret", "token", "key",
-					    "auth", "cred",   "seed",  "sig"};
+	static const char *const words[] = {"pass", "secret", "token",
+					    "key",  "auth",   "cred",
+					    "seed", "sig",    "cookie"};
 	char low[64];
 	size_t i;
 
@@ -432,6 +433,24 @@ static bool secret_flag(const char *arg, size_t len)
 		if (strstr(low, words[i]))
 			return true;
 	return false;
+}
+
+/* Length of the name of a header argument ("Authorization: Bearer x",
+ * curl -H and friends), 0 if arg is not one. */
+static size_t header_name_len(const char *arg, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		char c = arg[i];
+
+		if (c == ':')
+			return i && (i + 1 == len || arg[i + 1] == ' ') ? i : 0;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '-' || c == '_'))
+			return 0;
+	}
+	return 0;
 }
 
 /* Append s[0..n) to out, or as much as fits. */
@@ -454,6 +473,7 @@ void ws_cmdline_redact(const char *argv, size_t len, char *out, size_t cap)
 	out[0] = '\0';
 	while (a < end) {
 		size_t n = strnlen(a, (size_t)(end - a));
+		size_t hn = header_name_len(a, n);
 		const char *eq = memchr(a, '=', n);
 		const char *at = memchr(a, '@', n);
 		const char *scheme = n > 3 ? strstr(a, "://") : NULL;
@@ -474,6 +494,10 @@ void ws_cmdline_redact(const char *argv, size_t len, char *out, size_t cap)
 			put(out, cap, &o, colon ? ":REDACTED" : "",
 			    colon ? 9 : 0);
 			put(out, cap, &o, at, (size_t)(a + n - at));
+		} else if (hn && secret_flag(a, hn)) {
+			/* a credential header: "Authorization: REDACTED" */
+			put(out, cap, &o, a, hn + 1);
+			put(out, cap, &o, " REDACTED", 9);
 		} else if (a[0] == '-' && eq &&
 			   secret_flag(a, (size_t)(eq - a))) {
 			put(out, cap, &o, a, (size_t)(eq - a + 1));

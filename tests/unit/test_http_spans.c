@@ -824,6 +824,81 @@ static void hop_none(void **state)
 	ws_http_conn_close(up, 70);
 }
 
+/* Both ends of 127.0.0.1:port <-> 127.0.0.1:8081 on this host. */
+static struct ws_http_conn *loop_end(uint32_t tgid, uint8_t role, uint16_t port,
+				     bool preexisting)
+{
+	struct ws_http_conn_info in = {.tgid = tgid, .fd = 6, .role = role};
+	bool sv = role == WS_ROLE_SERVER;
+
+	snprintf(in.laddr, sizeof(in.laddr), "127.0.0.1");
+	snprintf(in.raddr, sizeof(in.raddr), "127.0.0.1");
+	in.lport = sv ? 8081 : port;
+	in.rport = sv ? port : 8081;
+	in.preexisting = preexisting;
+	in.resource = fx.res;
+	return ws_http_conn_new(fx.b, &in);
+}
+
+static const char REQ_X[] = "GET /x HTTP/1.1\r\n\r\n";
+static const char RESP_0[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+static void hop_same_host(void **state)
+{
+	struct ws_http_conn *cl = loop_end(70, WS_ROLE_CLIENT, 41000, false),
+			    *sv = loop_end(71, WS_ROLE_SERVER, 41000, false);
+	const struct ws_http_spans_stats *st;
+	uint8_t trace[16], span[8];
+
+	/* request 1: the client's write is handled first */
+	feed(cl, EG, REQ_X, 1, 10);
+	feed(sv, IN, REQ_X, 2, 11);
+	feed(sv, EG, RESP_0, 2, 12);
+	feed(cl, IN, RESP_0, 1, 13);
+	assert_int_equal(fx.out.n, 2);
+	assert_child(fx.out.s[0], fx.out.s[1], "same_host");
+	/* request 2 on the same connection (offset 21): the server's read
+	 * first */
+	feed(sv, IN, REQ_X, 2, 20);
+	feed(cl, EG, REQ_X, 1, 19);
+	feed(sv, EG, RESP_0, 2, 22);
+	feed(cl, IN, RESP_0, 1, 23);
+	assert_int_equal(fx.out.n, 4);
+	assert_child(fx.out.s[2], fx.out.s[3], "same_host");
+	/* request 3: a NATS span took the server span's ids before the
+	 * client end was seen: the server span keeps its trace */
+	feed(sv, IN, REQ_X, 2, 30);
+	assert_true(ws_http_spans_parent(fx.b, 71, 2, 31, trace, span));
+	feed(cl, EG, REQ_X, 1, 29);
+	feed(sv, EG, RESP_0, 2, 32);
+	feed(cl, IN, RESP_0, 1, 33);
+	assert_int_equal(fx.out.n, 6);
+	assert_false(fx.out.s[4]->has_parent);
+	assert_memory_equal(fx.out.s[4]->trace_id, trace, 16);
+	st = ws_http_spans_stats(fx.b);
+	assert_int_equal(st->hop_linked, 2);
+	assert_int_equal(st->hop_late, 1);
+	ws_http_conn_close(cl, 40);
+	ws_http_conn_close(sv, 40);
+	/* followed from the middle: offsets differ between the ends */
+	cl = loop_end(70, WS_ROLE_CLIENT, 41001, true);
+	sv = loop_end(71, WS_ROLE_SERVER, 41001, true);
+	feed(cl, EG, REQ_X, 1, 50);
+	feed(sv, IN, REQ_X, 2, 51);
+	feed(sv, EG, RESP_0, 2, 52);
+	feed(cl, IN, RESP_0, 1, 53);
+	assert_int_equal(fx.out.n, 8);
+	assert_false(fx.out.s[6]->has_parent);
+	assert_int_equal(ws_http_spans_stats(fx.b)->hop_linked, 2);
+	/* an end left waiting is freed with its connection (valgrind) */
+	feed(cl, EG, REQ_X, 1, 60);
+	ws_http_conn_close(sv, 70);
+	ws_http_conn_close(cl, 70);
+	cl = loop_end(70, WS_ROLE_CLIENT, 41002, false);
+	feed(cl, EG, REQ_X, 1, 80);
+	ws_http_conn_close(cl, 90);
+}
+
 static void nats_parent_lookup(void **state)
 {
 	struct ws_http_conn *a = conn(50, WS_ROLE_SERVER, 40000),
@@ -1045,6 +1120,7 @@ int main(void)
 		T(hop_event_loop),
 		T(hop_connect_time),
 		T(hop_none),
+		T(hop_same_host),
 		T(nats_parent_lookup),
 		T(nats_publish_in_handler),
 		T(captured_headers),

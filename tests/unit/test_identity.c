@@ -33,6 +33,14 @@ static void cmdline_secrets(void **state)
 	R("app\0--auth_token=abc\0--Api-Key\0k1\0--seed-file=/x",
 	  "app --auth_token=REDACTED --Api-Key REDACTED --seed-file=REDACTED");
 	R("app\0--port=4222", "app --port=4222");
+	/* credential headers given as arguments (curl -H) */
+	R("curl\0-H\0Authorization: Bearer eyJhbGciOi.x.y\0-H\0X-API-Key: "
+	  "k-123\0-H\0Cookie: sid=1\0-H\0Accept: text/plain\0http://h/x",
+	  "curl -H Authorization: REDACTED -H X-API-Key: REDACTED -H Cookie: "
+	  "REDACTED -H Accept: text/plain http://h/x");
+	R("curl\0-HAuthorization: Basic Ym9iOnB3\0-H\0x-auth:",
+	  "curl "
+	  "-HAuthorization: REDACTED -H x-auth: REDACTED");
 	/* a cut buffer stays NUL-terminated */
 	{
 		char out[8];
