@@ -912,7 +912,8 @@ static int run(struct relay_opts *o)
 		rl.st = ws_stitch_new(&o->sc);
 		if (rl.st)
 			ws_info("relay: stitching, window %llu ms",
-				(unsigned long long)(o->sc.window_ns / 1000000));
+				(unsigned long long)(o->sc.window_ns /
+						     1000000));
 	}
 	if ((!rl.out && !rl.r) || (o->stitch && !rl.st)) {
 		ws_err("out of memory");

@@ -43,8 +43,7 @@ static const char *attr_str(const pb_span *s, const char *key)
 {
 	const pb_any *v = attr(s, key);
 
-	return v && v->value_case ==
-			    OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE
+	return v && v->value_case == OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE
 		       ? v->string_value
 		       : NULL;
 }
@@ -53,8 +52,9 @@ static bool attr_int(const pb_span *s, const char *key, int64_t *out)
 {
 	const pb_any *v = attr(s, key);
 
-	if (!v || v->value_case !=
-			  OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE)
+	if (!v ||
+	    v->value_case !=
+		    OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE)
 		return false;
 	*out = v->int_value;
 	return true;
@@ -84,8 +84,8 @@ static bool describe(pb_span *s, struct ws_stitch_span *d)
 		d->fingerprint = XXH3_64bits(fp, strlen(fp));
 		d->has_fingerprint = true;
 		dl = attr_str(s, "wirespan.nats.delivery_id");
-		d->has_delivery = dl && !ws_id_parse(dl, strlen(dl),
-						     d->delivery_id, 8);
+		d->has_delivery =
+			dl && !ws_id_parse(dl, strlen(dl), d->delivery_id, 8);
 		switch (s->kind) {
 		case OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_CONSUMER:
 			if (!d->has_parent)
@@ -114,9 +114,10 @@ static bool describe(pb_span *s, struct ws_stitch_span *d)
 	if (s->kind ==
 	    OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_CLIENT)
 		d->role = WS_STITCH_HTTP_CLIENT;
-	else if (s->kind ==
-			 OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_SERVER &&
-		 !d->has_parent)
+	else if (
+		s->kind ==
+			OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_SERVER &&
+		!d->has_parent)
 		d->role = WS_STITCH_HTTP_SERVER;
 	return true;
 }
@@ -193,9 +194,9 @@ static int add_evidence(pb_span *s, const char *evidence)
 	pb_kv **v, *kv = malloc(sizeof(*kv));
 	pb_any *val = malloc(sizeof(*val));
 
-	v = kv && val ? realloc(s->attributes,
-				(s->n_attributes + 1) * sizeof(*v))
-		      : NULL;
+	v = kv && val
+		    ? realloc(s->attributes, (s->n_attributes + 1) * sizeof(*v))
+		    : NULL;
 	if (!v) {
 		free(kv);
 		free(val);
