@@ -115,6 +115,9 @@ struct ws_http_conn {
 	struct xch *fifo; /* waiting for their final response */
 	unsigned n_fifo;
 	uint64_t requests; /* request heads seen */
+	/* request heads read or written, tracked or not: the index of an
+	 * exchange on its connection, which both ends count alike */
+	uint64_t seq;
 	struct proc *proc; /* client connections: counted in their process */
 	bool idle;	   /* a client connection with nothing in flight */
 };
@@ -574,6 +577,13 @@ static void put_common(struct ws_http_conn *hc, struct ws_span *s,
 	ws_attrs_cstr(&s->a, "network.transport", "tcp");
 	ws_attrs_cstr(&s->a, "network.peer.address", in->raddr);
 	ws_attrs_int(&s->a, "network.peer.port", in->rport);
+	ws_attrs_cstr(&s->a, "network.local.address", in->laddr);
+	ws_attrs_int(&s->a, "network.local.port", in->lport);
+	/* the relay joins client and server spans on the 5-tuple and this
+	 * (docs/RELAY.md, Stitching); unknown when followed from the middle */
+	if (!in->preexisting && hc->seq)
+		ws_attrs_int(&s->a, "wirespan.http.conn.seq",
+			     (int64_t)(hc->seq - 1));
 	if (ua)
 		ws_attrs_str(&s->a, "user_agent.original", ua->ptr, ua->len);
 	ws_attrs_int(&s->a, "thread.id", tid);
@@ -1050,6 +1060,7 @@ static void on_request_head(struct side *sd, const struct ws_http_msg *m)
 
 	/* the response parser must know every request, tracked or not */
 	ws_http_parser_expect(resp->p, m->method);
+	hc->seq++;
 	x = xch_start(sd, m);
 	sd->cur = x;
 	sd->skip = !x;

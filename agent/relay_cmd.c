@@ -30,6 +30,7 @@
 #include "natsflags.h"
 #include "relay.h"
 #include "relay_cmd.h"
+#include "stitch_pb.h"
 #include "tail_fmt.h"
 
 #define MAX_HEADER_LEN 8192
@@ -43,6 +44,8 @@
 struct relay_opts {
 	struct ws_natsconn_cfg nc;
 	struct ws_relay_cfg rc;
+	struct ws_stitch_cfg sc;
+	bool stitch;
 	struct ws_otlp_http_cfg hc;
 	char *header_store[WS_OTLP_HTTP_MAX_HEADERS]; /* owned lines */
 	const char *subject, *prefix, *queue;
@@ -57,6 +60,9 @@ struct relay {
 	struct ws_relay *r;
 	struct ws_tail *out; /* --output stdout */
 	struct ws_otlp_http *http;
+	struct ws_stitch *st; /* --stitch */
+	uint64_t now;	      /* of the push in progress, for ready() */
+	uint64_t stitch_bad, stitch_errors;
 	natsSubscription *sub;
 	jsCtx *js;
 	uint64_t acks, naks, terms, ack_errors, in_progress;
@@ -111,29 +117,73 @@ static void on_release(void *ctx, void *token, int why)
 	natsMsg_Destroy(m);
 }
 
-static void push(struct relay *rl, natsMsg *msg, void *token)
+/* One payload to the output (locked). Returns what the queue said. */
+static int forward(struct relay *rl, const char *subject, const uint8_t *data,
+		   size_t len, void *token, uint64_t now, uint64_t *bad)
 {
-	int len = natsMsg_GetDataLength(msg);
-	const uint8_t *data = (const uint8_t *)natsMsg_GetData(msg);
-	uint64_t now = mono_ns(), bad = 0;
 	int rc;
 
-	pthread_mutex_lock(&rl->mu);
 	if (rl->out) {
-		rc = ws_tail_feed(rl->out, natsMsg_GetSubject(msg), data,
-				  len > 0 ? (size_t)len : 0, now);
+		rc = ws_tail_feed(rl->out, subject, data, len, now);
 		ws_tail_flush_all(rl->out);
-		bad = ws_tail_stats(rl->out)->bad_messages;
+		*bad = ws_tail_stats(rl->out)->bad_messages;
 		if (token)
 			on_release(rl, token,
 				   rc ? WS_DROP_BAD_MESSAGE
 				      : WS_RELAY_DELIVERED);
-	} else {
-		rc = ws_relay_push(rl->r, data, len > 0 ? (size_t)len : 0,
-				   token, now);
-		bad = ws_relay_stats(rl->r)
-			      ->dropped_messages[WS_DROP_BAD_MESSAGE];
+		return rc;
 	}
+	rc = ws_relay_push(rl->r, data, len, token, now);
+	*bad = ws_relay_stats(rl->r)->dropped_messages[WS_DROP_BAD_MESSAGE];
+	return rc;
+}
+
+/* The stitcher let a payload go (locked): on to the output. */
+static void on_stitched(void *ctx, void *token, bool modified)
+{
+	struct relay *rl = ctx;
+	struct ws_stitch_msg *m = token;
+	uint8_t *buf;
+	size_t len;
+	uint64_t bad;
+	bool owned = false;
+
+	if (ws_stitch_msg_bytes(m, modified, &buf, &len, &owned)) {
+		/* cannot encode the rewrite: the spans as they came */
+		rl->stitch_errors++;
+		ws_stitch_msg_bytes(m, false, &buf, &len, &owned);
+	}
+	forward(rl, m->subject, buf, len, m->token, rl->now, &bad);
+	if (owned)
+		free(buf);
+	ws_stitch_msg_free(m);
+}
+
+static void push(struct relay *rl, natsMsg *msg, void *token)
+{
+	int len = natsMsg_GetDataLength(msg);
+	const uint8_t *data = (const uint8_t *)natsMsg_GetData(msg);
+	size_t n = len > 0 ? (size_t)len : 0;
+	uint64_t now = mono_ns(), bad = 0;
+	struct ws_stitch_msg *m = NULL;
+	int rc = 0;
+
+	if (rl->st) {
+		m = ws_stitch_msg_decode(data, n, natsMsg_GetSubject(msg),
+					 token);
+		if (!m && errno != EBADMSG) {
+			pthread_mutex_lock(&rl->mu);
+			rl->stitch_errors++;
+			pthread_mutex_unlock(&rl->mu);
+		}
+	}
+	pthread_mutex_lock(&rl->mu);
+	rl->now = now;
+	if (m)
+		ws_stitch_add(rl->st, m, n, m->spans, m->n_spans, now);
+	else /* no stitching, or bad bytes: the queue counts those */
+		rc = forward(rl, natsMsg_GetSubject(msg), data, n, token, now,
+			     &bad);
 	pthread_mutex_unlock(&rl->mu);
 	if (rc == -EBADMSG && (bad <= BAD_LOGGED || bad % 1000 == 0))
 		ws_warn("relay: a %d-byte message on %s is not OTLP protobuf; "
@@ -216,6 +266,29 @@ static void print_metrics(struct relay *rl, const struct ws_natsconn_stats *ns)
 		jw_u64(&w, "bad_message", st->bad_messages);
 		jw_obj_close(&w);
 	}
+	if (rl->st) {
+		const struct ws_stitch_stats *st = ws_stitch_stats(rl->st);
+
+		jw_obj_open(&w, "stitch");
+		jw_u64(&w, "messages", st->messages);
+		jw_u64(&w, "spans", st->spans);
+		jw_u64(&w, "joins_delivery", st->joins_delivery);
+		jw_u64(&w, "joins_fingerprint", st->joins_fingerprint);
+		jw_u64(&w, "joins_http", st->joins_http);
+		jw_u64(&w, "ambiguous", st->ambiguous);
+		jw_u64(&w, "trace_follow", st->trace_follow);
+		jw_u64(&w, "timeouts", st->timeouts);
+		jw_u64(&w, "parent_timeouts", st->orphan_timeouts);
+		jw_u64(&w, "nat_mismatch", st->nat_mismatch);
+		jw_u64(&w, "evicted", st->evicted);
+		jw_u64(&w, "held_spans", st->held_spans);
+		jw_u64(&w, "held_messages", st->held_messages);
+		jw_u64(&w, "held_bytes", st->held_bytes);
+		jw_u64(&w, "peak_held_bytes", st->peak_held_bytes);
+		jw_u64(&w, "remembered", st->remembered);
+		jw_u64(&w, "errors", rl->stitch_errors + st->rewrite_errors);
+		jw_obj_close(&w);
+	}
 	jw_obj_open(&w, "jetstream");
 	jw_u64(&w, "acks", rl->acks);
 	jw_u64(&w, "naks", rl->naks);
@@ -281,6 +354,18 @@ static const char relay_usage[] =
 	"      --ack-wait SECS     jetstream: the consumer's AckWait (default "
 	"60)\n"
 	"\n"
+	"Stitching (docs/RELAY.md):\n"
+	"      --stitch            join the two ends of cross-host NATS and "
+	"HTTP\n"
+	"                          hops into one trace\n"
+	"      --stitch-window MS  a span waits for its partner at most "
+	"(default\n"
+	"                          2000)\n"
+	"      --stitch-max-spans N  spans remembered for joins (default "
+	"262144)\n"
+	"      --stitch-max-held-bytes N  payload bytes held (default 64 "
+	"MiB)\n"
+	"\n"
 	"Bounds:\n"
 	"      --max-queue-bytes N payload bytes held (default 64 MiB); the "
 	"oldest\n"
@@ -316,6 +401,10 @@ enum {
 	OPT_BACKOFF_MAX,
 	OPT_RETRY_ELAPSED,
 	OPT_DRAIN,
+	OPT_STITCH,
+	OPT_STITCH_WINDOW,
+	OPT_STITCH_SPANS,
+	OPT_STITCH_BYTES,
 };
 
 static void usage_full(FILE *f)
@@ -427,6 +516,11 @@ static int parse(int argc, char **argv, struct relay_opts *o)
 		{"retry-max-elapsed", required_argument, NULL,
 		 OPT_RETRY_ELAPSED},
 		{"drain-timeout", required_argument, NULL, OPT_DRAIN},
+		{"stitch", no_argument, NULL, OPT_STITCH},
+		{"stitch-window", required_argument, NULL, OPT_STITCH_WINDOW},
+		{"stitch-max-spans", required_argument, NULL, OPT_STITCH_SPANS},
+		{"stitch-max-held-bytes", required_argument, NULL,
+		 OPT_STITCH_BYTES},
 		{"duration", required_argument, NULL, 'd'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
@@ -555,6 +649,25 @@ static int parse(int argc, char **argv, struct relay_opts *o)
 		case OPT_DRAIN:
 			if (ws_cli_u64(optarg, 0, 3600, &o->drain_s))
 				return bad("--drain-timeout", optarg);
+			break;
+		case OPT_STITCH:
+			o->stitch = true;
+			break;
+		case OPT_STITCH_WINDOW:
+			if (ws_cli_u64(optarg, 1, 600 * 1000, &v))
+				return bad("--stitch-window", optarg);
+			o->sc.window_ns = v * 1000000ull;
+			o->stitch = true;
+			break;
+		case OPT_STITCH_SPANS:
+			if (ws_cli_u64(optarg, 1, 1u << 26, &v))
+				return bad("--stitch-max-spans", optarg);
+			o->sc.max_spans = (size_t)v;
+			break;
+		case OPT_STITCH_BYTES:
+			if (ws_cli_u64(optarg, 4096, 1ull << 40, &v))
+				return bad("--stitch-max-held-bytes", optarg);
+			o->sc.max_held_bytes = (size_t)v;
 			break;
 		case 'd':
 			if (ws_cli_u64(optarg, 1, 86400 * 365, &o->duration_s))
@@ -792,7 +905,17 @@ static int run(struct relay_opts *o)
 		ws_info("relay: exporting to %s (%zu headers%s)", url,
 			o->hc.n_headers, o->hc.gzip ? ", gzip" : "");
 	}
-	if (!rl.out && !rl.r) {
+	if (o->stitch) {
+		o->sc.rewrite = ws_stitch_msg_rewrite;
+		o->sc.ready = on_stitched;
+		o->sc.ctx = &rl;
+		rl.st = ws_stitch_new(&o->sc);
+		if (rl.st)
+			ws_info("relay: stitching, window %llu ms",
+				(unsigned long long)(o->sc.window_ns /
+						     1000000));
+	}
+	if ((!rl.out && !rl.r) || (o->stitch && !rl.st)) {
 		ws_err("out of memory");
 		goto out;
 	}
@@ -821,11 +944,20 @@ static int run(struct relay_opts *o)
 		uint64_t now = mono_ns(), wake;
 		int sig;
 
-		if (rl.r) {
+		if (rl.r || rl.st) {
 			pthread_mutex_lock(&rl.mu);
-			wake = ws_relay_wake_ns(rl.r, now);
+			wake = rl.r ? ws_relay_wake_ns(rl.r, now) : UINT64_MAX;
+			if (rl.st) {
+				/* time-outs let held payloads go */
+				rl.now = now;
+				ws_stitch_tick(rl.st, now);
+				if (ws_stitch_wake_ns(rl.st) < wake)
+					wake = ws_stitch_wake_ns(rl.st);
+				if (rl.r && ws_relay_wake_ns(rl.r, now) < wake)
+					wake = ws_relay_wake_ns(rl.r, now);
+			}
 			pthread_mutex_unlock(&rl.mu);
-			if (wake - now < (uint64_t)TICK_NS)
+			if (wake > now && wake - now < (uint64_t)TICK_NS)
 				ts.tv_nsec = (long)(wake - now);
 		}
 		if (o->jetstream && !stop_at) {
@@ -860,6 +992,14 @@ static int run(struct relay_opts *o)
 		if (stop_at) {
 			bool idle = true;
 
+			if (rl.st && input_drained(&rl, o)) {
+				/* no more partners can come */
+				pthread_mutex_lock(&rl.mu);
+				rl.now = mono_ns();
+				ws_stitch_flush(rl.st);
+				pthread_mutex_unlock(&rl.mu);
+			}
+
 			if (rl.r) {
 				pthread_mutex_lock(&rl.mu);
 				idle = ws_relay_idle(rl.r);
@@ -876,6 +1016,10 @@ out:
 		stop_input(&rl, o);
 	/* what could not be sent is counted as shutdown (and nak'ed) */
 	pthread_mutex_lock(&rl.mu);
+	if (rl.st) {
+		rl.now = mono_ns();
+		ws_stitch_flush(rl.st);
+	}
 	if (rl.r)
 		ws_relay_drop_all(rl.r);
 	pthread_mutex_unlock(&rl.mu);
@@ -887,6 +1031,7 @@ out:
 	jsCtx_Destroy(rl.js);
 	natsConnection_Destroy(nc);
 	nats_CloseAndWait(2000);
+	ws_stitch_free(rl.st);
 	ws_relay_free(rl.r);
 	ws_tail_free(rl.out);
 	ws_otlp_http_free(rl.http);
@@ -902,6 +1047,7 @@ int cmd_relay(int argc, char **argv)
 	memset(&o, 0, sizeof(o));
 	o.drain_s = 5;
 	ws_relay_cfg_init(&o.rc);
+	ws_stitch_cfg_init(&o.sc);
 	rc = parse(argc, argv, &o);
 	if (rc < 0)
 		rc = run(&o);

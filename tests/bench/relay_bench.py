@@ -4,6 +4,7 @@
 loopback OTLP/HTTP receiver (tests/peers/py/otlpbackend.py --no-decode).
 
   python3 tests/bench/relay_bench.py [--seconds 10] [--spans 50] [--down 0]
+                                     [--stitch]
 
 A raw-socket publisher sends one pre-encoded ExportTraceServiceRequest of
 --spans spans (20 attributes each) as fast as the server takes it for
@@ -12,6 +13,13 @@ run and per CPU-second of the relay process (utime + stime from /proc), its
 peak RSS, and every drop counter. With --down S the receiver answers 503 for
 the first S seconds of the run (the relay holds, bounded by
 --max-queue-bytes, and drops the oldest, counted), then 200.
+
+--stitch: the relay runs with --stitch (window 1 s) and the payloads are a
+pool of distinct ones, by pairs: --spans NATS publish spans (PRODUCER, a
+wirespan.message.fingerprint each), then the --spans process spans
+(CONSUMER, no parent) of the same fingerprints on other traces, so every
+consumer joins (decode, join, rewrite, encode again). Ids repeat only after
+the pool (--pool payloads), well past the window.
 """
 import argparse
 import json
@@ -67,12 +75,36 @@ def request(n):
     return ld(1, rs)
 
 
+def stitch_request(n, k, consumer):
+    """Payload k of the stitch pool: spans of pair k//2, producers (even k)
+    or their consumers (odd k)."""
+    pair = k // 2
+    spans = b""
+    for i in range(n):
+        tid = struct.pack(">QQ", pair + 1, (i + 1) * 2 + consumer)
+        sid = struct.pack(">II", pair + 1, (i + 1) * 2 + consumer)
+        kind = 5 if consumer else 4
+        name = b"process orders.created" if consumer else b"publish orders.created"
+        s = ld(1, tid) + ld(2, sid) + ld(5, name)
+        s += vi(6 << 3) + vi(kind) + vi(7 << 3 | 1) + struct.pack("<Q", 1700000000000000000 + pair * 1000 + i)
+        s += vi(8 << 3 | 1) + struct.pack("<Q", 1700000000000100000 + pair * 1000 + i)
+        s += ld(9, kv("wirespan.message.fingerprint", "%08x%08x" % (pair, i)))
+        for a in range(8):
+            s += ld(9, kv("attr.%d" % a, "value-%d-%d" % (a, i)))
+        spans += ld(2, s)
+    scope = ld(1, ld(1, b"bench"))
+    rs = ld(1, ld(1, kv("service.name", "bench"))) + ld(2, scope + spans)
+    return ld(1, rs)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--spans", type=int, default=50)
     ap.add_argument("--down", type=float, default=0)
     ap.add_argument("--max-queue-bytes", default="67108864")
+    ap.add_argument("--stitch", action="store_true")
+    ap.add_argument("--pool", type=int, default=4000)
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wirespan-relay-bench-"))
     procs = []
@@ -88,12 +120,19 @@ def main():
         err = open(tmp / "relay.err", "w")
         relay = subprocess.Popen([WIRESPAN, "relay", "--nats-url", "nats://127.0.0.1:%d" % nport,
                                   "-e", "http://127.0.0.1:%d" % hport, "--max-queue-bytes", a.max_queue_bytes,
-                                  "--backoff", "200", "--backoff-max", "1000"], stderr=err)
+                                  "--backoff", "200", "--backoff-max", "1000"]
+                                 + (["--stitch", "--stitch-window", "1000"] if a.stitch else []), stderr=err)
         procs.append(relay)
         while "ready" not in (tmp / "relay.err").read_text():
             time.sleep(0.05)
-        body = request(a.spans)
-        frame = b"PUB otel.traces.nats.bench %d\r\n" % len(body) + body + b"\r\n"
+        if a.stitch:
+            bodies = [stitch_request(a.spans, k, k % 2) for k in range(a.pool)]
+            chunks = [b"".join(b"PUB otel.traces.nats.bench %d\r\n" % len(b) + b + b"\r\n"
+                               for b in bodies[j:j + 100]) for j in range(0, a.pool, 100)]
+        else:
+            body = request(a.spans)
+            chunks = [(b"PUB otel.traces.nats.bench %d\r\n" % len(body) + body + b"\r\n") * 100]
+        body = bodies[0] if a.stitch else body
         s = socket.create_connection(("127.0.0.1", nport))
         s.recv(4096)
         s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
@@ -101,7 +140,7 @@ def main():
         t0 = time.monotonic()
         up = not a.down
         while time.monotonic() - t0 < a.seconds:
-            s.sendall(frame * 100 + b"PING\r\n")
+            s.sendall(chunks[(sent // 100) % len(chunks)] + b"PING\r\n")
             sent += 100
             while b"PONG" not in s.recv(4096):
                 pass
@@ -128,6 +167,7 @@ def main():
             "messages_in": m["messages_in"], "dropped_messages": m["dropped_messages"],
             "dropped_spans": m["dropped_spans"], "nats": m["nats"],
             "peak_queued_bytes": m["peak_queued_bytes"], "latency_us_avg": m["latency_us_avg"],
+            "stitch": m.get("stitch"),
         }, indent=1))
     finally:
         for p in reversed(procs):

@@ -329,8 +329,19 @@ static void pipelining_keepalive(void **state)
 	     40);
 	assert_int_equal(fx.out.n, 4);
 	assert_int_equal(attr_i(fx.out.s[3], "http.response.status_code"), 304);
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < 4; i++) {
 		assert_int_equal(fx.out.s[i]->start_ns, i < 3 ? 10 : 30);
+		/* what the relay joins client and server spans on */
+		assert_int_equal(attr_i(fx.out.s[i], "wirespan.http.conn.seq"),
+				 i);
+		assert_string_equal(
+			attr_s(fx.out.s[i], "network.local.address"),
+			"127.0.0.1");
+		assert_int_equal(attr_i(fx.out.s[i], "network.local.port"),
+				 8080);
+		assert_int_equal(attr_i(fx.out.s[i], "network.peer.port"),
+				 40000);
+	}
 	ws_http_conn_close(c, 50);
 	assert_int_equal(fx.out.n, 4);
 	assert_int_equal(ws_http_spans_stats(fx.b)->end_closed, 0);
