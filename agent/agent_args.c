@@ -46,8 +46,9 @@ const char ws_agent_usage[] =
 	"  -p, --pid PID           only processes with this pid (repeatable)\n"
 	"  -P, --port PORT         only connections with this port "
 	"(repeatable)\n"
-	"  -m, --max-capture N     bytes copied per syscall (default 32768, "
+	"  -m, --max-capture N     bytes copied per record (default 32768, "
 	"max 32768)\n"
+	"      --max-records N     records per syscall (default 8, max 16)\n"
 	"  -b, --ringbuf-size N    ring buffer bytes, a power of two (default "
 	"16 MiB)\n"
 	"      --process-timeout S end a process span after S seconds without\n"
@@ -115,6 +116,7 @@ enum {
 	OPT_SECRET_FILE,
 	OPT_CAPTURE,
 	OPT_HEALTH,
+	OPT_MAX_RECORDS,
 	OPT_NODE_NAME,
 	OPT_K8S_API,
 	OPT_K8S_TOKEN,
@@ -133,6 +135,7 @@ static const struct {
 	{'p', "--pid", "capture.pids"},
 	{'P', "--port", "capture.ports"},
 	{'m', "--max-capture", "capture.max_capture"},
+	{OPT_MAX_RECORDS, "--max-records", "capture.max_records"},
 	{'b', "--ringbuf-size", "capture.ringbuf_size"},
 	{'d', "--duration", "duration_s"},
 	{OPT_PROCESS_TIMEOUT, "--process-timeout", "spans.process_timeout_s"},
@@ -206,6 +209,7 @@ int ws_agent_args_parse(int argc, char **argv, struct ws_agent_args *a)
 		{"pid", required_argument, NULL, 'p'},
 		{"port", required_argument, NULL, 'P'},
 		{"max-capture", required_argument, NULL, 'm'},
+		{"max-records", required_argument, NULL, OPT_MAX_RECORDS},
 		{"ringbuf-size", required_argument, NULL, 'b'},
 		{"process-timeout", required_argument, NULL,
 		 OPT_PROCESS_TIMEOUT},

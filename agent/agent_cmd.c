@@ -392,6 +392,7 @@ static void pipeline_opts(const struct ws_config *c, struct ws_pipeline_opts *o)
 	for (i = 0; i < c->n_ports; i++)
 		o->lo.ports[o->lo.n_ports++] = (uint16_t)c->ports[i];
 	o->lo.max_capture = (uint32_t)c->max_capture;
+	o->lo.max_records = (uint32_t)c->max_records;
 	o->lo.ringbuf_size = (uint32_t)c->ringbuf_size;
 	o->duration = (double)c->duration_s;
 	o->health_addr = c->health_listen;

@@ -213,8 +213,12 @@ static const char capture_usage[] =
 	"  -c, --cgroup ID         only processes in this cgroup id "
 	"(repeatable)\n"
 	"  -r, --protocol PROTO    only nats or http\n"
-	"  -m, --max-capture N     bytes copied per syscall (default 32768, "
+	"  -m, --max-capture N     bytes copied per record (default 32768, "
 	"max 32768)\n"
+	"      --max-records N     records one syscall's bytes may fill "
+	"(default 8,\n"
+	"                          max 16): up to N x max-capture bytes per "
+	"syscall\n"
 	"  -b, --ringbuf-size N    ring buffer bytes, a power of two (default "
 	"16 MiB)\n"
 	"  -s, --summary           print only open and close lines\n"
@@ -231,6 +235,7 @@ static int parse_capture_args(int argc, char **argv, struct ws_loader_opts *lo,
 		{"cgroup", required_argument, NULL, 'c'},
 		{"protocol", required_argument, NULL, 'r'},
 		{"max-capture", required_argument, NULL, 'm'},
+		{"max-records", required_argument, NULL, 'M'},
 		{"ringbuf-size", required_argument, NULL, 'b'},
 		{"summary", no_argument, NULL, 's'},
 		{"duration", required_argument, NULL, 'd'},
@@ -281,6 +286,12 @@ static int parse_capture_args(int argc, char **argv, struct ws_loader_opts *lo,
 				return ws_cli_bad(capture_usage,
 						  "--max-capture", optarg);
 			lo->max_capture = (uint32_t)v;
+			break;
+		case 'M':
+			if (ws_cli_u64(optarg, 1, WS_MAX_RECORDS, &v))
+				return ws_cli_bad(capture_usage,
+						  "--max-records", optarg);
+			lo->max_records = (uint32_t)v;
 			break;
 		case 'b':
 			if (ws_cli_u64(optarg, 4096, 1u << 30, &v) ||

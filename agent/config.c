@@ -69,6 +69,7 @@ static const struct key keys[] = {
 	{"capture.ports", T_U64_LIST, 0, O(ports), O(n_ports), 1, 65535,
 	 WS_MAX_FILTER, NULL},
 	U64("capture.max_capture", max_capture, 1, WS_MAX_CAPTURE, F_SIZE),
+	U64("capture.max_records", max_records, 1, WS_MAX_RECORDS, 0),
 	U64("capture.ringbuf_size", ringbuf_size, 4096, 1u << 30,
 	    F_SIZE | F_POW2),
 	U64("spans.process_timeout_s", process_timeout_s, 1, 3600, 0),
@@ -171,6 +172,7 @@ void ws_config_init(struct ws_config *c)
 	c->output = WS_OUTPUT_NATS;
 	c->log_level = WS_LOG_WARN;
 	c->max_capture = WS_DEFAULT_CAPTURE;
+	c->max_records = WS_DEFAULT_RECORDS;
 	c->ringbuf_size = 16u << 20;
 	c->process_timeout_s = 10;
 	c->request_timeout_s = 30;

@@ -39,7 +39,7 @@ struct ws_config {
 	/* capture */
 	uint64_t pids[WS_MAX_FILTER], n_pids;
 	uint64_t ports[WS_MAX_FILTER], n_ports;
-	uint64_t max_capture, ringbuf_size;
+	uint64_t max_capture, max_records, ringbuf_size;
 	/* spans */
 	uint64_t process_timeout_s, request_timeout_s;
 	bool exclude_own;

@@ -234,6 +234,8 @@ int ws_loader_open(struct ws_loader **out, const struct ws_loader_opts *opts)
 	}
 	l->skel->rodata->self_tgid = getpid();
 	l->skel->rodata->max_capture = opts->max_capture;
+	l->skel->rodata->max_records =
+		opts->max_records ? opts->max_records : WS_DEFAULT_RECORDS;
 	l->skel->rodata->wakeup_bytes = opts->ringbuf_size / 8;
 	l->skel->rodata->filter_pids_on = opts->n_pids > 0;
 	l->skel->rodata->filter_ports_on = opts->n_ports > 0;

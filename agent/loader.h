@@ -21,7 +21,8 @@
 #define WS_DEFAULT_RINGBUF (16u * 1024 * 1024)
 
 struct ws_loader_opts {
-	uint32_t max_capture;  /* bytes per syscall, <= WS_MAX_CAPTURE */
+	uint32_t max_capture;  /* bytes per record, <= WS_MAX_CAPTURE */
+	uint32_t max_records;  /* records per syscall, <= WS_MAX_RECORDS */
 	uint32_t ringbuf_size; /* bytes, power of two, >= page size */
 	uint32_t pids[WS_MAX_FILTER];
 	unsigned n_pids;

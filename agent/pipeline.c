@@ -65,6 +65,7 @@ void ws_pipeline_opts_init(struct ws_pipeline_opts *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->lo.max_capture = WS_DEFAULT_CAPTURE;
+	o->lo.max_records = WS_DEFAULT_RECORDS;
 	o->lo.ringbuf_size = WS_DEFAULT_RINGBUF;
 	o->metrics_out = stderr;
 }

@@ -24,6 +24,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Read-only configuration, set by the loader before load. */
 const volatile __u32 self_tgid = 0; /* the agent: never traced */
 const volatile __u32 max_capture = WS_DEFAULT_CAPTURE;
+const volatile __u32 max_records = WS_DEFAULT_RECORDS; /* per syscall */
 const volatile __u64 wakeup_bytes = 256 * 1024; /* wake the reader past this */
 const volatile bool filter_pids_on = false;
 const volatile bool filter_ports_on = false;
@@ -394,29 +395,30 @@ static __always_inline int iov_at(__u8 sys, __u64 buf, __u64 iovp, __u32 i,
 }
 
 /*
- * Copy buffer i into the record under construction. The copy state (bytes
- * captured, bytes of the syscall not yet walked, the cap) lives in the
- * scratch map rather than in registers: the verifier then sees the same
- * state at every iteration and prunes, instead of exploring each one.
- * Returns 0 to go on, 1 to stop.
+ * Copy from buffer s->iov_i, at s->iov_off, into the record under
+ * construction. The copy state (bytes captured, bytes of the syscall not yet
+ * walked, the cap, where in which buffer) lives in the scratch map rather
+ * than in registers: the verifier then sees the same state at every
+ * iteration and prunes, instead of exploring each one.
+ * Returns 0 to go on with the next buffer, 1 to stop (the record is full,
+ * the syscall is done, or a fault).
  */
 static __always_inline int copy_one(struct ws_scratch *s, __u8 sys, __u64 buf,
-				    __u64 iovp, __u32 i)
+				    __u64 iovp)
 {
 	struct iov_src src;
-	__u64 n, room, sz, at;
+	__u64 n, room, sz, at, left;
 
 	if (s->rem == 0)
 		return 1;
-	if (s->ev.cap_len >= s->cap) {
-		s->ev.flags |= WS_DF_TRUNC_CAP;
+	if (s->ev.cap_len >= s->cap)
 		return 1;
-	}
-	if (iov_at(sys, buf, iovp, i, &src)) {
+	if (iov_at(sys, buf, iovp, s->iov_i, &src) || src.len < s->iov_off) {
 		s->ev.flags |= WS_DF_FAULT;
 		return 1;
 	}
-	n = src.len < s->rem ? src.len : s->rem;
+	left = src.len - s->iov_off;
+	n = left < s->rem ? left : s->rem;
 	room = s->cap - s->ev.cap_len;
 	sz = n < room ? n : room;
 	at = s->ev.cap_len;
@@ -424,16 +426,21 @@ static __always_inline int copy_one(struct ws_scratch *s, __u8 sys, __u64 buf,
 	 * but give the verifier bounds it can use. */
 	asm volatile("%0 &= %1" : "+r"(at) : "i"(WS_MAX_CAPTURE - 1));
 	asm volatile("%0 &= %1" : "+r"(sz) : "i"(2 * WS_MAX_CAPTURE - 1));
-	if (sz && bpf_probe_read_user(&s->data[at], sz, (void *)src.base)) {
+	if (sz && bpf_probe_read_user(&s->data[at], sz,
+				      (void *)(src.base + s->iov_off))) {
 		s->ev.flags |= WS_DF_FAULT;
 		return 1;
 	}
 	s->ev.cap_len += sz;
-	s->rem -= n;
+	s->rem -= sz;
 	if (sz < n) {
-		s->ev.flags |= WS_DF_TRUNC_CAP;
+		/* the record is full inside this buffer: the next record
+		 * goes on from here */
+		s->iov_off += sz;
 		return 1;
 	}
+	s->iov_i++;
+	s->iov_off = 0;
 	return 0;
 }
 
@@ -477,12 +484,71 @@ static __always_inline __u8 classify(struct ws_conn_state *cs,
 	return proto;
 }
 
+/*
+ * Send the record in s: len bytes of the syscall from stream offset off, of
+ * which cap_len were copied. rest: the syscall's bytes from off on, lost
+ * with this record if the ring buffer is full. 0, or -1 when it was full.
+ */
+static __always_inline int emit_data(struct ws_scratch *s,
+				     const struct ws_conn_state *cs, __u8 dir,
+				     __u8 sys, __u8 proto, __u64 pid_tgid,
+				     __u64 start, __u64 off, __u64 len,
+				     __u64 rest)
+{
+	struct ws_counters *c;
+	__u64 outlen, lost;
+
+	s->ev.hdr.abi_version = WS_ABI_VERSION;
+	s->ev.hdr.type = WS_EV_DATA;
+	s->ev.hdr.size = sizeof(s->ev) + s->ev.cap_len;
+	/* Egress: when the bytes started to leave (the write's enter), so a
+	 * reply never seems to precede its request; ingress: when they
+	 * arrived (the read's exit). */
+	s->ev.hdr.ts_ns = dir == WS_DIR_EGRESS ? start : bpf_ktime_get_ns();
+	s->ev.id = cs->id;
+	s->ev.offset = off;
+	s->ev.syscall_len = len;
+	s->ev.tid = (__u32)pid_tgid;
+	s->ev.dir = dir;
+	s->ev.proto = proto;
+	s->ev.syscall = sys;
+	outlen = sizeof(s->ev) + s->ev.cap_len;
+	/* cap_len <= WS_MAX_CAPTURE, so this mask never changes outlen; it
+	 * only shows the verifier a bound inside the scratch value. */
+	asm volatile("%0 &= %1" : "+r"(outlen) : "i"(2 * WS_MAX_CAPTURE - 1));
+	c = counters_get();
+	if (bpf_ringbuf_output(&rb, &s->ev, outlen, rb_flags())) {
+		/* The rest of the syscall is lost, tail included: one
+		 * reason. */
+		if (c) {
+			c->v[WS_C_RB_FULL_EVENTS]++;
+			c->v[WS_C_RB_FULL_BYTES] += rest;
+		}
+		return -1;
+	}
+	if (!c)
+		return 0;
+	c->v[WS_C_EVENTS]++;
+	c->v[WS_C_DATA_BYTES] += s->ev.cap_len;
+	lost = len - s->ev.cap_len;
+	if (lost) {
+		if (s->ev.flags & WS_DF_FAULT) {
+			c->v[WS_C_FAULT_EVENTS]++;
+			c->v[WS_C_FAULT_BYTES] += lost;
+		} else if (s->ev.flags & WS_DF_TRUNC_IOV) {
+			c->v[WS_C_TRUNC_IOV_BYTES] += lost;
+		} else {
+			c->v[WS_C_TRUNC_CAP_BYTES] += lost;
+		}
+	}
+	return 0;
+}
+
 static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 cpu = bpf_get_smp_processor_id(), i;
-	__u64 off, iovp = 0, iovcnt = 1, moved, outlen, lost, start;
-	struct ws_counters *c;
+	__u32 cpu = bpf_get_smp_processor_id(), i, r;
+	__u64 off, iovp = 0, iovcnt = 1, moved, start;
 	struct ws_conn_state *cs;
 	struct ws_scratch *s;
 	struct ws_fd_key key;
@@ -539,59 +605,49 @@ static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 		flags |= WS_DF_CLASSIFY;
 	}
 
-	/* Copy what moved, buffer by buffer, up to the cap. */
-	s->ev.cap_len = 0;
-	s->ev.flags = flags;
+	/* Copy what moved, buffer by buffer, into records of up to the cap
+	 * each, at most max_records of them; what is left is a counted gap
+	 * carried by the last record. */
 	s->rem = moved;
 	s->cap = max_capture < WS_MAX_CAPTURE ? max_capture : WS_MAX_CAPTURE;
-	for (i = 0; i < (single_buffer(sys) ? 1 : WS_MAX_IOV); i++) {
-		if (i >= iovcnt || copy_one(s, sys, buf, iovp, i))
-			break;
-	}
-	if (s->rem && !(s->ev.flags & (WS_DF_TRUNC_CAP | WS_DF_FAULT)))
-		s->ev.flags |= i >= WS_MAX_IOV ? WS_DF_TRUNC_IOV : WS_DF_FAULT;
+	s->iov_i = 0;
+	s->iov_off = 0;
+	for (r = 0; r < WS_MAX_RECORDS; r++) {
+		__u64 start_rem = s->rem, done = moved - s->rem, len;
+		bool last = r + 1 >= max_records;
 
-	s->ev.hdr.abi_version = WS_ABI_VERSION;
-	s->ev.hdr.type = WS_EV_DATA;
-	s->ev.hdr.size = sizeof(s->ev) + s->ev.cap_len;
-	/* Egress: when the bytes started to leave (the write's enter), so a
-	 * reply never seems to precede its request; ingress: when they
-	 * arrived (the read's exit). */
-	s->ev.hdr.ts_ns = dir == WS_DIR_EGRESS ? start : bpf_ktime_get_ns();
-	s->ev.id = cs->id;
-	s->ev.offset = off;
-	s->ev.syscall_len = moved;
-	s->ev.tid = (__u32)pid_tgid;
-	s->ev.dir = dir;
-	s->ev.proto = proto;
-	s->ev.syscall = sys;
-	outlen = sizeof(s->ev) + s->ev.cap_len;
-	/* cap_len <= WS_MAX_CAPTURE, so this mask never changes outlen; it
-	 * only shows the verifier a bound inside the scratch value. */
-	asm volatile("%0 &= %1" : "+r"(outlen) : "i"(2 * WS_MAX_CAPTURE - 1));
-	c = counters_get();
-	if (bpf_ringbuf_output(&rb, &s->ev, outlen, rb_flags())) {
-		/* The whole syscall is lost, tail included: one reason. */
-		if (c) {
-			c->v[WS_C_RB_FULL_EVENTS]++;
-			c->v[WS_C_RB_FULL_BYTES] += moved;
+		s->ev.cap_len = 0;
+		s->ev.flags = r == 0 ? flags : 0;
+		for (i = 0; i < (single_buffer(sys) ? 1 : WS_MAX_IOV); i++) {
+			if (s->iov_i >= iovcnt || s->iov_i >= WS_MAX_IOV ||
+			    copy_one(s, sys, buf, iovp))
+				break;
 		}
-		return 0;
-	}
-	if (!c)
-		return 0;
-	c->v[WS_C_EVENTS]++;
-	c->v[WS_C_DATA_BYTES] += s->ev.cap_len;
-	lost = moved - s->ev.cap_len;
-	if (lost) {
-		if (s->ev.flags & WS_DF_FAULT) {
-			c->v[WS_C_FAULT_EVENTS]++;
-			c->v[WS_C_FAULT_BYTES] += lost;
-		} else if (s->ev.flags & WS_DF_TRUNC_IOV) {
-			c->v[WS_C_TRUNC_IOV_BYTES] += lost;
+		/* Not the last record, the syscall not walked to its end
+		 * only because this record is full: another record follows
+		 * and this one covers exactly what it carries. */
+		if (!last && s->rem && s->ev.cap_len == s->cap &&
+		    !(s->ev.flags & WS_DF_FAULT)) {
+			len = s->ev.cap_len;
 		} else {
-			c->v[WS_C_TRUNC_CAP_BYTES] += lost;
+			len = start_rem;
+			if (s->rem && !(s->ev.flags & WS_DF_FAULT)) {
+				if (s->ev.cap_len >= s->cap)
+					s->ev.flags |= WS_DF_TRUNC_CAP;
+				else if (s->iov_i >= WS_MAX_IOV ||
+					 s->iov_i >= iovcnt)
+					s->ev.flags |= s->iov_i >= WS_MAX_IOV
+							       ? WS_DF_TRUNC_IOV
+							       : WS_DF_FAULT;
+				else
+					s->ev.flags |= WS_DF_FAULT;
+			}
 		}
+		if (emit_data(s, cs, dir, sys, proto, pid_tgid, start,
+			      off + done, len, moved - done))
+			break;
+		if (len == start_rem)
+			break;
 	}
 	return 0;
 }

@@ -42,6 +42,10 @@
 #define WS_DEFAULT_CAPTURE 32768u
 /* iovecs of one writev/readv/sendmsg/recvmsg that are copied; beyond is a gap. */
 #define WS_MAX_IOV 16
+/* Records one syscall's bytes may be split into (each up to the cap);
+ * the default copies up to 8 x 32 KiB = 256 KiB per syscall. */
+#define WS_MAX_RECORDS 16u
+#define WS_DEFAULT_RECORDS 8u
 /* Bytes of a syscall's buffer that protocol inference looks at. */
 #define WS_INFER_PREFIX 128
 /* Syscalls an unclassified pre-existing connection gets before we stop looking. */

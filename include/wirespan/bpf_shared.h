@@ -55,9 +55,10 @@ struct ws_args {
  * long; data is three times that because the verifier only sees the masks
  * (< MAX, < 2 * MAX) that prove it. */
 struct ws_scratch {
-	__u64 rem; /* bytes of the syscall not walked yet */
-	__u32 cap; /* bytes this record may carry */
-	__u32 _pad;
+	__u64 rem;     /* bytes of the syscall not walked yet */
+	__u32 cap;     /* bytes this record may carry */
+	__u32 iov_i;   /* the buffer being copied */
+	__u64 iov_off; /* bytes of it already copied */
 	struct ws_data ev;
 	__u8 data[3 * WS_MAX_CAPTURE];
 	__u8 infer[2 * WS_INFER_PREFIX];
