@@ -625,7 +625,7 @@ T_END=$(date +%s)
 		for mc in $SWEEP default; do
 			f=$RAW/nats-mc$mc.jsonl
 			[ "$mc" = default ] && f=$RAW/nats.jsonl
-			jq -rs --arg mc "$([ "$mc" = default ] && echo "16384 (default)" || echo "$mc")" --argjson minc "$MIN_WINDOW_RUNS" "$JQ_MEDIAN"'
+			jq -rs --arg mc "$([ "$mc" = default ] && echo "32768 (default)" || echo "$mc")" --argjson minc "$MIN_WINDOW_RUNS" "$JQ_MEDIAN"'
 				def cell($n): ([.[].d[$n].t] | add) as $t | ([.[].d[$n].c] | add) as $c |
 					([.[].d[$n] | select(.c >= $minc) | .t / .c] | median) as $m |
 					"\($t / $c * 10 | round / 10) (\(if $m then ($m * 10 | round / 10) else "–" end))";
