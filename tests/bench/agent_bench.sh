@@ -247,8 +247,8 @@ agent_report() {
 	done
 	echo
 	echo "Counted drops. The kernel counts ring-buffer losses (records, bytes); the pipeline counts"
-	echo "gap bytes by reason (\`lost\` = ring buffer full, \`cap\` = a syscall moved more than the 16 KiB"
-	echo "captured per syscall); the span builder counts parse errors, frames without a payload to"
+	echo "gap bytes by reason (\`lost\` = ring buffer full, \`cap\` = a syscall moved more than the"
+	echo "max_records x max_capture bytes captured per syscall, 8 x 32 KiB by default); the span builder counts parse errors, frames without a payload to"
 	echo "fingerprint, evictions. Gaps are counted in bytes only: \"≈ frames in gaps\" divides them by"
 	echo "the mean frame size ($AGENT_PUB_FRAME B PUB, $AGENT_MSG_FRAME B MSG), over the 4 streams each message crosses"
 	echo "(publisher egress, server ingress, server egress, subscriber ingress; the agent does not say"
