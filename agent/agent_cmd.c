@@ -450,6 +450,8 @@ int cmd_agent(int argc, char **argv)
 	ag.exclude = ws_subject_filter_new();
 	ncfg.exclude = ag.exclude;
 	/* validated with the rest of the configuration */
+	ws_config_redact(&ag.cfg, &ncfg.redact, err, sizeof(err));
+	/* validated with the rest of the configuration */
 	ws_config_http_cfg(&ag.cfg, &hcfg, err, sizeof(err));
 	if (hcfg.auth.key_hash == WS_KEY_HASH_HMAC &&
 	    ws_http_auth_load_secret(&hcfg.auth, ag.cfg.key_hash_secret_file,

@@ -124,6 +124,8 @@ static const struct key keys[] = {
 	 WS_K8S_MAX_ALLOW, NULL},
 	{"service.rules", T_STR_LIST, F_SEMI, O(service_rules),
 	 O(n_service_rules), 0, 0, WS_SERVICE_MAX_RULES, NULL},
+	{"redact.extra_names", T_STR_LIST, 0, O(redact_extra),
+	 O(n_redact_extra), 0, 0, WS_REDACT_MAX_EXTRA, NULL},
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -947,12 +949,30 @@ int ws_config_exclude_filter(const struct ws_config *c,
 	return rc;
 }
 
+int ws_config_redact(const struct ws_config *c, struct ws_redact *out,
+		     char *err, size_t errlen)
+{
+	uint64_t i;
+
+	ws_redact_init(out);
+	for (i = 0; i < c->n_redact_extra; i++)
+		if (ws_redact_add(out, c->redact_extra[i]))
+			return fail(err, errlen,
+				    "redact.extra_names: \"%s\": want a name "
+				    "fragment of 1 to %u printable bytes, no "
+				    "space, '=' or ':'",
+				    c->redact_extra[i], WS_REDACT_MAX_NAME);
+	return 0;
+}
+
 int ws_config_http_cfg(const struct ws_config *c, struct ws_http_spans_cfg *out,
 		       char *err, size_t errlen)
 {
 	uint64_t i;
 
 	ws_http_spans_cfg_init(out);
+	if (ws_config_redact(c, &out->auth.redact, err, errlen))
+		return -1;
 	out->request_timeout_ns = c->http_request_timeout_s * 1000000000ull;
 	for (i = 0; i < c->n_http_routes; i++) {
 		const char *r = c->http_routes[i];
@@ -1004,6 +1024,8 @@ int ws_config_enrich_cfg(const struct ws_config *c, struct ws_enrich_cfg *out,
 	uint64_t i;
 
 	ws_enrich_cfg_init(out);
+	if (ws_config_redact(c, &out->redact, err, errlen))
+		return -1;
 	out->no_k8s = !c->k8s_enabled;
 	out->node_name = c->node_name;
 	out->k8s_api = c->k8s_api;

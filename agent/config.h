@@ -21,6 +21,7 @@
 #include "enrich.h"
 #include "export/nats_export.h"
 #include "http_spans.h"
+#include "redact.h"
 #include "subject_filter.h"
 #include "wirespan/abi.h"
 
@@ -78,6 +79,9 @@ struct ws_config {
 	uint64_t n_k8s_labels;
 	char *service_rules[WS_SERVICE_MAX_RULES];
 	uint64_t n_service_rules;
+	/* redaction: extra secret name fragments (redact.h) */
+	char *redact_extra[WS_REDACT_MAX_EXTRA];
+	uint64_t n_redact_extra;
 };
 
 /* A value from the command line (or a test): key = value. */
@@ -148,6 +152,9 @@ int ws_config_http_cfg(const struct ws_config *c, struct ws_http_spans_cfg *out,
  */
 int ws_config_enrich_cfg(const struct ws_config *c, struct ws_enrich_cfg *out,
 			 char *err, size_t errlen);
+/* The redaction policy (pointers into c): 0, or -1 with "KEY: reason". */
+int ws_config_redact(const struct ws_config *c, struct ws_redact *out,
+		     char *err, size_t errlen);
 /* Fill f (cleared first) with the subjects that derive no spans: the
  * user's, plus the telemetry subjects unless spans.exclude_own_telemetry
  * is false. 0 or -errno. */

@@ -109,6 +109,7 @@ int ws_enrich_start(struct ws_enrich *en, struct ws_enrich_cfg *cfg)
 	ic.node_name = cfg->node_name;
 	ic.labels = cfg->labels;
 	ic.n_labels = cfg->n_labels;
+	ic.redact = cfg->redact;
 	en->ids = ws_identity_new_cfg(&ic);
 	pc.proc_root = cfg->proc_root;
 	pc.ids = en->ids;

@@ -30,6 +30,7 @@ struct ws_enrich_cfg {
 	const char *labels[WS_K8S_MAX_ALLOW]; /* --k8s-label NAME */
 	size_t n_labels;
 	struct ws_service_cfg svc; /* --service-rule NAME=COND,... */
+	struct ws_redact redact;   /* process.command_line (redact.h) */
 };
 
 struct ws_enrich {

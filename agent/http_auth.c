@@ -272,24 +272,9 @@ static bool str_ieq(struct ws_http_str s, const char *lit)
 	return s.len == strlen(lit) && !strncasecmp(s.ptr, lit, s.len);
 }
 
-/* Three base64url parts, the first one a JSON object ("eyJ" is '{"'). */
 static bool looks_like_jwt(struct ws_http_str v)
 {
-	size_t i, dots = 0;
-
-	if (v.len < 10 || memcmp(v.ptr, "eyJ", 3))
-		return false;
-	for (i = 0; i < v.len; i++) {
-		char c = v.ptr[i];
-
-		if (c == '.')
-			dots++;
-		else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			   (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-			   c == '='))
-			return false;
-	}
-	return dots == 2;
+	return ws_redact_is_jwt(v.ptr, v.len);
 }
 
 /* A claim as text: strings as they are, numbers and booleans printed. */
@@ -517,34 +502,13 @@ bool ws_http_auth_apply(const struct ws_http_auth_cfg *cfg,
 	return false;
 }
 
-static bool contains_ci(const char *s, size_t len, const char *lit)
-{
-	size_t n = strlen(lit), i;
-
-	for (i = 0; i + n <= len; i++)
-		if (!strncasecmp(s + i, lit, n))
-			return true;
-	return false;
-}
-
 bool ws_http_header_is_secret(const struct ws_http_auth_cfg *cfg,
 			      const char *name, size_t len)
 {
-	static const char *const exact[] = {"cookie", "set-cookie"};
-	static const char *const parts[] = {
-		"auth",	   "token",	 "secret",    "password",
-		"passwd",  "apikey",	 "api-key",   "api_key",
-		"session", "credential", "signature",
-	};
-	size_t i;
+	unsigned i;
 
-	for (i = 0; i < sizeof(exact) / sizeof(exact[0]); i++)
-		if (len == strlen(exact[i]) &&
-		    !strncasecmp(name, exact[i], len))
-			return true;
-	for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
-		if (contains_ci(name, len, parts[i]))
-			return true;
+	if (ws_redact_header(cfg ? &cfg->redact : NULL, name, len))
+		return true;
 	for (i = 0; cfg && i < cfg->n_api_key_headers; i++)
 		if (len == strlen(cfg->api_key_headers[i]) &&
 		    !strncasecmp(name, cfg->api_key_headers[i], len))

@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "proto/http.h"
+#include "redact.h"
 #include "span.h"
 
 /* Header names in each configurable list at most. */
@@ -67,6 +68,9 @@ struct ws_http_auth_cfg {
 	/* The HMAC key (ws_http_auth_load_secret fills it). */
 	uint8_t secret[WS_AUTH_SECRET_MAX];
 	size_t secret_len;
+	/* The redaction policy for header and query names (redact.h;
+	 * zeroed: the built-in lists). */
+	struct ws_redact redact;
 };
 
 struct ws_http_auth_stats {

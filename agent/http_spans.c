@@ -321,54 +321,9 @@ bool ws_http_route(const struct ws_http_spans_cfg *cfg, const char *path,
 
 /* ---- query redaction ---------------------------------------------------- */
 
-static bool secret_param(const char *name, size_t n)
-{
-	static const char *const parts[] = {
-		"key",	"token", "secret",  "pass",	  "pwd",
-		"auth", "sig",	 "session", "credential", "code",
-		"jwt",	"otp",	 "cookie",
-	};
-	size_t i, j, l;
-
-	for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
-		l = strlen(parts[i]);
-		for (j = 0; j + l <= n; j++)
-			if (!strncasecmp(name + j, parts[i], l))
-				return true;
-	}
-	return false;
-}
-
 void ws_http_redact_query(const char *q, size_t len, char *out, size_t cap)
 {
-	const char *p = q, *end = q + len;
-	size_t o = 0;
-
-	out[0] = '\0';
-	while (p < end && o + 1 < cap) {
-		const char *amp = memchr(p, '&', (size_t)(end - p));
-		const char *pe = amp ? amp : end;
-		const char *eq = memchr(p, '=', (size_t)(pe - p));
-		size_t nlen = (size_t)((eq ? eq : pe) - p);
-		bool redact =
-			eq && (secret_param(p, nlen) ||
-			       (pe - eq > 4 && !memcmp(eq + 1, "eyJ", 3)));
-		int w;
-
-		if (redact)
-			w = snprintf(out + o, cap - o, "%s%.*s=REDACTED",
-				     o ? "&" : "", (int)nlen, p);
-		else
-			w = snprintf(out + o, cap - o, "%s%.*s", o ? "&" : "",
-				     (int)(pe - p), p);
-		if (w < 0 || (size_t)w >= cap - o) {
-			/* cut at a parameter, never inside a value */
-			out[o] = '\0';
-			return;
-		}
-		o += (size_t)w;
-		p = amp ? amp + 1 : end;
-	}
+	ws_redact_query(NULL, q, len, out, cap);
 }
 
 /* ---- processes (open inbound requests, for linking) --------------------- */
@@ -661,14 +616,15 @@ static void put_server_address(struct ws_http_conn *hc, struct ws_span *s,
 	ws_attrs_int(&s->a, "server.port", port);
 }
 
-static void put_url(struct ws_span *s, const struct ws_http_msg *m,
-		    const char *authority)
+static void put_url(const struct ws_redact *r, struct ws_span *s,
+		    const struct ws_http_msg *m, const char *authority)
 {
-	char q[MAX_URL], url[MAX_URL];
+	char path[MAX_URL], q[MAX_URL], url[MAX_URL];
 
-	ws_attrs_str(&s->a, "url.path", m->path.ptr, m->path.len);
+	ws_redact_path(m->path.ptr, m->path.len, path, sizeof(path));
+	ws_attrs_cstr(&s->a, "url.path", path);
 	if (m->query.len) {
-		ws_http_redact_query(m->query.ptr, m->query.len, q, sizeof(q));
+		ws_redact_query(r, m->query.ptr, m->query.len, q, sizeof(q));
 		ws_attrs_cstr(&s->a, "url.query", q);
 	} else {
 		q[0] = '\0';
@@ -676,7 +632,7 @@ static void put_url(struct ws_span *s, const struct ws_http_msg *m,
 	ws_attrs_cstr(&s->a, "url.scheme", "http");
 	if (authority) {
 		snprintf(url, sizeof(url), "http://%s%.*s%s%s", authority,
-			 (int)m->path.len, m->path.ptr, *q ? "?" : "", q);
+			 (int)strlen(path), path, *q ? "?" : "", q);
 		ws_attrs_cstr(&s->a, "url.full", url);
 	}
 }
@@ -1074,7 +1030,7 @@ static void on_request_head(struct side *sd, const struct ws_http_msg *m)
 		struct proc *p;
 
 		b->st.server++;
-		put_url(s, m, NULL);
+		put_url(&b->cfg.auth.redact, s, m, NULL);
 		put_server_address(hc, s, m, true);
 		put_client_address(hc, s, m);
 		put_traceparent_in(hc, x, m);
@@ -1101,7 +1057,7 @@ static void on_request_head(struct side *sd, const struct ws_http_msg *m)
 		else
 			snprintf(auth, sizeof(auth), "%s:%u", hc->info.raddr,
 				 hc->info.rport);
-		put_url(s, m, auth);
+		put_url(&b->cfg.auth.redact, s, m, auth);
 		link_client(hc, x, m);
 	}
 	hop_match(hc, x, m, server);

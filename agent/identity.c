@@ -48,6 +48,7 @@ struct ws_identity {
 	bool port_rules;
 	struct ws_k8s_store *k8s;
 	char *node_name;
+	struct ws_redact redact; /* process.command_line */
 	/* "k8s.pod.label.<name>" keys of the allowed labels, and the names */
 	char **label_keys;
 	const char **label_names;
@@ -112,6 +113,7 @@ struct ws_identity *ws_identity_new_cfg(const struct ws_identity_cfg *cfg)
 	id->svc = cfg->svc;
 	id->port_rules = cfg->svc && ws_service_cfg_has_port(cfg->svc);
 	id->k8s = cfg->k8s;
+	id->redact = cfg->redact;
 	id->boot_ns = boot_ns(id->proc_root);
 	id->hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
 	if (cfg->node_name && !(id->node_name = strdup(cfg->node_name)))
@@ -362,7 +364,8 @@ static struct ws_resource *build(struct ws_identity *id, struct proc_entry *e,
 		char line[sizeof(buf) + 16];
 
 		ws_attrs_cstr(&r->a, "process.command", buf);
-		ws_cmdline_redact(buf, (size_t)n, line, sizeof(line));
+		ws_redact_cmdline(&id->redact, buf, (size_t)n, line,
+				  sizeof(line));
 		ws_attrs_cstr(&r->a, "process.command_line", line);
 	}
 	snprintf(path, sizeof(path), "%s/%u", id->proc_root, e->tgid);
@@ -414,100 +417,9 @@ static struct ws_resource *build(struct ws_identity *id, struct proc_entry *e,
 	return r;
 }
 
-/* Does an argument name a secret (--password, -token, api_key=...)? */
-static bool secret_flag(const char *arg, size_t len)
-{
-	static const char *const words[] = {"pass", "secret", "token",
-					    "key",  "auth",   "cred",
-					    "seed", "sig",    "cookie"};
-	char low[64];
-	size_t i;
-
-	if (len >= sizeof(low))
-		len = sizeof(low) - 1;
-	for (i = 0; i < len; i++)
-		low[i] = (char)(arg[i] >= 'A' && arg[i] <= 'Z' ? arg[i] + 32
-							       : arg[i]);
-	low[len] = '\0';
-	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-		if (strstr(low, words[i]))
-			return true;
-	return false;
-}
-
-/* Length of the name of a header argument ("Authorization: Bearer x",
- * curl -H and friends), 0 if arg is not one. */
-static size_t header_name_len(const char *arg, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++) {
-		char c = arg[i];
-
-		if (c == ':')
-			return i && (i + 1 == len || arg[i + 1] == ' ') ? i : 0;
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '-' || c == '_'))
-			return 0;
-	}
-	return 0;
-}
-
-/* Append s[0..n) to out, or as much as fits. */
-static void put(char *out, size_t cap, size_t *o, const char *s, size_t n)
-{
-	if (*o + n >= cap)
-		n = *o + 1 < cap ? cap - *o - 1 : 0;
-	memcpy(out + *o, s, n);
-	*o += n;
-	out[*o] = '\0';
-}
-
 void ws_cmdline_redact(const char *argv, size_t len, char *out, size_t cap)
 {
-	static const char hidden[] = "REDACTED";
-	const char *a = argv, *end = argv + len;
-	bool hide_next = false;
-	size_t o = 0;
-
-	out[0] = '\0';
-	while (a < end) {
-		size_t n = strnlen(a, (size_t)(end - a));
-		size_t hn = header_name_len(a, n);
-		const char *eq = memchr(a, '=', n);
-		const char *at = memchr(a, '@', n);
-		const char *scheme = n > 3 ? strstr(a, "://") : NULL;
-
-		if (o)
-			put(out, cap, &o, " ", 1);
-		if (hide_next) {
-			/* the value after --password, --token ... */
-			put(out, cap, &o, hidden, sizeof(hidden) - 1);
-			hide_next = false;
-		} else if (scheme && at && scheme < at) {
-			/* scheme://user:pass@host: keep the user only */
-			const char *ui = scheme + 3;
-			const char *colon = memchr(ui, ':', (size_t)(at - ui));
-
-			put(out, cap, &o, a,
-			    (size_t)((colon ? colon : at) - a));
-			put(out, cap, &o, colon ? ":REDACTED" : "",
-			    colon ? 9 : 0);
-			put(out, cap, &o, at, (size_t)(a + n - at));
-		} else if (hn && secret_flag(a, hn)) {
-			/* a credential header: "Authorization: REDACTED" */
-			put(out, cap, &o, a, hn + 1);
-			put(out, cap, &o, " REDACTED", 9);
-		} else if (a[0] == '-' && eq &&
-			   secret_flag(a, (size_t)(eq - a))) {
-			put(out, cap, &o, a, (size_t)(eq - a + 1));
-			put(out, cap, &o, hidden, sizeof(hidden) - 1);
-		} else {
-			put(out, cap, &o, a, n);
-			hide_next = a[0] == '-' && !eq && secret_flag(a, n);
-		}
-		a += n + 1;
-	}
+	ws_redact_cmdline(NULL, argv, len, out, cap);
 }
 
 /* Rebuild e's resources (keeps it in the cache). */

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "k8s_pods.h"
+#include "redact.h"
 #include "service.h"
 #include "span.h"
 
@@ -55,6 +56,8 @@ struct ws_identity_cfg {
 	/* pod labels exported as k8s.pod.label.<name> */
 	const char *const *labels;
 	size_t n_labels;
+	/* process.command_line redaction (zeroed: the built-in lists) */
+	struct ws_redact redact;
 };
 
 /* What the caller knows of the task that made the syscall. */

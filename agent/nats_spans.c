@@ -877,10 +877,19 @@ json_object *ws_jwt_claims(const char *jwt, size_t len)
 }
 
 /*
- * CONNECT carries identity and secrets. Only name, lang, version, user, the
- * public nkey and decoded non-secret JWT claims are kept; pass, auth_token,
- * sig and the raw JWT are never copied anywhere.
+ * CONNECT carries identity and secrets. Only the fields the redaction
+ * policy allows (name, lang, version, user, the public nkey) and decoded
+ * non-secret JWT claims are kept; pass, auth_token, sig and the raw JWT
+ * are never copied anywhere.
  */
+static char *connect_field(struct ws_nats_conn *nc, json_object *o,
+			   const char *key)
+{
+	return ws_redact_nats_connect_keep(&nc->b->cfg.redact, key)
+		       ? json_str(o, key)
+		       : NULL;
+}
+
 static void on_connect(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 {
 	json_object *o = parse_json(nc->b, f->json.ptr, f->json.len), *v;
@@ -890,11 +899,11 @@ static void on_connect(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 	nc->shared_ok = false;
 	/* A second CONNECT (a confused or hostile stream) replaces the
 	 * first; nothing is leaked. */
-	set_str(&nc->name, json_str(o, "name"));
-	set_str(&nc->lang, json_str(o, "lang"));
-	set_str(&nc->version, json_str(o, "version"));
-	set_str(&nc->user, json_str(o, "user"));
-	set_str(&nc->nkey, json_str(o, "nkey"));
+	set_str(&nc->name, connect_field(nc, o, "name"));
+	set_str(&nc->lang, connect_field(nc, o, "lang"));
+	set_str(&nc->version, connect_field(nc, o, "version"));
+	set_str(&nc->user, connect_field(nc, o, "user"));
+	set_str(&nc->nkey, connect_field(nc, o, "nkey"));
 	set_str(&nc->jwt_sub, NULL);
 	set_str(&nc->jwt_name, NULL);
 	set_str(&nc->jwt_account, NULL);
@@ -1843,6 +1852,7 @@ void ws_nats_spans_cfg_init(struct ws_nats_spans_cfg *cfg)
 	cfg->parent = NULL;
 	cfg->parent_ctx = NULL;
 	cfg->exclude = NULL;
+	ws_redact_init(&cfg->redact);
 }
 
 struct ws_nats_spans *ws_nats_spans_new(const struct ws_nats_spans_cfg *cfg,

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "proto/nats.h"
+#include "redact.h"
 #include "span.h"
 #include "subject_filter.h"
 
@@ -48,6 +49,8 @@ struct ws_nats_spans_cfg {
 	/* messages (PUB/MSG) on these subjects derive no spans; not owned,
 	 * may be NULL (the agent's own telemetry subjects: no loop) */
 	struct ws_subject_filter *exclude;
+	/* which CONNECT fields may be kept (zeroed: the built-in list) */
+	struct ws_redact redact;
 };
 
 struct ws_nats_spans_stats {

@@ -239,6 +239,44 @@ static void override_errors(void **state)
 	assert_non_null(strstr(err, "--port: capture.ports: must be from 1"));
 }
 
+/* redact.extra_names reaches every builder's policy, and is checked */
+static void redact_names(void **state)
+{
+	const struct ws_config_override ov[] = {
+		{"redact.extra_names", "pin,X-Tenant-OTK", "--set"},
+		{"http.capture_headers", "X-Pin", "--capture-header"},
+	};
+	const struct ws_config_override bad = {"redact.extra_names", "a=b",
+					       "--set"};
+	struct ws_http_spans_cfg hc;
+	struct ws_enrich_cfg ec;
+	struct ws_redact r;
+	struct ws_config c;
+	char err[512];
+
+	(void)state;
+	/* a capture header that an extra name makes secret is refused */
+	assert_int_equal(
+		ws_config_load(&c, NULL, ov, 2, no_env, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "http.capture_headers: X-Pin: this header "
+				    "carries credentials"));
+	assert_int_equal(
+		ws_config_load(&c, NULL, ov, 1, no_env, err, sizeof(err)), 0);
+	assert_int_equal(ws_config_redact(&c, &r, err, sizeof(err)), 0);
+	assert_int_equal(r.n_extra, 2);
+	assert_int_equal(ws_config_http_cfg(&c, &hc, err, sizeof(err)), 0);
+	assert_true(ws_http_header_is_secret(&hc.auth, "x-tenant-otk", 12));
+	assert_false(ws_http_header_is_secret(&hc.auth, "x-tenant", 8));
+	assert_int_equal(ws_config_enrich_cfg(&c, &ec, err, sizeof(err)), 0);
+	assert_true(ws_redact_flag(&ec.redact, "--pin", 5));
+	ws_enrich_cfg_free(&ec);
+	ws_config_free(&c);
+	assert_int_equal(
+		ws_config_load(&c, NULL, &bad, 1, no_env, err, sizeof(err)),
+		-1);
+	assert_non_null(strstr(err, "redact.extra_names: \"a=b\""));
+}
+
 static void note(const char *key, bool reloadable, void *ctx)
 {
 	char *seen = ctx;
@@ -373,6 +411,7 @@ int main(void)
 		cmocka_unit_test(missing_file),
 		cmocka_unit_test(overrides),
 		cmocka_unit_test(override_errors),
+		cmocka_unit_test(redact_names),
 		cmocka_unit_test(diff_and_print),
 		cmocka_unit_test(exclude_filter),
 		cmocka_unit_test(subject_patterns),

@@ -27,7 +27,9 @@ static void cmdline_secrets(void **state)
 	R("nats-server\0-c\0/etc/nats.conf", "nats-server -c /etc/nats.conf");
 	R("app\0--url\0nats://carol:pw123@127.0.0.1:4222",
 	  "app --url nats://carol:REDACTED@127.0.0.1:4222");
-	R("app\0nats://tok@host:4222", "app nats://tok@host:4222");
+	/* NATS clients read a lone userinfo as the token */
+	R("app\0nats://tok@host:4222", "app nats://REDACTED@host:4222");
+	R("app\0http://bob@host/x", "app http://bob@host/x");
 	R("nats-server\0--pass\0hunter2\0--user\0bob",
 	  "nats-server --pass REDACTED --user bob");
 	R("app\0--auth_token=abc\0--Api-Key\0k1\0--seed-file=/x",
