@@ -137,3 +137,231 @@ def _finish(p, timeout=120):
     p.wait(timeout)
     return p
 
+
+
+# --------------------------------------------------------------------------
+# 3. adversarial traffic on real sockets
+
+NATS_INFO = b'INFO {"server_id":"WIRESPANADV","version":"2.9.10","proto":1,"headers":true,"max_payload":1048576}\r\n'
+HTTP_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class _Sink:
+    """A threaded loopback listener: each connection gets `greeting` first
+    (NATS: INFO), is read until EOF, and gets HTTP_OK once per request head
+    whose path starts with /ok (the well-formed probes)."""
+
+    def __init__(self, greeting=b""):
+        import threading
+
+        self.greeting = greeting
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.ls.settimeout(0.2)
+        self.port = self.ls.getsockname()[1]
+        self.stop = False
+        self.received = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            try:
+                s, _ = self.ls.accept()
+            except OSError:
+                continue
+            with s:
+                s.settimeout(10)
+                if self.greeting:
+                    s.sendall(self.greeting)
+                buf = b""
+                try:
+                    while True:
+                        d = s.recv(1 << 16)
+                        if not d:
+                            break
+                        self.received += len(d)
+                        buf = (buf + d)[-70000:]
+                        while b"\r\n\r\n" in buf and buf.startswith(b"GET /ok"):
+                            buf = buf[buf.index(b"\r\n\r\n") + 4:]
+                            s.sendall(HTTP_OK)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop = True
+        self.thread.join(5)
+        self.ls.close()
+
+
+def _send(port, chunks, per_byte=None):
+    """One connection: send chunks (from chunk per_byte on, one byte per send(2)),
+    half-close, read until the sink closes. Returns the bytes sent."""
+    n = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for k, ch in enumerate(chunks):
+            if per_byte is not None and k >= per_byte:
+                for i in range(len(ch)):
+                    n += c.send(ch[i:i + 1])
+            else:
+                c.sendall(ch)
+                n += len(ch)
+        c.shutdown(socket.SHUT_WR)
+        while c.recv(1 << 16):
+            pass
+    return n
+
+
+def adversarial_cases(rng, random_kib):
+    """(name, protocol, chunks, per_byte) for every item of issue 9's list;
+    per_byte is None (one sendall per chunk) or the index of the first chunk
+    sent one byte per send(2)."""
+    big = b"x" * 65536
+    whole = None
+    return [
+        ("http 64 KiB header", "http", [b"GET /big HTTP/1.1\r\nHost: a\r\nX-Big: " + big + b"\r\n\r\n"], whole),
+        ("http 10k tiny headers", "http", [b"GET /many HTTP/1.1\r\n" + b"a: b\r\n" * 10000 + b"\r\n"], whole),
+        ("http Content-Length larger than the body", "http",
+         [b"POST /cl HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\nshort"], whole),
+        ("http Content-Length overflowing 64 bits", "http",
+         [b"POST /cl2 HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\nabc"], whole),
+        ("http negative and doubled Content-Length", "http",
+         [b"POST /cl3 HTTP/1.1\r\nContent-Length: -5\r\nContent-Length: 7\r\n\r\nabcdefg"], whole),
+        ("http chunk size overflowing 64 bits", "http",
+         [b"POST /ch HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\nabc\r\n0\r\n\r\n"], whole),
+        ("http chunk size larger than the chunk", "http",
+         [b"POST /ch2 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\nabc\r\n0\r\n\r\n"], whole),
+        ("http chunk size not hex", "http",
+         [b"POST /ch3 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"], whole),
+        ("nats control line over 4 KiB", "nats", [b"CONNECT {}\r\nPUB " + b"s" * 5000 + b" 5\r\nhello\r\n"], whole),
+        ("nats HPUB header length over total", "nats", [b"CONNECT {}\r\nHPUB adv 100 10\r\nNATS/1.0\r\n\r\n0123456789\r\n"], whole),
+        ("nats PUB size lying (larger)", "nats", [b"CONNECT {}\r\nPUB adv 100000\r\nshort\r\n"], whole),
+        ("http random bytes", "http", [rng.randbytes(random_kib * 1024)], whole),
+        ("nats random bytes", "nats", [rng.randbytes(random_kib * 1024)], whole),
+        # the first write carries the verb and the byte after it (what the
+        # kernel classifies a connection by: "CONNECT " alone is HTTP or
+        # NATS), then one byte per write
+        ("http one byte per write after the method", "http", [b"GET /ok", b"-bytewise HTTP/1.1\r\nHost: a\r\n\r\n"], 1),
+        ("nats one byte per write after the verb", "nats", [b"CONNECT {", b"}\r\nPUB ok.bytewise 5\r\nhello\r\n"], 1),
+        # every byte its own write: the first buffer cannot be classified
+        ("http one byte per write", "http", [b"GET /ok-allbytes HTTP/1.1\r\nHost: a\r\n\r\n"], 0),
+        ("nats one byte per write", "nats", [b"CONNECT {}\r\nPUB ok.allbytes 5\r\nhello\r\n"], 0),
+    ]
+
+
+def _proc_stat(pid):
+    """(utime + stime in seconds, VmHWM in KiB) of pid."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/%d/status" % pid) as f:
+        hwm = int(re.search(r"^VmHWM:\s+(\d+)", f.read(), re.M).group(1))
+    return cpu, hwm
+
+
+def adversarial(rounds=1, random_kib=64, hwm_growth_kib=16 * 1024):
+    """Every adversarial case of issue 9 on its own connection, `rounds`
+    times, each case followed by a well-formed HTTP request and NATS PUB on a
+    new connection (the probes). The agent must exit 0 at SIGINT, count parse
+    errors for HTTP and NATS, print exactly one client span per probe (the
+    rest of the data flows), and its VmHWM may grow by at most hwm_growth_kib
+    over its value at ready (BTF and BPF loading peak there); reports the
+    agent's CPU per MB sent."""
+    rng = random.Random(9)
+    with Env("adversarial") as env:
+        hs, ns = _Sink(), _Sink(NATS_INFO)
+        try:
+            agent = Agent(env, ["--port", hs.port, "--port", ns.port])
+            cpu0, hwm0 = _proc_stat(agent.proc.pid)
+            sent = probes_http = probes_nats = 0
+            want_http, want_nats, unclassifiable = set(), set(), 0
+            for r in range(rounds):
+                for name, proto, chunks, per_byte in adversarial_cases(rng, random_kib):
+                    sent += _send(hs.port if proto == "http" else ns.port, chunks, per_byte=per_byte)
+                    if per_byte == 1:
+                        (want_http if proto == "http" else want_nats).add("%s.%d" % (proto, r))
+                    elif per_byte == 0:
+                        unclassifiable += 1
+                    sent += _send(hs.port, [b"GET /ok-%d HTTP/1.1\r\nHost: a\r\n\r\n" % probes_http])
+                    sent += _send(ns.port, [b"CONNECT {}\r\nPUB ok.%d 2\r\nhi\r\n" % probes_nats])
+                    probes_http += 1
+                    probes_nats += 1
+            probes_http += len(want_http)
+            probes_nats += len(want_nats)
+            ok = agent.wait_for(lambda sp: _probe_spans(sp)[0] >= probes_http and _probe_spans(sp)[1] >= probes_nats,
+                                20, "probe spans")
+            cpu1, hwm = _proc_stat(agent.proc.pid)
+            res = agent.stop()
+        finally:
+            hs.close()
+            ns.close()
+        res.check_well_formed()
+        am = res.agent_metrics
+        http_errs = {k: v for k, v in ((am.get("http") or {}).get("parse_errors") or {}).items() if v}
+        nats_errs = (am.get("nats") or {}).get("parse_errors", 0)
+        got_http, got_nats = _probe_spans(res.spans)
+        drops = {"http.parse_errors." + k: v for k, v in http_errs.items()}
+        drops["nats.parse_errors"] = nats_errs
+        for k in ("gap_bytes", "skipped_bytes", "stopped_bytes", "truncated", "nomem", "pending_dropped", "pending_evicted"):
+            if (am.get("http") or {}).get(k):
+                drops["http." + k] = am["http"][k]
+        for k in ("gap_bytes", "nomem", "pending_evicted", "recent_evicted"):
+            if (am.get("nats") or {}).get(k):
+                drops["nats." + k] = am["nats"][k]
+        # Every byte its own write on a fresh connection: the kernel gives
+        # up classifying it (its first buffer is one byte) and counts that.
+        # The client ends of those connections and of the random-bytes ones
+        # must all be in classify_giveup; the sink ends may add more.
+        giveup, unclassified = metric(res.metrics, "classify_giveup") or 0, metric(res.metrics, "unclassified_bytes") or 0
+        all_bytes = sum(1 for s in res.spans if s.kind == 3 and (_path(s).startswith("/ok-allbytes") or s.name == "publish ok.allbytes"))
+        counted_ops = unclassifiable - all_bytes
+        drops["kernel.classify_giveup(conns)"] = giveup
+        drops["kernel.unclassified_bytes"] = unclassified
+        ops = probes_http + probes_nats + unclassifiable
+        report = {
+            "test": "adversarial",
+            "rounds": rounds,
+            "cases": len(adversarial_cases(random.Random(0), 0)),
+            "unclassifiable_ops": unclassifiable,
+            "bytes_sent": sent,
+            "operations": ops,
+            "seen": ops,
+            "spans_out": am.get("spans_out"),
+            "out": got_http + got_nats + all_bytes,
+            "drops": drops,
+            "unaccounted": ops - got_http - got_nats - all_bytes - counted_ops,
+            "vmhwm_kib": hwm,
+            "vmhwm_start_kib": hwm0,
+            "cpu_s": round(cpu1 - cpu0, 3),
+            "cpu_ms_per_mb": round((cpu1 - cpu0) * 1000 / (sent / 1e6), 2),
+        }
+        log("adversarial: %s", report)
+        problems = []
+        if not ok or report["unaccounted"]:
+            problems.append("probe client spans: %d/%d HTTP, %d/%d NATS (the data after bad input must still flow)"
+                            % (got_http, probes_http, got_nats, probes_nats))
+        giveup_min = (2 + 2) * rounds  # client ends: random bytes (2 cases), every byte its own write (2)
+        if giveup < giveup_min:
+            problems.append("kernel classify_giveup %d < %d (the unclassifiable connections are not all counted)" % (giveup, giveup_min))
+        if not http_errs:
+            problems.append("no HTTP parse error counted: %s" % (am.get("http") or {}).get("parse_errors"))
+        if not nats_errs:
+            problems.append("no NATS parse error counted")
+        if hwm - hwm0 > hwm_growth_kib:
+            problems.append("agent VmHWM grew %d KiB (%d -> %d), over the %d KiB bound" % (hwm - hwm0, hwm0, hwm, hwm_growth_kib))
+        check(not problems, "%s\n(report %s; agent_metrics %s)", "\n".join(problems), report, am)
+        return report
+
+
+def _probe_spans(spans):
+    """Client spans of the well-formed probes: (HTTP GET /ok-*, NATS publish ok.*)."""
+    h = sum(1 for s in spans if s.kind == 3 and _path(s).startswith("/ok-") and not _path(s).startswith("/ok-allbytes"))
+    n = sum(1 for s in spans if s.name.startswith("publish ok.") and s.name != "publish ok.allbytes")
+    return h, n
+
+
+def _path(span):
+    return str(span.attrs.get("url.path", ""))

@@ -12,3 +12,11 @@ def test_reliability_saturation():
     every byte captured or counted, unaccounted 0, recovery after SIGCONT."""
     r = reliability.saturation(stop_seconds=2.0, before=0.5, after=1.0)
     log("report: %s", r)
+
+
+def test_reliability_adversarial():
+    """64 KiB header, 10k headers, lying lengths, 5 KB NATS control line, bad
+    HPUB, random bytes, one byte per write: agent exits 0, parse errors
+    counted, every well-formed probe after them becomes a span, VmHWM bound."""
+    r = reliability.adversarial(rounds=1, random_kib=64)
+    log("report: %s", r)
