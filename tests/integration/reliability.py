@@ -365,3 +365,78 @@ def _probe_spans(spans):
 
 def _path(span):
     return str(span.attrs.get("url.path", ""))
+
+
+# --------------------------------------------------------------------------
+# 6. least privilege
+
+
+def least_privilege():
+    """Starting from exactly the capabilities deploy/systemd/wirespan.service
+    declares, as user nobody (so no CAP_SYS_ADMIN stands in for CAP_BPF or
+    CAP_PERFMON): with the full set `wirespan agent --duration 1` exits 0 (the
+    control); with each capability that `wirespan doctor --caps` lists as
+    required removed in turn, the agent exits 4 naming it without printing
+    ready, and `wirespan doctor --no-nats` reports FAIL for it. Complements
+    test_cli.py::test_missing_capability (drops from root's full set) and
+    test_deploy.py::test_deploy_least_privilege_agent (spans with the set)."""
+    import shutil
+    import tempfile
+
+    from test_deploy import agent_caps, unit_caps
+
+    required = sorted(agent_caps())
+    declared = sorted(unit_caps()[0])
+    check(required, "wirespan doctor --caps lists no required capability")
+    check(set(required) <= set(declared), "deploy/ declares %s, the agent requires %s", declared, required)
+    bindir = tempfile.mkdtemp(prefix="wirespan-rel-lp-")
+    try:
+        os.chmod(bindir, 0o755)
+        binary = os.path.join(bindir, "wirespan")
+        shutil.copy(WIRESPAN, binary)
+        os.chmod(binary, 0o755)
+        # the HMAC secret in a state directory nobody owns, as the unit's
+        # StateDirectory= gives it (test_deploy_least_privilege_agent does too)
+        state = os.path.join(bindir, "state")
+        os.mkdir(state, 0o700)
+        os.chown(state, 65534, 65534)
+        agent = ["agent", "--output", "stdout", "--duration", "1", "--key-hash-secret-file", os.path.join(state, "key-hash.secret")]
+
+        def run(caps, *args):
+            c = ",".join(x.lower() for x in caps)
+            wrap = ["capsh", "--caps=%s%scap_setpcap,cap_setuid,cap_setgid+eip" % (c, "," if c else ""), "--keep=1",
+                    "--user=nobody"] + (["--addamb=%s" % c] if c else []) + ["--", "-c", 'exec "$0" "$@"']
+            r = subprocess.run(wrap + [binary] + list(args), capture_output=True, timeout=60, cwd=bindir)
+            return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+
+        rc, _, err = run(declared, *agent)
+        check(rc == 0, "the agent with the declared capabilities %s as nobody: exit %s: %s", declared, rc, err[-400:])
+        rows, problems = [], []
+        for cap in required:
+            rest = [c for c in declared if c != cap]
+            rc, _, err = run(rest, *agent)
+            named = "missing capability " + cap in err
+            drc, dout, _ = run(rest, "doctor", "--no-nats")
+            doc = drc == 1 and re.search(r"^FAIL\s+%s\b" % cap, dout, re.M) is not None
+            rows.append({"removed": cap, "exit": rc, "named": named, "ready": bool(re.search(r"\bready\b", err)), "doctor_fail": doc})
+            if rc != 4 or not named or rows[-1]["ready"]:
+                problems.append("without %s: exit %s (want 4), named %s, ready printed %s; stderr: %s"
+                                % (cap, rc, named, rows[-1]["ready"], err[-300:]))
+            if not doc:
+                problems.append("doctor without %s: exit %s and no FAIL line for it:\n%s" % (cap, drc, dout))
+    finally:
+        shutil.rmtree(bindir, ignore_errors=True)
+    report = {
+        "test": "least_privilege",
+        "declared": declared,
+        "operations": len(required),
+        "seen": len(required),
+        "out": sum(1 for r in rows if r["exit"] == 4 and r["named"] and not r["ready"] and r["doctor_fail"]),
+        "spans_out": None,
+        "drops": {},
+        "removals": rows,
+    }
+    report["unaccounted"] = report["seen"] - report["out"]
+    log("least_privilege: %s", report)
+    check(not problems, "%s", "\n".join(problems))
+    return report

@@ -20,3 +20,11 @@ def test_reliability_adversarial():
     counted, every well-formed probe after them becomes a span, VmHWM bound."""
     r = reliability.adversarial(rounds=1, random_kib=64)
     log("report: %s", r)
+
+
+def test_reliability_least_privilege():
+    """From exactly deploy/'s capabilities as nobody, each capability `doctor
+    --caps` lists as required, removed in turn: agent exit 4 naming it, doctor
+    FAIL for it; the full set runs (control)."""
+    r = reliability.least_privilege()
+    log("report: %s", r)
