@@ -326,6 +326,7 @@ def adversarial(rounds=1, random_kib=64, hwm_growth_kib=16 * 1024):
             "rounds": rounds,
             "cases": len(adversarial_cases(random.Random(0), 0)),
             "unclassifiable_ops": unclassifiable,
+            "counted_ops": counted_ops,
             "bytes_sent": sent,
             "operations": ops,
             "seen": ops,
