@@ -34,6 +34,7 @@ LONG = [
     ("saturation stop 5 s", reliability.saturation, dict(stop_seconds=5.0, before=0.5, after=2.0)),
     ("saturation stop 10 s", reliability.saturation, dict(stop_seconds=10.0, before=0.5, after=2.0)),
     ("saturation stop 2 s, 1 MiB ring", reliability.saturation, dict(stop_seconds=2.0, before=0.5, after=2.0, ringbuf=1 << 20)),
+    ("saturation stop 2 s, 16 MiB ring (default)", reliability.saturation, dict(stop_seconds=2.0, before=0.5, after=2.0, ringbuf=1 << 24)),
     ("adversarial x20, 1 MiB random", reliability.adversarial, dict(rounds=20, random_kib=1024)),
     ("least privilege", reliability.least_privilege, {}),
 ]
