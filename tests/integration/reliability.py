@@ -18,7 +18,7 @@ import subprocess
 import time
 
 from harness import (PYTHON, RAW_PEER, SINK_PEER, WIRESPAN, Agent, Capture, Env, check, free_port, log, metric,
-                     find_metrics, peer_result, start_peer, wait_port)
+                     find_metrics, peer_result, start_peer)
 
 # --------------------------------------------------------------------------
 # 1. ring-buffer saturation
