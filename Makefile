@@ -42,7 +42,7 @@ HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto
 # Skeletons and objects are inputs of later builds, not throwaway intermediates.
 .SECONDARY: $(BPF_OBJS) $(SKELS) $(PB_SRCS) $(PB_HDRS)
 
-.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run demo bench bench-replay fuzz help install uninstall dist
+.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run demo bench bench-replay reliability fuzz help install uninstall dist
 
 all: $(OUT)/wirespan $(UNIT_BINS) $(OUT)/bench_agent_replay
 
@@ -123,6 +123,11 @@ demo: $(OUT)/wirespan
 bench: all bench-replay
 	$(Q)bash tests/bench/run.sh
 
+# The long reliability suite (docs/RELIABILITY.md; root). Short versions of
+# the same scenarios are in `make test` (tests/integration/test_reliability.py).
+reliability: all
+	$(Q)python3 tests/reliability/run.py $(RELIABILITY_ARGS)
+
 # ---- install, uninstall, dist ----
 PREFIX     ?= /usr/local
 BINDIR     := $(PREFIX)/bin
@@ -176,6 +181,7 @@ help:
 	@echo "make demo           a traced caddy/Go/NATS/Node system on loopback (root)"
 	@echo "make bench          run the benchmarks (root)"
 	@echo "make bench-replay   the agent's userspace path replayed offline"
+	@echo "make reliability    the long reliability suite (root; RELIABILITY_ARGS=--quick)"
 	@echo "make fuzz           run the libFuzzer targets (FUZZ_SECONDS=60)"
 	@echo "make vmlinux        regenerate bpf/vmlinux.h from this kernel"
 	@echo "make install        install into PREFIX (/usr/local), DESTDIR respected"
