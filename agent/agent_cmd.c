@@ -15,6 +15,7 @@
 
 #include "agent_args.h"
 #include "agent_cmd.h"
+#include "caps.h"
 #include "cli.h"
 #include "config.h"
 #include "enrich.h"
@@ -443,6 +444,14 @@ int cmd_agent(int argc, char **argv)
 		return 0;
 	}
 	ws_log_level = (enum ws_log_level)ag.cfg.log_level;
+	/* before anything needs them (the secret file, /proc, BPF): a
+	 * missing capability is named, not reported as its first symptom */
+	if (ws_caps_check(err, sizeof(err))) {
+		fprintf(stderr, "wirespan: %s\n", err);
+		ws_config_free(&ag.cfg);
+		ws_agent_args_free(&args);
+		return WS_EXIT_NOPERM;
+	}
 	pipeline_opts(&ag.cfg, &o);
 	ws_nats_spans_cfg_init(&ncfg);
 	ncfg.process_timeout_ns = ag.cfg.process_timeout_s * 1000000000ull;
