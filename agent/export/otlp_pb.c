@@ -354,8 +354,8 @@ static size_t rounded(size_t n, size_t sz)
 	       ~(alignof(max_align_t) - 1);
 }
 
-int ws_otlp_pb_encode_ref(struct ws_span *const *spans, size_t n,
-			  uint8_t **out, size_t *out_len)
+int ws_otlp_pb_encode_ref(struct ws_span *const *spans, size_t n, uint8_t **out,
+			  size_t *out_len)
 {
 	pb_request req =
 		OPENTELEMETRY__PROTO__COLLECTOR__TRACE__V1__EXPORT_TRACE_SERVICE_REQUEST__INIT;
@@ -570,8 +570,7 @@ static size_t opt_str_size(size_t len)
 	return len ? ld_size(len) : 0;
 }
 
-static uint8_t *put_opt_str(uint8_t *p, uint8_t tag, const char *s,
-			    size_t len)
+static uint8_t *put_opt_str(uint8_t *p, uint8_t tag, const char *s, size_t len)
 {
 	return len ? put_bytes(p, tag, s, len) : p;
 }
@@ -796,8 +795,8 @@ int ws_otlp_pb_encode(struct ws_span *const *spans, size_t n, uint8_t **out,
 	if (err)
 		return err;
 	/* n < 2^30 (groups_build): no overflow */
-	ssize = malloc((2 * n + gr.n) * sizeof(size_t) +
-		       gr.n * sizeof(*gs) + 1);
+	ssize = malloc((2 * n + gr.n) * sizeof(size_t) + gr.n * sizeof(*gs) +
+		       1);
 	if (!ssize) {
 		free(gr.mem);
 		return -ENOMEM;

@@ -39,8 +39,8 @@ int ws_otlp_pb_encode(struct ws_span *const *spans, size_t n, uint8_t **out,
  * that tests compare ws_otlp_pb_encode()'s direct writer with (about twice
  * its cost, docs/BENCHMARKS.md).
  */
-int ws_otlp_pb_encode_ref(struct ws_span *const *spans, size_t n,
-			  uint8_t **out, size_t *out_len);
+int ws_otlp_pb_encode_ref(struct ws_span *const *spans, size_t n, uint8_t **out,
+			  size_t *out_len);
 
 /*
  * Decode buf[0..len) as an ExportTraceServiceRequest (or TracesData) and

@@ -1111,19 +1111,58 @@ static unsigned rnd_below(unsigned n)
 }
 
 static const char *const rnd_keys[] = {
-	"",	  "k",	       "messaging.system", "http.request.method",
-	"ключ",	  "キー",      "a.b.c.d.e.f.g.h",  "server.port",
-	"x",	  "y",	       "z",		   "error.type",
-	"k0",	  "k1",	       "k2",		   "k3",
-	"k4",	  "k5",	       "k6",		   "k7",
-	"k8",	  "k9",	       "ka",		   "kb",
-	"kc",	  "kd",	       "ke",		   "kf",
-	"kg",	  "kh",	       "ki",		   "kj",
-	"kk",	  "kl",	       "km",		   "kn",
-	"ko",	  "kp",	       "kq",		   "kr",
-	"ks",	  "kt",	       "ku",		   "kv",
-	"kw",	  "kx",	       "ky",		   "kz",
-	"kA",	  "kB",	       "kC",		   "kD",
+	"",
+	"k",
+	"messaging.system",
+	"http.request.method",
+	"ключ",
+	"キー",
+	"a.b.c.d.e.f.g.h",
+	"server.port",
+	"x",
+	"y",
+	"z",
+	"error.type",
+	"k0",
+	"k1",
+	"k2",
+	"k3",
+	"k4",
+	"k5",
+	"k6",
+	"k7",
+	"k8",
+	"k9",
+	"ka",
+	"kb",
+	"kc",
+	"kd",
+	"ke",
+	"kf",
+	"kg",
+	"kh",
+	"ki",
+	"kj",
+	"kk",
+	"kl",
+	"km",
+	"kn",
+	"ko",
+	"kp",
+	"kq",
+	"kr",
+	"ks",
+	"kt",
+	"ku",
+	"kv",
+	"kw",
+	"kx",
+	"ky",
+	"kz",
+	"kA",
+	"kB",
+	"kC",
+	"kD",
 };
 #define N_RND_KEYS (sizeof(rnd_keys) / sizeof(rnd_keys[0]))
 
@@ -1165,10 +1204,10 @@ static void rnd_str(char *buf, size_t cap, const char **s, size_t *len,
 
 static void rnd_attrs(struct ws_attrs *a, unsigned max)
 {
-	static const double dbl[] = {0.0, -0.0, 0.1, -2.5e-300, 1e300,
-				     3.141592653589793, 4.9e-324};
-	static const int64_t ints[] = {0, 1, -1, 127, 128, 300, INT64_MIN,
-				       INT64_MAX};
+	static const double dbl[] = {
+		0.0, -0.0, 0.1, -2.5e-300, 1e300, 3.141592653589793, 4.9e-324};
+	static const int64_t ints[] = {0,   1,	 -1,	    127,
+				       128, 300, INT64_MIN, INT64_MAX};
 	char buf[1500];
 	unsigned i, n = rnd_below(max + 1);
 	const char *s;
@@ -1192,15 +1231,15 @@ static void rnd_attrs(struct ws_attrs *a, unsigned max)
 			break;
 		default:
 			ws_attrs_double(a, key,
-					rnd_below(2) ? dbl[rnd_below(7)]
-						     : (double)(int64_t)rnd() /
-							       7.0);
+					rnd_below(2)
+						? dbl[rnd_below(7)]
+						: (double)(int64_t)rnd() / 7.0);
 			break;
 		}
 	}
 	if (!rnd_below(4)) /* a count that did not come from an overflow */
 		a->dropped += (uint32_t)rnd_below(3) ? rnd_below(200)
-						      : (uint32_t)rnd();
+						     : (uint32_t)rnd();
 }
 
 static uint64_t rnd_time(void)
@@ -1244,8 +1283,8 @@ static struct ws_span *rnd_span(struct ws_resource *const *res, size_t nres)
 	rnd_attrs(&s->a, rnd_below(8) ? 24 : WS_SPAN_MAX_ATTRS + 4);
 	k = rnd_below(WS_SPAN_MAX_EVENTS + 3);
 	for (i = 0; i < k; i++) {
-		struct ws_span_event *e =
-			ws_span_add_event(s, ev_names[rnd_below(4)], rnd_time());
+		struct ws_span_event *e = ws_span_add_event(
+			s, ev_names[rnd_below(4)], rnd_time());
 
 		if (e)
 			rnd_attrs(&e->a, WS_SPAN_MAX_EVENT_ATTRS + 2);
@@ -1329,8 +1368,8 @@ static void direct_matches_reference(void **state)
 		r[i] = ws_resource_new(i);
 		assert_non_null(r[i]);
 		if (i) /* r[0]: a resource without attributes */
-			rnd_attrs(&r[i]->a, i == 3 ? WS_RESOURCE_MAX_ATTRS + 3
-						   : 12);
+			rnd_attrs(&r[i]->a,
+				  i == 3 ? WS_RESOURCE_MAX_ATTRS + 3 : 12);
 	}
 	for (round = 0; round < 400; round++) {
 		n = round < 64 ? (size_t)round : rnd_below(64);
