@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * OTLP protobuf encoder on protobuf-c. protobuf-c packs a tree of generated
+ * OTLP protobuf encoders: ws_otlp_pb_encode(), a direct writer (at the end
+ * of this file), and ws_otlp_pb_encode_ref(), the reference on protobuf-c
+ * described here. protobuf-c packs a tree of generated
  * structs; building that tree with one malloc per message would cost more
  * than the packing. Here the whole tree of one call lives in one arena sized
  * up front (counted in a first pass), strings and ids are not copied (the
@@ -352,8 +354,8 @@ static size_t rounded(size_t n, size_t sz)
 	       ~(alignof(max_align_t) - 1);
 }
 
-int ws_otlp_pb_encode(struct ws_span *const *spans, size_t n, uint8_t **out,
-		      size_t *out_len)
+int ws_otlp_pb_encode_ref(struct ws_span *const *spans, size_t n, uint8_t **out,
+			  size_t *out_len)
 {
 	pb_request req =
 		OPENTELEMETRY__PROTO__COLLECTOR__TRACE__V1__EXPORT_TRACE_SERVICE_REQUEST__INIT;
@@ -482,6 +484,374 @@ int ws_otlp_pb_encode(struct ws_span *const *spans, size_t n, uint8_t **out,
 	err = 0;
 out:
 	free(arena);
+	free(gr.mem);
+	return err;
+}
+
+/*
+ * ---- the direct writer (ws_otlp_pb_encode) ----
+ *
+ * The same message, written straight from the spans into one buffer of the
+ * exact size: no tree. A length-delimited message needs its length before
+ * its bytes, so a first pass computes each span's size (kept per span) and
+ * each group's; the second pass writes, recomputing the small sizes of
+ * attributes, events, links and statuses on the way (cheaper than keeping
+ * them). It writes what protobuf-c writes for the tree above, byte for
+ * byte: fields in field-number order, proto3 scalars and strings only when
+ * not zero or empty, a oneof member (an attribute's value) even when it is,
+ * a present submessage (resource, status, AnyValue) even when empty, and
+ * minimal varints. Field numbers are agent/export/otlp_*.proto's; all but
+ * Span.flags (16, a two-byte tag) fit a one-byte tag.
+ */
+#define WT_VARINT 0
+#define WT_I64 1
+#define WT_LEN 2
+#define WT_I32 5
+#define TAG(f, wt) ((uint8_t)((f) << 3 | (wt)))
+
+static size_t vlen(uint64_t v)
+{
+	/* 7 bits a byte: 1 for v < 2^7 ... 10 for v >= 2^63 */
+	return (size_t)((63 - __builtin_clzll(v | 1)) * 9 + 73) / 64;
+}
+
+/* A length-delimited field with a one-byte tag and n bytes of content. */
+static size_t ld_size(size_t n)
+{
+	return 1 + vlen(n) + n;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+	while (v >= 0x80) {
+		*p++ = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (uint8_t)v;
+	return p;
+}
+
+static uint8_t *put_tag_varint(uint8_t *p, uint8_t tag, uint64_t v)
+{
+	*p++ = tag;
+	return put_varint(p, v);
+}
+
+static uint8_t *put_bytes(uint8_t *p, uint8_t tag, const void *s, size_t n)
+{
+	p = put_tag_varint(p, tag, n);
+	memcpy(p, s, n);
+	return p + n;
+}
+
+static uint8_t *put_fixed(uint8_t *p, uint64_t v, int bytes)
+{
+	int i;
+
+	for (i = 0; i < bytes; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+	return p + bytes;
+}
+
+/* A proto3 uint32/enum field: nothing when 0. */
+static size_t opt_varint_size(uint64_t v)
+{
+	return v ? 1 + vlen(v) : 0;
+}
+
+static uint8_t *put_opt_varint(uint8_t *p, uint8_t tag, uint64_t v)
+{
+	return v ? put_tag_varint(p, tag, v) : p;
+}
+
+/* A proto3 string field: nothing when NULL or empty. */
+static size_t opt_str_size(size_t len)
+{
+	return len ? ld_size(len) : 0;
+}
+
+static uint8_t *put_opt_str(uint8_t *p, uint8_t tag, const char *s, size_t len)
+{
+	return len ? put_bytes(p, tag, s, len) : p;
+}
+
+/* The lengths of one KeyValue. */
+struct kv_len {
+	size_t key, str; /* strlen of key and of a string value */
+	size_t any;	 /* AnyValue content */
+	size_t kv;	 /* KeyValue content */
+};
+
+static void kv_len(const struct ws_attr *at, struct kv_len *l)
+{
+	l->key = !at->key ? 0 : at->klen ? at->klen : strlen(at->key);
+	l->str = 0;
+	switch (at->type) {
+	case WS_ATTR_STR:
+		if (!at->s) { /* protobuf-c: an unset oneof member */
+			l->any = 0;
+			break;
+		}
+		l->str = at->slen ? at->slen : strlen(at->s);
+		l->any = ld_size(l->str);
+		break;
+	case WS_ATTR_INT:
+		l->any = 1 + vlen((uint64_t)at->i);
+		break;
+	case WS_ATTR_BOOL:
+		l->any = 2;
+		break;
+	case WS_ATTR_DOUBLE:
+		l->any = 9;
+		break;
+	default:
+		l->any = 0;
+		break;
+	}
+	l->kv = opt_str_size(l->key) + ld_size(l->any);
+}
+
+/* Repeated KeyValue field plus dropped_attributes_count. */
+static size_t attrs_size(const struct ws_attrs *a)
+{
+	size_t b = opt_varint_size(a->dropped);
+	struct kv_len l;
+	uint16_t i;
+
+	for (i = 0; i < a->n; i++) {
+		kv_len(&a->v[i], &l);
+		b += ld_size(l.kv);
+	}
+	return b;
+}
+
+static uint8_t *put_attrs_pb(uint8_t *p, const struct ws_attrs *a,
+			     uint8_t attr_field, uint8_t dropped_field)
+{
+	const uint8_t tag = TAG(attr_field, WT_LEN);
+	struct kv_len l;
+	uint16_t i;
+
+	for (i = 0; i < a->n; i++) {
+		const struct ws_attr *at = &a->v[i];
+		uint64_t d;
+
+		kv_len(at, &l);
+		p = put_tag_varint(p, tag, l.kv);
+		p = put_opt_str(p, TAG(1, WT_LEN), at->key, l.key);
+		p = put_tag_varint(p, TAG(2, WT_LEN), l.any);
+		switch (at->type) {
+		case WS_ATTR_STR:
+			if (at->s)
+				p = put_bytes(p, TAG(1, WT_LEN), at->s, l.str);
+			break;
+		case WS_ATTR_INT:
+			p = put_tag_varint(p, TAG(3, WT_VARINT),
+					   (uint64_t)at->i);
+			break;
+		case WS_ATTR_BOOL:
+			*p++ = TAG(2, WT_VARINT);
+			*p++ = at->b ? 1 : 0;
+			break;
+		case WS_ATTR_DOUBLE:
+			memcpy(&d, &at->d, sizeof(d));
+			*p++ = TAG(4, WT_I64);
+			p = put_fixed(p, d, 8);
+			break;
+		default:
+			break;
+		}
+	}
+	return put_opt_varint(p, TAG(dropped_field, WT_VARINT), a->dropped);
+}
+
+static size_t event_size(const struct ws_span_event *e)
+{
+	return (e->time_ns ? 9 : 0) + opt_str_size(str_len(e->name)) +
+	       attrs_size(&e->a);
+}
+
+static size_t link_size(const struct ws_span_link *l)
+{
+	return ld_size(16) + ld_size(8) + attrs_size(&l->a) +
+	       (l->flags ? 5 : 0);
+}
+
+static size_t status_size(const struct ws_span *s)
+{
+	return opt_str_size(str_len(s->status_message)) +
+	       opt_varint_size(s->status);
+}
+
+static size_t span_size(const struct ws_span *s)
+{
+	size_t b = ld_size(16) + ld_size(8) +
+		   opt_str_size(str_len(s->trace_state)) +
+		   (s->has_parent ? ld_size(8) : 0) +
+		   opt_str_size(str_len(s->name)) + opt_varint_size(s->kind) +
+		   (s->start_ns ? 9 : 0) + (s->end_ns ? 9 : 0) +
+		   attrs_size(&s->a) + opt_varint_size(s->dropped_events) +
+		   opt_varint_size(s->dropped_links) + (s->flags ? 6 : 0);
+	uint16_t i;
+
+	for (i = 0; i < s->n_events; i++)
+		b += ld_size(event_size(&s->events[i]));
+	for (i = 0; i < s->n_links; i++)
+		b += ld_size(link_size(&s->links[i]));
+	if (span_has_status(s))
+		b += ld_size(status_size(s));
+	return b;
+}
+
+static uint8_t *put_span_pb(uint8_t *p, const struct ws_span *s, size_t size)
+{
+	uint16_t i;
+
+	p = put_tag_varint(p, TAG(2, WT_LEN), size); /* ScopeSpans.spans */
+	p = put_bytes(p, TAG(1, WT_LEN), s->trace_id, 16);
+	p = put_bytes(p, TAG(2, WT_LEN), s->span_id, 8);
+	p = put_opt_str(p, TAG(3, WT_LEN), s->trace_state,
+			str_len(s->trace_state));
+	if (s->has_parent)
+		p = put_bytes(p, TAG(4, WT_LEN), s->parent_span_id, 8);
+	p = put_opt_str(p, TAG(5, WT_LEN), s->name, str_len(s->name));
+	p = put_opt_varint(p, TAG(6, WT_VARINT), s->kind);
+	if (s->start_ns) {
+		*p++ = TAG(7, WT_I64);
+		p = put_fixed(p, s->start_ns, 8);
+	}
+	if (s->end_ns) {
+		*p++ = TAG(8, WT_I64);
+		p = put_fixed(p, s->end_ns, 8);
+	}
+	p = put_attrs_pb(p, &s->a, 9, 10);
+	for (i = 0; i < s->n_events; i++) {
+		const struct ws_span_event *e = &s->events[i];
+
+		p = put_tag_varint(p, TAG(11, WT_LEN), event_size(e));
+		if (e->time_ns) {
+			*p++ = TAG(1, WT_I64);
+			p = put_fixed(p, e->time_ns, 8);
+		}
+		p = put_opt_str(p, TAG(2, WT_LEN), e->name, str_len(e->name));
+		p = put_attrs_pb(p, &e->a, 3, 4);
+	}
+	p = put_opt_varint(p, TAG(12, WT_VARINT), s->dropped_events);
+	for (i = 0; i < s->n_links; i++) {
+		const struct ws_span_link *l = &s->links[i];
+
+		p = put_tag_varint(p, TAG(13, WT_LEN), link_size(l));
+		p = put_bytes(p, TAG(1, WT_LEN), l->trace_id, 16);
+		p = put_bytes(p, TAG(2, WT_LEN), l->span_id, 8);
+		p = put_attrs_pb(p, &l->a, 4, 5);
+		if (l->flags) {
+			*p++ = TAG(6, WT_I32);
+			p = put_fixed(p, l->flags, 4);
+		}
+	}
+	p = put_opt_varint(p, TAG(14, WT_VARINT), s->dropped_links);
+	if (span_has_status(s)) {
+		p = put_tag_varint(p, TAG(15, WT_LEN), status_size(s));
+		p = put_opt_str(p, TAG(2, WT_LEN), s->status_message,
+				str_len(s->status_message));
+		p = put_opt_varint(p, TAG(3, WT_VARINT), s->status);
+	}
+	if (s->flags) { /* field 16: a two-byte tag */
+		*p++ = 0x80 | TAG(0, WT_I32);
+		*p++ = 0x01;
+		p = put_fixed(p, s->flags, 4);
+	}
+	return p;
+}
+
+/* InstrumentationScope {name, version}: the same in every group. */
+static size_t scope_size(void)
+{
+	return ld_size(sizeof(WS_SCOPE_NAME) - 1) +
+	       ld_size(sizeof(WIRESPAN_VERSION) - 1);
+}
+
+/* Per group: the Resource's and the ScopeSpans' content sizes. */
+struct group_size {
+	size_t res, ss;
+};
+
+int ws_otlp_pb_encode(struct ws_span *const *spans, size_t n, uint8_t **out,
+		      size_t *out_len)
+{
+	struct groups gr = {0};
+	struct group_size *gs;
+	size_t *ssize, *order, *start;
+	size_t i, g, total = 0;
+	uint8_t *buf, *p;
+	int err;
+
+	if ((!spans && n) || !out || !out_len)
+		return -EINVAL;
+	for (i = 0; i < n; i++)
+		if (!spans[i])
+			return -EINVAL;
+	err = groups_build(&gr, spans, n);
+	if (err)
+		return err;
+	/* n < 2^30 (groups_build): no overflow */
+	ssize = malloc((2 * n + gr.n) * sizeof(size_t) + gr.n * sizeof(*gs) +
+		       1);
+	if (!ssize) {
+		free(gr.mem);
+		return -ENOMEM;
+	}
+	order = ssize + n;
+	start = order + n;
+	gs = (struct group_size *)(start + gr.n);
+
+	/* pass 1: sizes; spans ordered by group, input order within one */
+	for (g = i = 0; g < gr.n; g++) {
+		start[g] = i;
+		i += gr.count[g];
+		gs[g].res = gr.res[g] ? attrs_size(&gr.res[g]->a) : 0;
+		gs[g].ss = ld_size(scope_size());
+	}
+	for (i = 0; i < n; i++) {
+		g = gr.gid[i];
+		ssize[i] = span_size(spans[i]);
+		gs[g].ss += ld_size(ssize[i]);
+		order[start[g]++] = i;
+	}
+	for (g = 0; g < gr.n; g++)
+		total += ld_size(ld_size(gs[g].res) + ld_size(gs[g].ss));
+
+	buf = malloc(total ? total : 1);
+	if (!buf) {
+		err = -ENOMEM;
+		goto out;
+	}
+	/* pass 2: write */
+	p = buf;
+	for (g = i = 0; g < gr.n; g++) {
+		size_t end = i + gr.count[g];
+
+		p = put_tag_varint(p, TAG(1, WT_LEN),
+				   ld_size(gs[g].res) + ld_size(gs[g].ss));
+		p = put_tag_varint(p, TAG(1, WT_LEN), gs[g].res);
+		if (gr.res[g])
+			p = put_attrs_pb(p, &gr.res[g]->a, 1, 2);
+		p = put_tag_varint(p, TAG(2, WT_LEN), gs[g].ss);
+		p = put_tag_varint(p, TAG(1, WT_LEN), scope_size());
+		p = put_bytes(p, TAG(1, WT_LEN), WS_SCOPE_NAME,
+			      sizeof(WS_SCOPE_NAME) - 1);
+		p = put_bytes(p, TAG(2, WT_LEN), WIRESPAN_VERSION,
+			      sizeof(WIRESPAN_VERSION) - 1);
+		for (; i < end; i++)
+			p = put_span_pb(p, spans[order[i]], ssize[order[i]]);
+	}
+	if ((size_t)(p - buf) != total)
+		abort(); /* a size pass bug: the heap may be damaged */
+	*out = buf;
+	*out_len = total;
+	err = 0;
+out:
+	free(ssize);
 	free(gr.mem);
 	return err;
 }

@@ -6,8 +6,10 @@
  * OpenTelemetry Collector's NATS receiver and file exporter take).
  *
  * The message schema is wirespan's own copy of OTLP's .proto files
- * (agent/export/otlp_*.proto, packages opentelemetry.proto.*), compiled with
- * protoc-c. The tree is the one ws_otlp_json_write() writes: one
+ * (agent/export/otlp_*.proto, packages opentelemetry.proto.*).
+ * ws_otlp_pb_encode() writes the wire format straight from the spans;
+ * ws_otlp_pb_encode_ref() builds the same message with protoc-c's generated
+ * code (the reference for tests). The tree is the one ws_otlp_json_write() writes: one
  * ResourceSpans per distinct span->resource pointer (in order of first
  * appearance, spans in input order), each with one ScopeSpans whose scope is
  * "wirespan" and its version. Unlike the JSON encoder it also carries the
@@ -30,6 +32,15 @@
  */
 int ws_otlp_pb_encode(struct ws_span *const *spans, size_t n, uint8_t **out,
 		      size_t *out_len);
+
+/*
+ * The same contract and the same bytes as ws_otlp_pb_encode(), built as a
+ * protobuf-c tree and packed by protobuf_c_message_pack(): the reference
+ * that tests compare ws_otlp_pb_encode()'s direct writer with (about twice
+ * its cost, docs/BENCHMARKS.md).
+ */
+int ws_otlp_pb_encode_ref(struct ws_span *const *spans, size_t n, uint8_t **out,
+			  size_t *out_len);
 
 /*
  * Decode buf[0..len) as an ExportTraceServiceRequest (or TracesData) and

@@ -28,7 +28,8 @@
  *   parse     + both NATS parsers per connection, frames counted
  *   spans     + the nats_spans builder; spans freed as they come
  *   json      + OTLP/JSON batches written to /dev/null (the agent today)
- *   pb        + OTLP protobuf batches encoded (agent/export/otlp_pb.c)
+ *   pb        + OTLP protobuf batches encoded (agent/export/otlp_pb.c;
+ *               --pb-ref: with the protobuf-c reference encoder instead)
  *
  * Time is this thread's CPU time (CLOCK_THREAD_CPUTIME_ID) over the replay
  * only (records are built beforehand), so other load on the machine changes
@@ -46,7 +47,7 @@
  *      -o build/bench_agent_replay
  *   build/bench_agent_replay [--stage S] [--messages N] [--batch K]
  *      [--size B] [--chunk C] [--rate R] [--reps N] [--vary]
- *      [--output FILE]
+ *      [--output FILE] [--pb-ref]
  *
  * (`make bench-replay` builds it and runs tests/bench/replay.sh.) Prints one
  * JSON line per repetition. --output keeps the json stage's OTLP/JSON (to
@@ -155,6 +156,10 @@ static void span_freed(void *ctx, struct ws_span *s)
 	ws_span_free(s);
 }
 
+/* --pb-ref: ws_otlp_pb_encode_ref */
+static int (*pb_encode)(struct ws_span *const *, size_t, uint8_t **,
+			size_t *) = ws_otlp_pb_encode;
+
 static void pb_flush(struct bench *b)
 {
 	uint8_t *buf;
@@ -162,7 +167,7 @@ static void pb_flush(struct bench *b)
 
 	if (!b->n_pb)
 		return;
-	if (ws_otlp_pb_encode(b->pb, b->n_pb, &buf, &len)) {
+	if (pb_encode(b->pb, b->n_pb, &buf, &len)) {
 		b->pb_errors += b->n_pb;
 	} else {
 		b->pb_spans += b->n_pb;
@@ -663,6 +668,7 @@ int main(int argc, char **argv)
 		{"reps", required_argument, NULL, 'R'},
 		{"vary", no_argument, NULL, 'v'},
 		{"output", required_argument, NULL, 'o'},
+		{"pb-ref", no_argument, NULL, 'P'},
 		{NULL, 0, NULL, 0},
 	};
 	struct opts o = {.stage = ST_JSON,
@@ -711,6 +717,9 @@ int main(int argc, char **argv)
 		case 'o':
 			o.output = optarg;
 			break;
+		case 'P':
+			pb_encode = ws_otlp_pb_encode_ref;
+			break;
 		default:
 			bad = 1;
 		}
@@ -719,7 +728,8 @@ int main(int argc, char **argv)
 				"usage: bench_agent_replay [--stage "
 				"pipeline|parse|spans|json|pb] [--messages N] "
 				"[--batch K] [--size B] [--chunk C] [--rate R] "
-				"[--reps N] [--vary] [--output FILE]\n");
+				"[--reps N] [--vary] [--output FILE] "
+				"[--pb-ref]\n");
 			return 2;
 		}
 	}

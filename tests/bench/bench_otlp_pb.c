@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Throughput of the OTLP protobuf encoder (agent/export/otlp_pb.c) on one
+ * Throughput of the OTLP protobuf encoders (agent/export/otlp_pb.c: the
+ * direct writer ws_otlp_pb_encode and the protobuf-c reference
+ * ws_otlp_pb_encode_ref) on one
  * core, no I/O, for NATS-like spans: 20 attributes (15 strings, 4 ints, a
  * bool), one link with one attribute, a resource of 10 attributes shared by
  * the batch (plus a 4-resource case). For comparison: the OTLP/JSON encoder
@@ -41,8 +43,10 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void run(const char *what, struct ws_span **spans, size_t batch,
-		double secs)
+typedef int (*encode_fn)(struct ws_span *const *, size_t, uint8_t **, size_t *);
+
+static void run(const char *what, encode_fn enc, struct ws_span **spans,
+		size_t batch, double secs)
 {
 	uint64_t n = 0, bytes = 0;
 	double t0 = now(), t;
@@ -53,7 +57,7 @@ static void run(const char *what, struct ws_span **spans, size_t batch,
 		int i;
 
 		for (i = 0; i < 16; i++) {
-			if (ws_otlp_pb_encode(spans, batch, &buf, &len)) {
+			if (enc(spans, batch, &buf, &len)) {
 				fprintf(stderr, "encode failed\n");
 				exit(1);
 			}
@@ -128,12 +132,19 @@ int main(int argc, char **argv)
 		four[i] = make_span(r[i % 4], (unsigned)i);
 	}
 	if (argc > 2) { /* one case, for perf record */
-		run("ws_otlp_pb_encode, 1 res", one,
+		run("ws_otlp_pb_encode, 1 res", ws_otlp_pb_encode, one,
 		    (size_t)atoi(argv[2]) % (MAX_BATCH + 1), secs);
 	} else {
-		for (i = 0; i < sizeof(batches) / sizeof(batches[0]); i++)
-			run("ws_otlp_pb_encode, 1 res", one, batches[i], secs);
-		run("ws_otlp_pb_encode, 4 res", four, 512, secs);
+		for (i = 0; i < sizeof(batches) / sizeof(batches[0]); i++) {
+			run("ws_otlp_pb_encode, 1 res", ws_otlp_pb_encode, one,
+			    batches[i], secs);
+			run("  _ref (protobuf-c), 1 res", ws_otlp_pb_encode_ref,
+			    one, batches[i], secs);
+		}
+		run("ws_otlp_pb_encode, 4 res", ws_otlp_pb_encode, four, 512,
+		    secs);
+		run("  _ref (protobuf-c), 4 res", ws_otlp_pb_encode_ref, four,
+		    512, secs);
 		run_decode(one, 512, secs);
 		run_json(one, 512, secs);
 	}
