@@ -68,7 +68,7 @@ MAXCAP_RATES=${MAXCAP_RATES-$([ "$QUICK" = 1 ] && echo 50000 || echo "50000 1000
 RINGBUF=${RINGBUF:-}
 QUIET_WAIT=${QUIET_WAIT:-$([ "$QUICK" = 1 ] && echo 0 || echo 60)}
 MIN_WINDOW_RUNS=100 # programs/windows with fewer runs are not tabulated
-PARTS=${PARTS:-"1 2 3 4 5 6 7"}
+PARTS=${PARTS:-"1 2 3 4 5 6 7 8"}
 part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 WS=$ROOT/build/wirespan
@@ -582,6 +582,10 @@ if part 6; then
 	export_part
 fi
 part 7 && enrich_part
+if part 8; then
+	log "part 8: the agent with its default NATS output at 50k and 100k msg/s (tests/bench/agent_nats.sh)"
+	for r in 50000 100000; do bash tests/bench/agent_nats.sh "$r" 3; done >"$RAW/agent_nats.txt" 2>&1
+fi
 T_END=$(date +%s)
 
 # ---- report ------------------------------------------------------------------
@@ -672,6 +676,7 @@ T_END=$(date +%s)
 	part 5 && echo && cat "$RAW/http.md"
 	part 6 && export_report
 	part 7 && enrich_report
+	part 8 && { echo; echo '#### 8. Agent with --output nats (tests/bench/agent_nats.sh)'; echo; echo '```'; cat "$RAW/agent_nats.txt"; echo '```'; }
 } >"$REPORT"
 cat "$REPORT"
 log "raw data: $RAW; report: $REPORT"
