@@ -104,6 +104,7 @@ static const struct key keys[] = {
 	U64("export.jetstream.max_wait_ms", js_max_wait_ms, 100, 600000, 0),
 	U64("export.jetstream.max_pending", js_max_pending, 1, 65536, 0),
 	U64("export.drain_timeout_ms", drain_timeout_ms, 0, 600000, 0),
+	U64("export.reconnect_settle_ms", reconnect_settle_ms, 0, 60000, 0),
 	{"http.routes", T_STR_LIST, 0, O(http_routes), O(n_http_routes), 0, 0,
 	 WS_HTTP_MAX_ROUTES, NULL},
 	STR("http.jwt_user_claim", jwt_user_claim, 0),
@@ -192,6 +193,7 @@ void ws_config_init(struct ws_config *c)
 	c->js_max_wait_ms = 5000;
 	c->js_max_pending = 64;
 	c->drain_timeout_ms = 5000;
+	c->reconnect_settle_ms = 500;
 	c->jwt_user_claim = strdup("sub");
 	c->key_hash = WS_KEY_HASH_HMAC;
 	c->key_hash_secret_file = strdup(WS_AUTH_DEFAULT_SECRET_FILE);
@@ -886,6 +888,7 @@ void ws_config_export_cfg(const struct ws_config *c,
 	o->js_max_wait_ms = (uint32_t)c->js_max_wait_ms;
 	o->js_max_pending = (uint32_t)c->js_max_pending;
 	o->drain_timeout_ms = (uint32_t)c->drain_timeout_ms;
+	o->reconnect_settle_ms = (uint32_t)c->reconnect_settle_ms;
 }
 
 /* The template with {domain} and {node} as '*': every subject this agent

@@ -59,6 +59,7 @@ struct ws_config {
 	char *js_stream;
 	uint64_t js_max_wait_ms, js_max_pending;
 	uint64_t drain_timeout_ms;
+	uint64_t reconnect_settle_ms;
 	/* http */
 	char *http_routes[WS_HTTP_MAX_ROUTES];
 	uint64_t n_http_routes;

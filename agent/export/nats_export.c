@@ -73,6 +73,7 @@ struct ws_nats_export {
 	bool stop;
 	uint64_t drain_deadline_ns;
 	uint64_t backoff_until_ns;
+	uint64_t reconnects_seen; /* core: reconnects already settled */
 	struct ws_nats_export_stats st;
 };
 
@@ -694,6 +695,13 @@ static void *publisher(void *arg)
 				atomic_store(&e->max_payload, (uint64_t)mp);
 			pthread_mutex_lock(&e->mu);
 			e->st.max_payload = atomic_load(&e->max_payload);
+		}
+		if (e->cfg.mode != WS_EXPORT_JETSTREAM &&
+		    atomic_load(&e->cst.reconnects) != e->reconnects_seen) {
+			e->reconnects_seen = atomic_load(&e->cst.reconnects);
+			e->backoff_until_ns =
+				mono_ns() +
+				e->cfg.reconnect_settle_ms * 1000000ull;
 		}
 		if (!may_publish(e)) {
 			wait_ms(e, 50);

@@ -70,6 +70,10 @@ struct ws_nats_export_cfg {
 	uint32_t js_max_wait_ms;     /* PubAck wait (core: flush wait) */
 	uint32_t js_max_pending;     /* jetstream: publishes in flight */
 	uint32_t drain_timeout_ms;   /* at close: time to empty the queue */
+	/* core: after a reconnect, wait this long before publishing again,
+	 * so that consumers reconnecting at the same time have resubscribed
+	 * (core NATS drops what nobody is subscribed to, uncounted) */
+	uint32_t reconnect_settle_ms;
 	bool no_connect; /* tests: no connection, no thread; see _take */
 };
 
