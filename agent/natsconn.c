@@ -9,6 +9,7 @@
 
 #include <openssl/evp.h>
 
+#include "jsonw.h"
 #include "log.h"
 #include "natsconn.h"
 
@@ -200,6 +201,16 @@ int ws_natsconn_check(const struct ws_natsconn_cfg *cfg, char *err,
 				    cfg->nkey_seed_file);
 	}
 	return 0;
+}
+
+void ws_natsconn_stats_json(struct ws_jsonw *w,
+			    const struct ws_natsconn_stats *st)
+{
+	jw_u64(w, "disconnects", atomic_load(&st->disconnects));
+	jw_u64(w, "reconnects", atomic_load(&st->reconnects));
+	jw_u64(w, "async_errors", atomic_load(&st->async_errors));
+	jw_u64(w, "not_permitted", atomic_load(&st->not_permitted));
+	jw_u64(w, "slow_consumer", atomic_load(&st->slow_consumer));
 }
 
 /* ---- connection events ---- */

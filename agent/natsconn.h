@@ -47,6 +47,11 @@ struct ws_natsconn_stats {
 	_Atomic bool connected;
 };
 
+struct ws_jsonw;
+/* The connection counters of st as members of w's open object. */
+void ws_natsconn_stats_json(struct ws_jsonw *w,
+			    const struct ws_natsconn_stats *st);
+
 /*
  * Check cfg without connecting (files readable, seed decodable, URLs given).
  * Returns 0, or -1 with a message naming the problem in err.

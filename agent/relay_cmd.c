@@ -300,11 +300,7 @@ static void print_metrics(struct relay *rl, const struct ws_natsconn_stats *ns)
 	jw_obj_open(&w, "nats");
 	jw_u64(&w, "dropped", dropped > 0 ? (uint64_t)dropped : 0);
 	jw_u64(&w, "unread", unread > 0 ? (uint64_t)unread : 0);
-	jw_u64(&w, "disconnects", atomic_load(&ns->disconnects));
-	jw_u64(&w, "reconnects", atomic_load(&ns->reconnects));
-	jw_u64(&w, "async_errors", atomic_load(&ns->async_errors));
-	jw_u64(&w, "not_permitted", atomic_load(&ns->not_permitted));
-	jw_u64(&w, "slow_consumer", atomic_load(&ns->slow_consumer));
+	ws_natsconn_stats_json(&w, ns);
 	jw_obj_close(&w);
 	jw_end(&w, stderr);
 	jw_free(&w);

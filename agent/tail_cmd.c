@@ -122,11 +122,7 @@ static void print_metrics(struct tail *tl, const struct ws_natsconn_stats *ns)
 	pthread_mutex_unlock(&tl->mu);
 	jw_obj_open(&w, "nats");
 	jw_u64(&w, "dropped", dropped); /* slow consumer: nats.c's queue */
-	jw_u64(&w, "disconnects", atomic_load(&ns->disconnects));
-	jw_u64(&w, "reconnects", atomic_load(&ns->reconnects));
-	jw_u64(&w, "async_errors", atomic_load(&ns->async_errors));
-	jw_u64(&w, "not_permitted", atomic_load(&ns->not_permitted));
-	jw_u64(&w, "slow_consumer", atomic_load(&ns->slow_consumer));
+	ws_natsconn_stats_json(&w, ns);
 	jw_obj_close(&w);
 	jw_end(&w, stderr);
 	jw_free(&w);
