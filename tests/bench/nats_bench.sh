@@ -58,10 +58,10 @@ die() {
 PIDS=()
 OLD_STATS=
 cleanup() {
-	local p i
+	local p
 	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
 	for p in "${PIDS[@]}"; do
-		for i in $(seq 1 50); do
+		for _ in $(seq 1 50); do
 			kill -0 "$p" 2>/dev/null || break
 			sleep 0.1
 		done
@@ -85,18 +85,17 @@ for t in nats-server bpftool jq python3 sysctl timeout make; do
 done
 make -s --no-print-directory build/wirespan build/bench/nats_lat >&2 ||
 	die "cannot build wirespan and nats_lat (make)"
-rm -rf "$OUT" && mkdir -p "$RAW" || die "cannot create $RAW"
+{ rm -rf "$OUT" && mkdir -p "$RAW"; } || die "cannot create $RAW"
 
 # A port the kernel just handed out on 127.0.0.1 (free at that moment).
 free_port() {
 	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 start_server() { # name: sets PORT, adds the pid to PIDS
-	local i
 	PORT=$(free_port) || die "no free port"
 	nats-server -a 127.0.0.1 -p "$PORT" >"$RAW/$1.log" 2>&1 &
 	PIDS+=($!)
-	for i in $(seq 1 100); do
+	for _ in $(seq 1 100); do
 		(echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
 		sleep 0.1
 	done
@@ -127,9 +126,9 @@ agent_probe() { # pid prog_ids
 # Until the agent has used less than 5 ms of CPU in 0.5 s (at most
 # NB_DRAIN_MAX s): it may still be reading the ring buffer after the load.
 agent_idle() { # pid
-	local a b i
+	local a b
 	a=$(cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}')
-	for i in $(seq 1 $((NB_DRAIN_MAX * 2))); do
+	for _ in $(seq 1 $((NB_DRAIN_MAX * 2))); do
 		sleep 0.5
 		b=$(cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}')
 		[ $((b - a)) -lt 5000000 ] && return 0
@@ -140,7 +139,7 @@ agent_idle() { # pid
 
 # run NAME SIZE RATE AGENT(0|1): one nats_lat run; files in $RAW/NAME/.
 run() {
-	local name=$1 size=$2 rate=$3 agent=$4 d=$RAW/$1 ag=0 ids=[] lp rc i arc=
+	local name=$1 size=$2 rate=$3 agent=$4 d=$RAW/$1 ag=0 ids=[] lp rc arc=
 	mkdir -p "$d"
 	awk '{print $1}' /proc/loadavg >"$d/load"
 	if [ "$agent" = 1 ]; then
@@ -149,7 +148,7 @@ run() {
 			--node bench $NB_AGENT_ARGS >/dev/null 2>"$d/agent.err" &
 		ag=$!
 		PIDS+=("$ag")
-		for i in $(seq 1 300); do
+		for _ in $(seq 1 300); do
 			grep -q ready "$d/agent.err" && break
 			kill -0 "$ag" 2>/dev/null || die "agent exited before ready (see $d/agent.err)"
 			sleep 0.1
@@ -182,7 +181,7 @@ run() {
 		agent_idle "$ag"
 		agent_probe "$ag" "$ids" >"$d/probe1.json"
 		kill -INT "$ag"
-		for i in $(seq 1 200); do
+		for _ in $(seq 1 200); do
 			kill -0 "$ag" 2>/dev/null || break
 			sleep 0.1
 		done
