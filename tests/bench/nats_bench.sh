@@ -23,8 +23,8 @@
 # per span; VmRSS during the load and VmHWM; spans emitted and exported
 # against 3 per message (publish, process, deliver), with every drop
 # counter. A fresh agent is started for each such run. Within a repetition
-# the order without/with alternates. kernel.bpf_stats_enabled is 1 for all
-# runs (put back on exit), so with-agent runs pay its per-program timing.
+# the order without/with alternates. BPF run-time stats are on for all runs
+# (a BPF_ENABLE_STATS fd), so with-agent runs pay its per-program timing.
 #
 # Knobs: QUICK (1: 3 s runs, 1 repetition, ~2.5 min; default: 10 s runs,
 # 3 repetitions, ~16 min), NB_SIZES ("16 128 1024 16384"), NB_SECONDS,
@@ -56,7 +56,6 @@ die() {
 }
 
 PIDS=()
-OLD_STATS=
 cleanup() {
 	local p
 	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
@@ -68,8 +67,6 @@ cleanup() {
 		kill -KILL "$p" 2>/dev/null
 		wait "$p" 2>/dev/null
 	done
-	[ -z "$OLD_STATS" ] || sysctl -q -w kernel.bpf_stats_enabled="$OLD_STATS" >/dev/null ||
-		log "could not restore kernel.bpf_stats_enabled=$OLD_STATS"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -80,7 +77,7 @@ unlist() { # drop pid $1 from PIDS once reaped
 }
 
 [ "$(id -u)" = 0 ] || die "needs root (BPF programs, bpf_stats)"
-for t in nats-server bpftool jq python3 sysctl timeout make; do
+for t in nats-server bpftool jq python3 timeout make; do
 	command -v "$t" >/dev/null || die "$t not found"
 done
 make -s --no-print-directory build/wirespan build/bench/nats_lat >&2 ||
@@ -106,8 +103,21 @@ APP_PORT=$PORT
 start_server telemetry
 TEL_PORT=$PORT
 
-OLD_STATS=$(sysctl -n kernel.bpf_stats_enabled) || die "no kernel.bpf_stats_enabled"
-sysctl -q -w kernel.bpf_stats_enabled=1 >/dev/null || die "cannot set kernel.bpf_stats_enabled=1"
+# BPF run-time stats on while we run, through a BPF_ENABLE_STATS fd held by
+# a small process (libbpf's bpf_enable_stats): unlike the
+# kernel.bpf_stats_enabled sysctl, another benchmark on this host that puts
+# the sysctl back to 0 cannot turn them off under us.
+python3 -c 'import ctypes, signal
+fd = ctypes.CDLL("libbpf.so.1").bpf_enable_stats(0)  # BPF_STATS_RUN_TIME
+print(fd, flush=True)
+if fd >= 0:
+    signal.pause()' >"$RAW/stats_fd" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 50); do
+	[ -s "$RAW/stats_fd" ] && break
+	sleep 0.1
+done
+[ "$(cat "$RAW/stats_fd")" -ge 0 ] 2>/dev/null || die "cannot enable BPF stats: $(cat "$RAW/stats_fd")"
 
 # One JSON object: the agent's CPU ticks (utime+stime), on-CPU ns of all its
 # threads (schedstat), memory (kB), and the run time and count of its BPF
@@ -142,6 +152,8 @@ run() {
 	local name=$1 size=$2 rate=$3 agent=$4 d=$RAW/$1 ag=0 ids=[] lp rc arc=
 	mkdir -p "$d"
 	awk '{print $1}' /proc/loadavg >"$d/load"
+	# tp_* programs of other wirespan processes: they run on our syscalls too
+	bpftool prog show -j | jq '[.[] | select(.name // "" | startswith("tp_"))] | length' >"$d/foreign"
 	if [ "$agent" = 1 ]; then
 		# shellcheck disable=SC2086 # NB_AGENT_ARGS is a list of options
 		"$WS" agent --nats-url "nats://127.0.0.1:$TEL_PORT" --port "$APP_PORT" \
@@ -194,7 +206,8 @@ run() {
 	fi
 	jq -nc --arg name "$name" --argjson size "$size" --argjson rate "$rate" --argjson agent "$agent" \
 		--argjson rc "$rc" --arg arc "$arc" --argjson load "$(cat "$d/load")" \
-		'{name: $name, size: $size, rate: $rate, agent: $agent, rc: $rc,
+		--argjson foreign "$(cat "$d/foreign" 2>/dev/null || echo null)" \
+		'{name: $name, size: $size, rate: $rate, agent: $agent, rc: $rc, foreign_progs: $foreign,
 		  agent_rc: (if $arc == "" then null else ($arc | tonumber) end), load: $load}' >"$d/run.json"
 }
 

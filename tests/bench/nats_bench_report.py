@@ -149,6 +149,7 @@ def main():
         return [r for r in runs if r["kind"] == kind and r["size"] == size and r["agent"] == agent]
 
     loads = [r["load"] for r in runs]
+    foreign = [r.get("foreign_progs") for r in runs if r.get("foreign_progs") is not None]
     out = []
     w = out.append
     w("## NATS pub/sub through nats-server, without and with the agent")
@@ -157,11 +158,15 @@ def main():
       % ("QUICK=1 " if meta.get("quick") else "", "QUICK=1 " if meta.get("quick") else ""))
     w("- date: %s, run time %s s; wirespan %s" % (meta.get("start"), meta.get("run_s"), meta.get("commit")))
     w("- machine: %s cores, kernel %s, %s" % (meta.get("nproc"), meta.get("kernel"), meta.get("cpu")))
-    w("- 1-min load average at the start of the runs (min, median, max; our own load included): %s, %s, %s"
+    w("- 1-min load average at the start of the runs (min, median, max; our own load included): %s, %.2f, %s"
       % (min(loads), med(loads), max(loads)) if loads else "- no runs")
+    if foreign:
+        w("- BPF programs of other wirespan processes (tp_*, before our agent starts) at the start of the runs "
+          "(min, max): %d, %d%s" % (min(foreign), max(foreign),
+                                    " (they run on the benchmark's syscalls too)" if max(foreign) else ""))
     w("- %s s per run after a %s ms warm-up, %s repetition(s) (median, and min–max when more than one); "
       "agent: `wirespan agent --nats-url TELEMETRY --port APP --node bench%s` (OTLP protobuf over NATS "
-      "to a second nats-server); kernel.bpf_stats_enabled=1 in every run"
+      "to a second nats-server); BPF run-time stats on in every run"
       % (meta.get("seconds"), meta.get("warmup_ms"), meta.get("reps"),
          " " + meta["agent_args"] if meta.get("agent_args") else ""))
     w("- publisher, subscriber (tests/bench/nats_lat.c), both nats-servers and the agent share the "
