@@ -170,7 +170,7 @@ bench-replay: $(OUT)/bench_agent_replay
 
 # NATS pub/sub through nats-server with and without the agent (root):
 # tests/bench/nats_bench.sh, part 9 of `make bench`.
-$(OUT)/bench/nats_lat: tests/bench/nats_lat.c
+$(OUT)/bench/nats_lat: tests/bench/nats_lat.c tests/bench/nats_load.h
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $< $(shell pkg-config --libs libnats) -o $@

@@ -56,17 +56,15 @@ die() {
 }
 
 PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do
-		for _ in $(seq 1 50); do
-			kill -0 "$p" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$p" 2>/dev/null
-		wait "$p" 2>/dev/null
+cleanup() { # TERM to everything we started, 5 s for all of it, then KILL
+	[ ${#PIDS[@]} -gt 0 ] || return 0
+	kill -TERM "${PIDS[@]}" 2>/dev/null
+	for _ in $(seq 1 50); do
+		ps -p "$(IFS=,; echo "${PIDS[*]}")" >/dev/null || break
+		sleep 0.1
 	done
+	kill -KILL "${PIDS[@]}" 2>/dev/null
+	wait 2>/dev/null
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

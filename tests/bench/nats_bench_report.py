@@ -173,12 +173,18 @@ def main():
       "%s cores: the agent competes with the workload for them" % meta.get("nproc"))
     w("")
 
-    w("### Saturation throughput (goal: with ≥ %d %% of without)" % (GOAL_TPUT * 100))
-    w("")
-    w("Messages received per second after the warm-up, at most 8 MiB (and 65 536 messages) in flight.")
-    w("")
-    w("| size | without: msg/s | MB/s | with the agent: msg/s | MB/s | with / without | goal |")
-    w("|---:|---:|---:|---:|---:|---:|---|")
+    def table(title, text, columns):
+        """A section: heading, explanation, table head (":" = right-aligned)."""
+        w("### " + title)
+        w("")
+        w(text)
+        w("")
+        w("| " + " | ".join(c.lstrip(":") for c in columns) + " |")
+        w("|" + "|".join("---:" if c.startswith(":") else "---" for c in columns) + "|")
+
+    table("Saturation throughput (goal: with ≥ %d %% of without)" % (GOAL_TPUT * 100),
+          "Messages received per second after the warm-up, at most 8 MiB (and 65 536 messages) in flight.",
+          [":size", ":without: msg/s", ":MB/s", ":with the agent: msg/s", ":MB/s", ":with / without", "goal"])
     t_ratios = {}
     for s in sizes:
         off, on = pick("sat", s, 0), pick("sat", s, 1)
@@ -193,16 +199,15 @@ def main():
             verdict(ratio is not None and ratio >= GOAL_TPUT)))
     w("")
 
-    w("### Latency at half of saturation (goal: p99 with ≤ %d %% of without)" % (GOAL_P99 * 100))
-    w("")
-    w("Fixed rate = half the median saturation throughput without the agent (or NB_FIXED_RATE), the same rate for both "
-      "runs. Latency from each message's intended send time to its arrival in the subscriber's "
-      "callback (CLOCK_MONOTONIC, one process), so a publisher that falls behind shows in it. "
-      "µs; \"late\" = messages sent more than 1 ms after their time (more than %d %% late "
-      "without the agent: the rate is above what the machine sustains, no verdict)." % (LATE_MAX * 100))
-    w("")
-    w("| size | rate msg/s | p50 without | p50 with | p50 ratio | p99 without | p99 with | p99 ratio | goal | p99.9 without / with | late without / with |")
-    w("|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
+    table("Latency at half of saturation (goal: p99 with ≤ %d %% of without)" % (GOAL_P99 * 100),
+          "Fixed rate = half the median saturation throughput without the agent (or NB_FIXED_RATE), "
+          "the same rate for both runs. Latency from each message's intended send time to its arrival "
+          "in the subscriber's callback (CLOCK_MONOTONIC, one process), so a publisher that falls "
+          "behind shows in it. µs; \"late\" = messages sent more than 1 ms after their time (more "
+          "than %d %% late without the agent: the rate is above what the machine sustains, no "
+          "verdict)." % (LATE_MAX * 100),
+          [":size", ":rate msg/s", ":p50 without", ":p50 with", ":p50 ratio", ":p99 without", ":p99 with",
+           ":p99 ratio", "goal", "p99.9 without / with", "late without / with"])
     l_ratios = {}
     for s in sizes:
         off, on = pick("lat", s, 0), pick("lat", s, 1)
@@ -240,18 +245,17 @@ def main():
             if rs:
                 facts.append((s, label, [agent_facts(r, hz) for r in rs], rs))
 
-    w("### Agent cost per span (goal ≤ %.0f µs, kernel BPF time + userspace) and memory (goal ≤ %d MiB)"
-      % (GOAL_US_SPAN, GOAL_RSS_MIB))
-    w("")
-    w("Userspace = the agent's utime+stime (/proc/PID/stat) from \"ready\" until it is idle again "
-      "after the load; BPF = run_time_ns of its programs from \"ready\" to the end of the load "
-      "(they run inside the traced syscalls of every process, on a shared machine not only "
-      "the benchmark's); per span emitted (spans_out). VmRSS = median of the samples taken every "
-      "0.5 s during the second half of the load; VmHWM = peak; RssAnon / RssFile at the end "
-      "(RssFile holds the mapped ring buffer and BPF maps).")
-    w("")
-    w("| size | rate | spans out | userspace s | BPF s (runs per message) | µs/span userspace | µs/span BPF | µs/span total | goal | VmRSS MiB | VmHWM MiB | RssAnon / RssFile MiB | goal (VmRSS) |")
-    w("|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|")
+    table("Agent cost per span (goal ≤ %.0f µs, kernel BPF time + userspace) and memory (goal ≤ %d MiB)"
+          % (GOAL_US_SPAN, GOAL_RSS_MIB),
+          "Userspace = the agent's utime+stime (/proc/PID/stat) from \"ready\" until it is idle again "
+          "after the load; BPF = run_time_ns of its programs from \"ready\" to the end of the load "
+          "(they run inside the traced syscalls of every process, on a shared machine not only "
+          "the benchmark's); per span emitted (spans_out). VmRSS = median of the samples taken every "
+          "0.5 s during the second half of the load; VmHWM = peak; RssAnon / RssFile at the end "
+          "(RssFile holds the mapped ring buffer and BPF maps).",
+          [":size", "rate", ":spans out", ":userspace s", ":BPF s (runs per message)", ":µs/span userspace",
+           ":µs/span BPF", ":µs/span total", "goal", ":VmRSS MiB", ":VmHWM MiB", "RssAnon / RssFile MiB",
+           "goal (VmRSS)"])
     for s, label, fs, rs in facts:
         tot = med([f["us_total"] for f in fs])
         rss = med([f["rss_mib"] for f in fs])
@@ -267,17 +271,16 @@ def main():
             verdict(rss is not None and rss <= GOAL_RSS_MIB)))
     w("")
 
-    w("### Completeness (goal: 100 %, 0 unaccounted)")
-    w("")
-    w("Expected spans = 3 per message: publish (messages sent), process and deliver (messages "
-      "received). Emitted = the agent's publish + process + deliver counters; exported = "
-      "`export.sent_spans` (published to the telemetry nats-server). Counted: ring-buffer "
-      "losses, gap bytes by reason (≈ frames: divided by the mean PUB/MSG frame size), evicted "
-      "pending/recent entries, export drops. Unaccounted = missing spans beyond one per frame "
-      "lost in a gap, plus spans the exporter neither sent nor counted as dropped.")
-    w("")
-    w("| size | rate | messages sent / received | expected spans | emitted | exported | ring buffer full (events, bytes) | gap bytes (≈ frames) | evicted, parse errors, export dropped | missing | unaccounted |")
-    w("|---:|---|---|---:|---|---|---|---|---|---:|---:|")
+    table("Completeness (goal: 100 %, 0 unaccounted)",
+          "Expected spans = 3 per message: publish (messages sent), process and deliver (messages "
+          "received). Emitted = the agent's publish + process + deliver counters; exported = "
+          "`export.sent_spans` (published to the telemetry nats-server). Counted: ring-buffer "
+          "losses, gap bytes by reason (≈ frames: divided by the mean PUB/MSG frame size), evicted "
+          "pending/recent entries, export drops. Unaccounted = missing spans beyond one per frame "
+          "lost in a gap, plus spans the exporter neither sent nor counted as dropped.",
+          [":size", "rate", "messages sent / received", ":expected spans", "emitted", "exported",
+           "ring buffer full (events, bytes)", "gap bytes (≈ frames)",
+           "evicted, parse errors, export dropped", ":missing", ":unaccounted"])
     bad_runs = []
     for s, label, fs, rs in facts:
         for f, r in zip(fs, rs):

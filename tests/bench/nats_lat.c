@@ -31,16 +31,11 @@
 #endif
 
 #include <getopt.h>
-#include <nats/nats.h>
-#include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <time.h>
 
-#define NS_PER_S 1000000000ll
+#include "nats_load.h"
+
 #define HDR_BYTES 16 /* send time + sequence number */
 #define SUB_BITS 7   /* 64 buckets per power of two: <= 0.8 % error */
 #define SUB_COUNT (1 << SUB_BITS)
@@ -57,24 +52,7 @@
 static uint64_t hist[HIST_BUCKETS];
 static int64_t lat_min = INT64_MAX, lat_max, lat_sum;
 static atomic_llong received, recorded, bad_msgs;
-static atomic_llong async_errors, slow_consumer;
 static int64_t record_from; /* latencies of messages due from here on */
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
-}
-
-static void sleep_until(int64_t t)
-{
-	struct timespec ts = {.tv_sec = t / NS_PER_S, .tv_nsec = t % NS_PER_S};
-
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL))
-		;
-}
 
 /* Log-linear buckets: exact below 128 ns, then 64 per power of two
  * (row `shift` holds [64, 128) << shift in its upper half). */
@@ -146,24 +124,6 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 	}
 	atomic_fetch_add(&received, 1);
 	natsMsg_Destroy(msg);
-}
-
-static void on_err(natsConnection *nc, natsSubscription *sub, natsStatus err,
-		   void *closure)
-{
-	(void)nc, (void)sub, (void)closure;
-	atomic_fetch_add(&async_errors, 1);
-	if (err == NATS_SLOW_CONSUMER)
-		atomic_fetch_add(&slow_consumer, 1);
-}
-
-static void check(natsStatus s, const char *what)
-{
-	if (s != NATS_OK) {
-		fprintf(stderr, "nats_lat: %s: %s\n", what,
-			natsStatus_GetText(s));
-		exit(1);
-	}
 }
 
 struct run {
@@ -251,9 +211,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
 	const char *url = "nats://127.0.0.1:4222";
-	natsConnection *subc = NULL;
-	natsSubscription *sub = NULL;
-	natsOptions *opts = NULL;
+	struct nats_pair np = {0};
 	struct run r = {.subject = "bench", .size = 128, .rate = 0};
 	long seconds = 5, warmup_ms = 500;
 	int64_t window = DEFAULT_WINDOW, t_pub, deadline, dropped = 0, n;
@@ -320,17 +278,8 @@ int main(int argc, char **argv)
 	/* Wake up on time: the default 50 us slack would be latency. */
 	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
 
-	check(natsOptions_Create(&opts), "options");
-	check(natsOptions_SetURL(opts, url), "url");
-	check(natsOptions_SetAllowReconnect(opts, false), "reconnect");
-	check(natsOptions_SetErrorHandler(opts, on_err, NULL), "err handler");
-	check(natsConnection_Connect(&subc, opts), "connect (subscriber)");
-	check(natsConnection_Subscribe(&sub, subc, r.subject, on_msg, NULL),
-	      "subscribe");
-	/* Never drop on the client side because of a pending limit. */
-	check(natsSubscription_SetPendingLimits(sub, -1, -1), "pending limits");
-	check(natsConnection_Flush(subc), "flush (subscriber)");
-	check(natsConnection_Connect(&r.pub, opts), "connect (publisher)");
+	nats_pair_open(&np, url, r.subject, on_msg);
+	r.pub = np.pub;
 
 	r.t0 = now_ns();
 	r.t_warm = r.t0 + (int64_t)warmup_ms * 1000000ll;
@@ -346,7 +295,7 @@ int main(int argc, char **argv)
 	deadline = t_pub + DRAIN_TIMEOUT_NS;
 	while (atomic_load(&received) < r.sent && now_ns() < deadline)
 		sleep_until(now_ns() + 10000000ll);
-	natsSubscription_GetDropped(sub, &dropped);
+	natsSubscription_GetDropped(np.sub, &dropped);
 	if (r.rate > 0) /* delivered rate: every message, after the drain */
 		r.recv_end = atomic_load(&received);
 
@@ -382,14 +331,7 @@ int main(int argc, char **argv)
 	       (double)lat_max / 1e3);
 	fflush(stdout);
 
-	natsSubscription_Unsubscribe(sub);
-	natsSubscription_Destroy(sub);
-	natsConnection_Close(r.pub);
-	natsConnection_Close(subc);
-	natsConnection_Destroy(r.pub);
-	natsConnection_Destroy(subc);
-	natsOptions_Destroy(opts);
-	nats_CloseAndWait(2000);
+	nats_pair_close(&np);
 	free(r.payload);
 	return atomic_load(&received) == r.sent ? 0 : 3;
 }
