@@ -47,8 +47,8 @@
 #define DEFAULT_WINDOW (8 * 1024 * 1024ll) /* bytes in flight */
 #define MAX_WINDOW_MSGS 65536ll		   /* and at most this many */
 
-/* Written by the subscriber's delivery thread only; read by main after
- * the drain (the seq_cst counter `received` orders the two). */
+/* Written by the subscriber's delivery thread only; read by main once the
+ * connections are closed and the library's threads have ended. */
 static uint64_t hist[HIST_BUCKETS];
 static int64_t lat_min = INT64_MAX, lat_max, lat_sum;
 static atomic_llong received, recorded, bad_msgs;
@@ -134,6 +134,7 @@ struct run {
 	int64_t t0, t_warm, t_end, window_msgs;
 	/* results */
 	int64_t sent, sent_warm, recv_warm, recv_end, late, max_lag;
+	/* recv_*: saturation only */
 };
 
 static void publish(struct run *r, int64_t stamp)
@@ -195,7 +196,6 @@ static void run_fixed(struct run *r)
 		if (!warm && due >= r->t_warm) {
 			warm = 1;
 			r->sent_warm = r->sent;
-			r->recv_warm = atomic_load(&received);
 		}
 		publish(r, due);
 	}
@@ -214,7 +214,8 @@ int main(int argc, char **argv)
 	struct nats_pair np = {0};
 	struct run r = {.subject = "bench", .size = 128, .rate = 0};
 	long seconds = 5, warmup_ms = 500;
-	int64_t window = DEFAULT_WINDOW, t_pub, deadline, dropped = 0, n;
+	int64_t window = DEFAULT_WINDOW, t_pub, t_drained, deadline, n;
+	int64_t dropped = 0, delivered;
 	double span_s;
 	int c;
 
@@ -296,11 +297,14 @@ int main(int argc, char **argv)
 	while (atomic_load(&received) < r.sent && now_ns() < deadline)
 		sleep_until(now_ns() + 10000000ll);
 	natsSubscription_GetDropped(np.sub, &dropped);
-	if (r.rate > 0) /* delivered rate: every message, after the drain */
-		r.recv_end = atomic_load(&received);
+	t_drained = now_ns();
+	/* Closed (library threads joined) before the histogram is read. */
+	nats_pair_close(&np);
 
 	n = atomic_load(&recorded);
 	span_s = (double)(r.t_end - r.t_warm) / 1e9;
+	/* fixed rate: every message due after the warm-up, after the drain */
+	delivered = r.rate > 0 ? n : r.recv_end - r.recv_warm;
 	printf("{\"mode\":\"%s\",\"size\":%ld,\"rate_target\":%ld,"
 	       "\"seconds\":%ld,\"warmup_ms\":%ld,\"window_msgs\":%lld,"
 	       "\"sent\":%lld,\"received\":%lld,\"lost\":%lld,"
@@ -319,19 +323,16 @@ int main(int argc, char **argv)
 	       (long long)atomic_load(&slow_consumer),
 	       (long long)atomic_load(&bad_msgs), span_s,
 	       (double)(r.sent - r.sent_warm) / span_s,
-	       (double)(r.recv_end - r.recv_warm) / span_s,
-	       (double)(r.recv_end - r.recv_warm) * (double)r.size / span_s /
-		       1e6,
+	       (double)delivered / span_s,
+	       (double)delivered * (double)r.size / span_s / 1e6,
 	       (long long)r.late, (double)r.max_lag / 1e3,
-	       (double)(now_ns() - t_pub) / 1e9, (long long)n,
+	       (double)(t_drained - t_pub) / 1e9, (long long)n,
 	       n ? (double)lat_min / 1e3 : 0.0,
 	       n ? (double)lat_sum / (double)n / 1e3 : 0.0,
 	       hist_quantile(0.50, n) / 1e3, hist_quantile(0.90, n) / 1e3,
 	       hist_quantile(0.99, n) / 1e3, hist_quantile(0.999, n) / 1e3,
 	       (double)lat_max / 1e3);
 	fflush(stdout);
-
-	nats_pair_close(&np);
 	free(r.payload);
 	return atomic_load(&received) == r.sent ? 0 : 3;
 }
