@@ -128,6 +128,10 @@ def agent_facts(run, hz):
         "rb_full": m.get("kernel", {}).get("rb_full_events", 0),
         "rb_full_bytes": m.get("kernel", {}).get("rb_full_bytes", 0),
         "gaps": {k: v for k, v in gaps.items() if v},
+        # bytes the kernel lost that no stream's gap holds (a stream's tail
+        # after its last record, when its close record was lost too)
+        "lost_unattributed": m.get("kernel", {}).get("rb_full_bytes", 0) - gaps.get("lost", 0),
+        "close_lost": m.get("kernel", {}).get("close_lost", 0),
         "gap_frames": gap_frames,
         "evicted": n.get("pending_evicted", 0) + n.get("recent_evicted", 0),
         "parse_errors": n.get("parse_errors", 0),
@@ -277,18 +281,21 @@ def main():
           "`export.sent_spans` (published to the telemetry nats-server). Counted: ring-buffer "
           "losses, gap bytes by reason (≈ frames: divided by the mean PUB/MSG frame size), evicted "
           "pending/recent entries, export drops. Unaccounted = missing spans beyond one per frame "
-          "lost in a gap, plus spans the exporter neither sent nor counted as dropped.",
+          "lost in a gap, plus spans the exporter neither sent nor counted as dropped. \"Lost bytes "
+          "in no stream\" = the kernel's rb_full_bytes minus the `lost` gap bytes: the tail of a "
+          "stream whose close record was lost too (close_lost), counted by the kernel only.",
           [":size", "rate", "messages sent / received", ":expected spans", "emitted", "exported",
-           "ring buffer full (events, bytes)", "gap bytes (≈ frames)",
+           "ring buffer full (events, bytes)", "gap bytes (≈ frames)", "lost bytes in no stream (close_lost)",
            "evicted, parse errors, export dropped", ":missing", ":unaccounted"])
     bad_runs = []
     for s, label, fs, rs in facts:
         for f, r in zip(fs, rs):
             pct = lambda x: "%d (%.3f %%)" % (x, 100.0 * x / f["expected"]) if f["expected"] else str(x)
             gaps = ", ".join("%s %d" % kv for kv in sorted(f["gaps"].items())) or "0"
-            w("| %d B | %s | %d / %d | %d | %s | %s | %d, %d | %s (%.0f) | %d, %d, %d | %d | %s |" % (
+            w("| %d B | %s | %d / %d | %d | %s | %s | %d, %d | %s (%.0f) | %d (%d) | %d, %d, %d | %d | %s |" % (
                 s, label, f["sent"], f["recv"], f["expected"], pct(f["emitted"]), pct(f["sent_spans"]),
-                f["rb_full"], f["rb_full_bytes"], gaps, f["gap_frames"], f["evicted"],
+                f["rb_full"], f["rb_full_bytes"], gaps, f["gap_frames"], f["lost_unattributed"],
+                f["close_lost"], f["evicted"],
                 f["parse_errors"], f["export_dropped"], f["missing"],
                 str(f["unaccounted"]) if f["unaccounted"] == 0 else "**%d**" % f["unaccounted"]))
     w("")
