@@ -40,6 +40,14 @@ WS=$ROOT/build/wirespan
 LAT=$ROOT/build/bench/nats_lat
 OUT=$ROOT/build/bench/nats
 RAW=$OUT/raw
+CMD_ENV= # the knobs given, for the report's command line
+for v in QUICK NB_SIZES NB_SECONDS NB_WARMUP_MS NB_REPS NB_DRAIN_MAX NB_AGENT_ARGS NB_FIXED_RATE; do
+	case ${!v:-} in
+	"") ;;
+	*" "*) CMD_ENV+="$v='${!v}' " ;;
+	*) CMD_ENV+="$v=${!v} " ;;
+	esac
+done
 QUICK=${QUICK:-0}
 NB_SIZES=${NB_SIZES:-"16 128 1024 16384"}
 NB_SECONDS=${NB_SECONDS:-$([ "$QUICK" = 1 ] && echo 3 || echo 10)}
@@ -236,9 +244,11 @@ jq -n --arg start "$START" --argjson secs $((T1 - T0)) --arg quick "$QUICK" \
 	--arg kernel "$(uname -r)" --argjson nproc "$(nproc)" \
 	--arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
 	--argjson seconds "$NB_SECONDS" --argjson warmup "$NB_WARMUP_MS" --argjson reps "$NB_REPS" \
-	--arg args "$NB_AGENT_ARGS" --argjson hz "$(getconf CLK_TCK)" \
+	--arg args "$NB_AGENT_ARGS" --argjson hz "$(getconf CLK_TCK)" --arg fixed "$NB_FIXED_RATE" \
+	--arg env "$CMD_ENV" \
 	'{start: $start, run_s: $secs, quick: ($quick == "1"), commit: $commit, kernel: $kernel, nproc: $nproc,
-	  cpu: $cpu, seconds: $seconds, warmup_ms: $warmup, reps: $reps, agent_args: $args, hz: $hz}' >"$RAW/meta.json"
+	  cpu: $cpu, seconds: $seconds, warmup_ms: $warmup, reps: $reps, agent_args: $args, hz: $hz,
+	  env: $env, fixed_rate: (if $fixed == "" then null else ($fixed | tonumber) end)}' >"$RAW/meta.json"
 python3 tests/bench/nats_bench_report.py "$RAW" | tee "$OUT/report.md"
 rc=${PIPESTATUS[0]}
 log "report: $OUT/report.md; raw: $RAW"

@@ -158,8 +158,8 @@ def main():
     w = out.append
     w("## NATS pub/sub through nats-server, without and with the agent")
     w("")
-    w("- command: `sudo %sbash tests/bench/nats_bench.sh` (= `%smake bench-nats`)"
-      % ("QUICK=1 " if meta.get("quick") else "", "QUICK=1 " if meta.get("quick") else ""))
+    w("- command: `sudo %sbash tests/bench/nats_bench.sh` (= `sudo %smake bench-nats`)"
+      % (meta.get("env", ""), meta.get("env", "")))
     w("- date: %s, run time %s s; wirespan %s" % (meta.get("start"), meta.get("run_s"), meta.get("commit")))
     w("- machine: %s cores, kernel %s, %s" % (meta.get("nproc"), meta.get("kernel"), meta.get("cpu")))
     w("- 1-min load average at the start of the runs (min, median, max; our own load included): %s, %.2f, %s"
@@ -203,7 +203,9 @@ def main():
             verdict(ratio is not None and ratio >= GOAL_TPUT)))
     w("")
 
-    table("Latency at half of saturation (goal: p99 with ≤ %d %% of without)" % (GOAL_P99 * 100),
+    fixed = meta.get("fixed_rate")
+    lat_label = "fixed %d msg/s" % fixed if fixed else "half of saturation"
+    table("Latency at %s (goal: p99 with ≤ %d %% of without at half of saturation)" % (lat_label, GOAL_P99 * 100),
           "Fixed rate = half the median saturation throughput without the agent (or NB_FIXED_RATE), "
           "the same rate for both runs. Latency from each message's intended send time to its arrival "
           "in the subscriber's callback (CLOCK_MONOTONIC, one process), so a publisher that falls "
@@ -243,7 +245,7 @@ def main():
     w("")
 
     facts = []
-    for kind, label in (("lat", "half of saturation"), ("sat", "saturation")):
+    for kind, label in (("lat", lat_label), ("sat", "saturation")):
         for s in sizes:
             rs = pick(kind, s, 1)
             if rs:
@@ -317,8 +319,8 @@ def main():
     w("- throughput with the agent ≥ %d %% of without at saturation: %s (lowest ratio %s)"
       % (GOAL_TPUT * 100, verdict(worst_t is not None and worst_t >= GOAL_TPUT),
          "%.3f" % worst_t if worst_t is not None else "–"))
-    w("- p99 latency increase ≤ %d %% at half of saturation: %s (highest ratio %s%s)"
-      % ((GOAL_P99 - 1) * 100,
+    w("- p99 latency increase ≤ %d %% at %s: %s (highest ratio %s%s)"
+      % ((GOAL_P99 - 1) * 100, lat_label,
          "not measured" if worst_l is None else verdict(worst_l <= GOAL_P99),
          "%.2f" % worst_l if worst_l is not None else "–",
          "; not measured at %s B: the publisher could not hold the rate even without the agent"
