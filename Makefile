@@ -42,9 +42,9 @@ HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto
 # Skeletons and objects are inputs of later builds, not throwaway intermediates.
 .SECONDARY: $(BPF_OBJS) $(SKELS) $(PB_SRCS) $(PB_HDRS)
 
-.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run demo bench bench-replay reliability fuzz help install uninstall dist
+.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run demo bench bench-replay bench-nats reliability fuzz help install uninstall dist
 
-all: $(OUT)/wirespan $(UNIT_BINS) $(OUT)/bench_agent_replay
+all: $(OUT)/wirespan $(UNIT_BINS) $(OUT)/bench_agent_replay $(OUT)/bench/nats_lat
 
 $(OUT) $(OUT)/tests:
 	$(Q)mkdir -p $@
@@ -168,6 +168,16 @@ $(OUT)/bench_agent_replay: tests/bench/bench_agent_replay.c $(OUT)/libwirespan.a
 bench-replay: $(OUT)/bench_agent_replay
 	$(Q)bash tests/bench/replay.sh
 
+# NATS pub/sub through nats-server with and without the agent (root):
+# tests/bench/nats_bench.sh, part 9 of `make bench`.
+$(OUT)/bench/nats_lat: tests/bench/nats_lat.c tests/bench/nats_load.h
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $< $(shell pkg-config --libs libnats) -o $@
+
+bench-nats: $(OUT)/wirespan $(OUT)/bench/nats_lat
+	$(Q)bash tests/bench/nats_bench.sh
+
 clean:
 	$(call msg,CLEAN,$(OUT))
 	$(Q)rm -rf $(OUT)
@@ -181,6 +191,7 @@ help:
 	@echo "make demo           a traced caddy/Go/NATS/Node system on loopback (root)"
 	@echo "make bench          run the benchmarks (root)"
 	@echo "make bench-replay   the agent's userspace path replayed offline"
+	@echo "make bench-nats     NATS pub/sub with and without the agent (root; QUICK=1)"
 	@echo "make reliability    the long reliability suite (root; RELIABILITY_ARGS=--quick)"
 	@echo "make fuzz           run the libFuzzer targets (FUZZ_SECONDS=60)"
 	@echo "make vmlinux        regenerate bpf/vmlinux.h from this kernel"

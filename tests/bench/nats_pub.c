@@ -19,29 +19,15 @@
 #endif
 
 #include <getopt.h>
-#include <nats/nats.h>
-#include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "nats_load.h"
 
 #define TICK_NS 1000000ll /* one batch per millisecond */
 #define SAT_BATCH 1000	  /* saturation: check the clock every N */
 #define DRAIN_TIMEOUT_NS 15000000000ll
 
 static atomic_llong received;
-static atomic_llong async_errors;
-static atomic_llong slow_consumer;
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
 
 static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 		   void *closure)
@@ -51,40 +37,11 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 	natsMsg_Destroy(msg);
 }
 
-static void on_err(natsConnection *nc, natsSubscription *sub, natsStatus err,
-		   void *closure)
-{
-	(void)nc, (void)sub, (void)closure;
-	atomic_fetch_add(&async_errors, 1);
-	if (err == NATS_SLOW_CONSUMER)
-		atomic_fetch_add(&slow_consumer, 1);
-}
-
-static void check(natsStatus s, const char *what)
-{
-	if (s != NATS_OK) {
-		fprintf(stderr, "nats_pub: %s: %s\n", what,
-			natsStatus_GetText(s));
-		exit(1);
-	}
-}
-
-static void sleep_until(int64_t t)
-{
-	struct timespec ts = {.tv_sec = t / 1000000000ll,
-			      .tv_nsec = t % 1000000000ll};
-
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL))
-		;
-}
-
 int main(int argc, char **argv)
 {
 	const char *url = "nats://127.0.0.1:4222", *subject = "bench";
 	long rate = 50000, seconds = 10, size = 128;
-	natsConnection *pub = NULL, *subc = NULL;
-	natsSubscription *sub = NULL;
-	natsOptions *opts = NULL;
+	struct nats_pair np = {0};
 	int64_t t0, t_end, t_pub, deadline, dropped = 0, sent = 0, late = 0;
 	char *payload;
 	int c;
@@ -133,17 +90,7 @@ int main(int argc, char **argv)
 	for (c = 0; c < size; c++)
 		payload[c] = (char)('A' + c % 26);
 
-	check(natsOptions_Create(&opts), "options");
-	check(natsOptions_SetURL(opts, url), "url");
-	check(natsOptions_SetAllowReconnect(opts, false), "reconnect");
-	check(natsOptions_SetErrorHandler(opts, on_err, NULL), "err handler");
-	check(natsConnection_Connect(&subc, opts), "connect (subscriber)");
-	check(natsConnection_Subscribe(&sub, subc, subject, on_msg, NULL),
-	      "subscribe");
-	/* Never drop on the client side because of a pending limit. */
-	check(natsSubscription_SetPendingLimits(sub, -1, -1), "pending limits");
-	check(natsConnection_Flush(subc), "flush (subscriber)");
-	check(natsConnection_Connect(&pub, opts), "connect (publisher)");
+	nats_pair_open(&np, url, subject, on_msg);
 
 	t0 = now_ns();
 	t_end = t0 + (int64_t)seconds * 1000000000ll;
@@ -155,8 +102,9 @@ int main(int argc, char **argv)
 			target = (int64_t)((double)rate *
 					   (double)(tick + TICK_NS - t0) / 1e9);
 			for (; sent < target; sent++)
-				check(natsConnection_Publish(
-					      pub, subject, payload, (int)size),
+				check(natsConnection_Publish(np.pub, subject,
+							     payload,
+							     (int)size),
 				      "publish");
 			tick += TICK_NS;
 			if (now_ns() > tick)
@@ -167,19 +115,20 @@ int main(int argc, char **argv)
 	} else {
 		while (now_ns() < t_end) {
 			for (c = 0; c < SAT_BATCH; c++, sent++)
-				check(natsConnection_Publish(
-					      pub, subject, payload, (int)size),
+				check(natsConnection_Publish(np.pub, subject,
+							     payload,
+							     (int)size),
 				      "publish");
 		}
 	}
-	check(natsConnection_FlushTimeout(pub, 10000), "flush (publisher)");
+	check(natsConnection_FlushTimeout(np.pub, 10000), "flush (publisher)");
 	t_pub = now_ns();
 
 	/* Wait (bounded) until the subscriber has everything. */
 	deadline = now_ns() + DRAIN_TIMEOUT_NS;
 	while (atomic_load(&received) < sent && now_ns() < deadline)
 		sleep_until(now_ns() + 10000000ll);
-	natsSubscription_GetDropped(sub, &dropped);
+	natsSubscription_GetDropped(np.sub, &dropped);
 
 	printf("{\"rate_target\":%ld,\"seconds\":%ld,\"size\":%ld,"
 	       "\"sent\":%lld,\"received\":%lld,\"dropped\":%lld,"
@@ -195,14 +144,7 @@ int main(int argc, char **argv)
 	       (double)(now_ns() - t_pub) / 1e9);
 	fflush(stdout);
 
-	natsSubscription_Unsubscribe(sub);
-	natsSubscription_Destroy(sub);
-	natsConnection_Close(pub);
-	natsConnection_Close(subc);
-	natsConnection_Destroy(pub);
-	natsConnection_Destroy(subc);
-	natsOptions_Destroy(opts);
-	nats_CloseAndWait(2000);
+	nats_pair_close(&np);
 	free(payload);
 	return atomic_load(&received) == sent ? 0 : 3;
 }

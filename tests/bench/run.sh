@@ -25,6 +25,10 @@
 #     (tests/bench/export_bench.sh, knobs listed there).
 #  7. Enrichment: identity cache hits and per-span cost, memory with 10k
 #     processes and 10k pods (tests/bench/enrich_bench.sh).
+#  8. The agent with its default NATS output (tests/bench/agent_nats.sh).
+#  9. NATS pub/sub (16 B to 16 KiB) without and with the agent: saturation,
+#     latency at half of it, cost per span, RSS, completeness
+#     (tests/bench/nats_bench.sh, its own knobs there).
 #
 # QUICK=1 finishes in 2-3 minutes; the default (full) mode takes 6.5-10.5
 # minutes (more when it waits for other captures). Prints a markdown report
@@ -68,7 +72,7 @@ MAXCAP_RATES=${MAXCAP_RATES-$([ "$QUICK" = 1 ] && echo 50000 || echo "50000 1000
 RINGBUF=${RINGBUF:-}
 QUIET_WAIT=${QUIET_WAIT:-$([ "$QUICK" = 1 ] && echo 0 || echo 60)}
 MIN_WINDOW_RUNS=100 # programs/windows with fewer runs are not tabulated
-PARTS=${PARTS:-"1 2 3 4 5 6 7 8"}
+PARTS=${PARTS:-"1 2 3 4 5 6 7 8 9"}
 part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 WS=$ROOT/build/wirespan
@@ -586,6 +590,11 @@ if part 8; then
 	log "part 8: the agent with its default NATS output at 50k and 100k msg/s (tests/bench/agent_nats.sh)"
 	for r in 50000 100000; do bash tests/bench/agent_nats.sh "$r" 3; done >"$RAW/agent_nats.txt" 2>&1
 fi
+NB_RC=0
+if part 9; then
+	log "part 9: NATS pub/sub without and with the agent (tests/bench/nats_bench.sh)"
+	QUICK=$QUICK bash tests/bench/nats_bench.sh >"$RAW/nats_bench.md" || NB_RC=1
+fi
 T_END=$(date +%s)
 
 # ---- report ------------------------------------------------------------------
@@ -677,6 +686,7 @@ T_END=$(date +%s)
 	part 6 && export_report
 	part 7 && enrich_report
 	part 8 && { echo; echo '#### 8. Agent with --output nats (tests/bench/agent_nats.sh)'; echo; echo '```'; cat "$RAW/agent_nats.txt"; echo '```'; }
+	part 9 && { echo; sed 's/^#/##/; 1s/^### /### 9. /' "$RAW/nats_bench.md"; }
 } >"$REPORT"
 cat "$REPORT"
 log "raw data: $RAW; report: $REPORT"
@@ -687,4 +697,5 @@ for rc in "$RAW"/*/capture.rc; do
 	[ "$(cat "$rc")" = 0 ] || { log "capture exited non-zero: $rc"; fail=1; }
 done
 [ "$HTTP_RC" = 0 ] || { log "tests/bench/http_bench.sh failed"; fail=1; }
+[ "$NB_RC" = 0 ] || { log "tests/bench/nats_bench.sh failed"; fail=1; }
 exit $fail
