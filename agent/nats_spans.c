@@ -890,6 +890,11 @@ static char *connect_field(struct ws_nats_conn *nc, json_object *o,
 		       : NULL;
 }
 
+const char *ws_nats_conn_client_name(const struct ws_nats_conn *nc)
+{
+	return nc ? nc->name : NULL;
+}
+
 static void on_connect(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 {
 	json_object *o = parse_json(nc->b, f->json.ptr, f->json.len), *v;
