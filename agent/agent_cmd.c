@@ -101,6 +101,61 @@ static bool open_http(struct agent *ag, struct ws_conn *c)
 	return pc->app != NULL;
 }
 
+/*
+ * On a nats-server's side of a connection, a client that names itself as
+ * one of wirespan's own (an agent's export, a relay, a tail, doctor)
+ * carries telemetry: its spans are excluded by subject anyway, and its
+ * bytes, a few hundred per span of every host, are not worth copying out
+ * of the kernel at all. The names are the defaults those commands give
+ * their NATS connections: exactly one of these, or one followed by a space
+ * (the agent adds its node).
+ */
+static bool is_own_client(const struct ws_nats_conn *nc)
+{
+	static const char *const own[] = {"wirespan-agent", "wirespan-relay",
+					  "wirespan-tail", "wirespan-doctor"};
+	const char *name = ws_nats_conn_client_name(nc);
+	size_t i, n;
+
+	if (!name)
+		return false;
+	for (i = 0; i < sizeof(own) / sizeof(own[0]); i++) {
+		n = strlen(own[i]);
+		if (!strncmp(name, own[i], n) &&
+		    (name[n] == '\0' || name[n] == ' '))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The server's side of the agent's own export connection, when the server
+ * runs on this host: its peer is our connection's local address and port.
+ * (That connection is usually opened before the capture starts, so its
+ * CONNECT, and name, are never seen.)
+ */
+static bool is_own_connection(struct agent *ag, const struct ws_conn *c)
+{
+	char own[64], peer[64];
+	uint16_t port;
+
+	if (!ag->sink.ops->own_endpoint ||
+	    !ag->sink.ops->own_endpoint(ag->sink.impl, own, sizeof(own),
+					&port) ||
+	    port != c->tuple.rport)
+		return false;
+	ws_addr_text(c->tuple.raddr, c->tuple.family, peer, sizeof(peer));
+	return !strcmp(own, peer);
+}
+
+static void unfollow_own(struct agent *ag, struct ws_conn *c,
+			 struct ws_pconn *pc)
+{
+	ws_nats_conn_close(pc->app, rec_ts(ag));
+	pc->app = NULL;
+	ws_pipeline_unfollow(ag->p, c);
+}
+
 static bool on_open(void *ctx, struct ws_conn *c)
 {
 	struct agent *ag = ctx;
@@ -112,6 +167,11 @@ static bool on_open(void *ctx, struct ws_conn *c)
 		return open_http(ag, c);
 	if (c->proto != WS_PROTO_NATS)
 		return false;
+	if (c->role == WS_ROLE_SERVER && ag->cfg.exclude_own &&
+	    is_own_connection(ag, c)) {
+		ws_pipeline_unfollow(ag->p, c);
+		return false;
+	}
 	info.tgid = c->id.tgid;
 	info.fd = c->id.fd;
 	info.role = c->role;
@@ -138,10 +198,14 @@ static void on_data(void *ctx, struct ws_conn *c, uint8_t dir, uint64_t offset,
 	uint64_t ts = rec_ts(ag);
 	uint32_t tid = ag->p->cur ? ag->p->cur->tid : c->id.tgid;
 
-	if (c->proto == WS_PROTO_HTTP)
+	if (c->proto == WS_PROTO_HTTP) {
 		ws_http_conn_feed(pc->app, dir, buf, len, tid, ts);
-	else
-		ws_nats_conn_feed(pc->app, dir, buf, len, tid, ts);
+		return;
+	}
+	ws_nats_conn_feed(pc->app, dir, buf, len, tid, ts);
+	if (c->role == WS_ROLE_SERVER && dir == WS_DIR_INGRESS &&
+	    ag->cfg.exclude_own && is_own_client(pc->app))
+		unfollow_own(ag, c, pc);
 }
 
 static void on_gap(void *ctx, struct ws_conn *c, uint8_t dir, uint64_t offset,

@@ -393,6 +393,25 @@ int ws_loader_take_tgid(struct ws_loader *l, uint32_t tgid,
 	return take_where(l, pick_tgid, &tgid, cb, ctx);
 }
 
+int ws_loader_ignore_conn(struct ws_loader *l, const struct ws_conn_id *id)
+{
+	int fd = bpf_map__fd(l->skel->maps.conns);
+	struct ws_fd_key key = {.tgid = id->tgid, .fd = id->fd};
+	struct ws_conn_state st;
+
+	if (bpf_map_lookup_elem(fd, &key, &st))
+		return -errno;
+	if (st.id.gen != id->gen)
+		return -ENOENT;
+	/* Offsets the programs add between the lookup and the update may be
+	 * lost: the connection is not followed any more, so nothing reads
+	 * them but its close, which the pipeline no longer accounts. */
+	st.flags |= WS_SF_IGNORED;
+	if (bpf_map_update_elem(fd, &key, &st, BPF_EXIST))
+		return -errno;
+	return 0;
+}
+
 int ws_loader_sweep(struct ws_loader *l,
 		    void (*cb)(const struct ws_conn_state *st, void *ctx),
 		    void *ctx)

@@ -59,6 +59,11 @@ int ws_loader_take_tgid(struct ws_loader *l, uint32_t tgid,
 
 /* Delete kernel entries of processes that no longer exist (their exit record
  * was lost, or they were never streamed). Returns how many were removed. */
+/* Stop capturing the connection id in the kernel (its entry stays, marked
+ * ignored, so its close is still reported). 0, or -errno (-ENOENT when the
+ * entry is gone or belongs to another connection on the same fd). */
+int ws_loader_ignore_conn(struct ws_loader *l, const struct ws_conn_id *id);
+
 int ws_loader_sweep(struct ws_loader *l,
 		    void (*cb)(const struct ws_conn_state *st, void *ctx),
 		    void *ctx);

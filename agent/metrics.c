@@ -47,6 +47,8 @@ void ws_metrics_print(FILE *f, const uint64_t kernel[WS_C_MAX],
 	jw_u64(&w, "proc_exit_closed", m->proc_exit_closed);
 	jw_u64(&w, "swept", m->swept);
 	jw_u64(&w, "filtered_proto", m->filtered_proto);
+	jw_u64(&w, "unfollowed", m->unfollowed);
+	jw_u64(&w, "unfollowed_kernel_miss", m->unfollowed_kernel_miss);
 	jw_u64(&w, "output_errors", m->output_errors);
 	jw_u64(&w, "holes_released", m->holes_released);
 	jw_obj_open(&w, "conns");

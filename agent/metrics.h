@@ -29,7 +29,10 @@ struct ws_user_metrics {
 		proc_exit_closed; /* connections closed by their process's exit */
 	uint64_t swept;		  /* kernel entries of dead processes removed */
 	uint64_t filtered_proto; /* records skipped by --protocol */
-	uint64_t output_errors;	 /* lines that could not be written */
+	uint64_t unfollowed; /* connections the consumer stopped following */
+	uint64_t
+		unfollowed_kernel_miss; /* ... that the kernel still captures */
+	uint64_t output_errors;		/* lines that could not be written */
 	uint64_t holes_released; /* holes declared lost after a poll round */
 };
 

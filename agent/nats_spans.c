@@ -108,7 +108,9 @@ struct recent_idx {
 
 struct recent_ring {
 	struct recent *slots;
-	size_t cap, next;
+	size_t cap;   /* at most this many entries */
+	size_t alloc; /* slots allocated: grows by doubling up to cap */
+	size_t next;  /* the slot written next; the oldest entry once full */
 	struct recent_idx *by_key;
 	size_t mask; /* entries of by_key - 1 */
 };
@@ -248,20 +250,82 @@ static bool derive_id(const struct ws_nats_conn *nc, const char *tag,
 
 /* ---- recent rings ------------------------------------------------------- */
 
+/*
+ * A ring starts small and doubles, up to its cap, only when the entry it
+ * would overwrite is still within the time it can be linked to: an idle or
+ * quiet host keeps a few KiB per ring instead of the full 5.5 MiB.
+ */
+#define RING_START 1024
+
+/* An index of at least twice n entries, all empty (NULL on ENOMEM). */
+static struct recent_idx *idx_new(size_t n, size_t *mask)
+{
+	size_t m = 2, i;
+	struct recent_idx *ix;
+
+	while (m < 2 * n)
+		m *= 2;
+	ix = malloc(m * sizeof(*ix));
+	if (!ix)
+		return NULL;
+	for (i = 0; i < m; i++)
+		ix[i].slot = IDX_EMPTY;
+	*mask = m - 1;
+	return ix;
+}
+
 static int ring_init(struct recent_ring *r, size_t cap)
 {
-	size_t n = 2, i;
-
-	while (n < 2 * cap)
-		n *= 2;
-	r->slots = calloc(cap, sizeof(*r->slots));
-	r->by_key = malloc(n * sizeof(*r->by_key));
 	r->cap = cap;
-	r->mask = n - 1;
+	r->alloc = cap < RING_START ? cap : RING_START;
+	r->next = 0;
+	r->slots = calloc(r->alloc, sizeof(*r->slots));
+	r->by_key = idx_new(r->alloc, &r->mask);
 	if (!r->slots || !r->by_key)
 		return -ENOMEM;
-	for (i = 0; i < n; i++)
-		r->by_key[i].slot = IDX_EMPTY;
+	return 0;
+}
+
+static struct recent_idx *idx_find(const struct recent_ring *r, uint64_t key);
+
+/*
+ * Double r (at most to its cap), keeping its order: the oldest entry, at
+ * next, moves to slot 0, chains of older entries are renumbered, and the
+ * index is rebuilt. After it, next is the first free slot.
+ */
+static int ring_grow(struct recent_ring *r)
+{
+	size_t old = r->alloc, n = old * 2 < r->cap ? old * 2 : r->cap;
+	size_t i, to, mask;
+	struct recent *s = calloc(n, sizeof(*s));
+	struct recent_idx *ix = idx_new(n, &mask), *x;
+
+	if (!s || !ix) {
+		free(s);
+		free(ix);
+		return -ENOMEM;
+	}
+	for (i = 0; i < old; i++) {
+		to = (i + old - r->next) % old;
+		s[to] = r->slots[i];
+		if (s[to].older != NO_OLDER)
+			s[to].older =
+				(uint32_t)((s[to].older + old - r->next) % old);
+	}
+	free(r->slots);
+	free(r->by_key);
+	r->slots = s;
+	r->by_key = ix;
+	r->mask = mask;
+	r->alloc = n;
+	r->next = old;
+	for (i = 0; i < old; i++) {
+		if (!s[i].used || !s[i].hashed)
+			continue;
+		x = idx_find(r, s[i].key);
+		x->key = s[i].key;
+		x->slot = (uint32_t)i;
+	}
 	return 0;
 }
 
@@ -315,6 +379,13 @@ static struct recent *idx_get(const struct recent_ring *r, uint64_t key)
 	return x->slot == IDX_EMPTY ? NULL : &r->slots[x->slot];
 }
 
+/* Can e still be linked to at time ts? */
+static bool recent_fresh(const struct ws_nats_spans *b, const struct recent *e,
+			 uint64_t ts)
+{
+	return ts < e->ts || ts - e->ts <= b->cfg.recent_ttl_ns;
+}
+
 static void ring_put(struct ws_nats_spans *b, struct recent_ring *r,
 		     uint64_t key, const uint8_t trace[16],
 		     const uint8_t span[8], uint64_t ts)
@@ -322,14 +393,21 @@ static void ring_put(struct ws_nats_spans *b, struct recent_ring *r,
 	struct recent *e, *old;
 	struct recent_idx *x;
 
-	e = &r->slots[r->next];
-	if (++r->next == r->cap)
+	if (r->next == r->alloc)
 		r->next = 0;
+	e = &r->slots[r->next];
+	/* Overwrite the oldest entry only once it can no longer be linked
+	 * to, or the ring is at its cap (or cannot grow): that is counted. */
+	if (e->used && recent_fresh(b, e, ts) && r->alloc < r->cap &&
+	    ring_grow(r) == 0)
+		e = &r->slots[r->next];
+	r->next++;
 	if (e->used) {
 		if (e->hashed)
 			idx_del(r, e->key);
+		if (recent_fresh(b, e, ts))
+			b->st.recent_evicted++;
 		e->used = e->hashed = false;
-		b->st.recent_evicted++;
 	}
 	/* The newest entry of a key is found by hash; older ones stay in
 	 * the ring, chained, for lookups of an earlier time. */
@@ -888,6 +966,11 @@ static char *connect_field(struct ws_nats_conn *nc, json_object *o,
 	return ws_redact_nats_connect_keep(&nc->b->cfg.redact, key)
 		       ? json_str(o, key)
 		       : NULL;
+}
+
+const char *ws_nats_conn_client_name(const struct ws_nats_conn *nc)
+{
+	return nc ? nc->name : NULL;
 }
 
 static void on_connect(struct ws_nats_conn *nc, const struct ws_nats_frame *f)

@@ -113,6 +113,9 @@ int ws_nats_conn_gap(struct ws_nats_conn *nc, uint8_t dir, uint64_t len);
 /* The connection is gone: end its open spans, free it. */
 void ws_nats_conn_close(struct ws_nats_conn *nc, uint64_t ts_ns);
 
+/* The client's name from its CONNECT (NULL before one, or without a name). */
+const char *ws_nats_conn_client_name(const struct ws_nats_conn *nc);
+
 /* Exposed for tests. */
 uint64_t ws_nats_fingerprint(const char *subject, size_t subject_len,
 			     uint64_t size, const uint8_t *payload,

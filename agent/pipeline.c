@@ -230,7 +230,7 @@ static void handle_data(struct ws_pipeline *p, const struct ws_data *d,
 		c->announced = true;
 		c->proto = d->proto;
 		pc->followed = p->ops->open(p->ctx, c);
-		if (!pc->followed)
+		if (!pc->followed && !pc->unfollowed)
 			p->m.filtered_proto++;
 	}
 	if (pc->d[d->dir].resync) {
@@ -367,6 +367,21 @@ void ws_pipeline_round(struct ws_pipeline *p, uint64_t now_ns)
 	release_holds(p);
 	if (p->ops->tick)
 		p->ops->tick(p->ctx, now_ns);
+}
+
+void ws_pipeline_unfollow(struct ws_pipeline *p, struct ws_conn *c)
+{
+	struct ws_pconn *pc = c->user;
+
+	if (!pc || pc->unfollowed)
+		return;
+	pc->unfollowed = true;
+	pc->followed = false;
+	p->m.unfollowed++;
+	/* Without a kernel (replay) or with its entry gone, the records go on
+	 * coming and are dropped here, as for a filtered protocol. */
+	if (!p->ld || ws_loader_ignore_conn(p->ld, &c->id))
+		p->m.unfollowed_kernel_miss++;
 }
 
 void ws_pipeline_fini(struct ws_pipeline *p)

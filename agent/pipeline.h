@@ -46,8 +46,9 @@ struct ws_pconn {
 	struct ws_pipeline *p;
 	struct ws_conn *c;
 	struct ws_pdir d[2];
-	bool followed; /* the consumer's open() accepted it */
-	void *app;     /* the consumer's */
+	bool followed;	 /* the consumer's open() accepted it */
+	bool unfollowed; /* ws_pipeline_unfollow: no longer, for good */
+	void *app;	 /* the consumer's */
 };
 
 struct ws_pipeline_ops {
@@ -121,6 +122,14 @@ int ws_pipeline_init(struct ws_pipeline *p, const struct ws_pipeline_ops *ops,
 		     void *ctx);
 void ws_pipeline_record(struct ws_pipeline *p, const void *data, size_t size);
 void ws_pipeline_round(struct ws_pipeline *p, uint64_t now_ns);
+
+/*
+ * The consumer stops following c (it may call this from its open callback,
+ * then returning false, or from its data callback after letting go of its
+ * own state: no close callback follows). Nothing more of c is delivered,
+ * and the kernel is told to stop capturing it.
+ */
+void ws_pipeline_unfollow(struct ws_pipeline *p, struct ws_conn *c);
 void ws_pipeline_fini(struct ws_pipeline *p);
 
 /* The connection's pipeline state. */

@@ -8,6 +8,8 @@
 #ifndef WIRESPAN_SINK_H
 #define WIRESPAN_SINK_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -32,6 +34,10 @@ struct ws_sink_ops {
 	void (*drain)(void *impl);
 	/* Free. */
 	void (*close)(void *impl);
+	/* The local address and port of the sink's own network connection,
+	 * if it has one now (may be NULL): true and ip/port set. */
+	bool (*own_endpoint)(void *impl, char *ip, size_t iplen,
+			     uint16_t *port);
 };
 
 struct ws_sink {

@@ -63,13 +63,19 @@ static __always_inline __u64 rb_flags(void)
 		       : BPF_RB_NO_WAKEUP;
 }
 
-/* The struct sock behind fd in the current task, or NULL if fd is not a socket. */
-static __always_inline struct sock *fd_to_sock(int fd)
+/*
+ * &socket_file_ops, learned from the first socket this program finds by its
+ * inode mode: every socket's file has these file operations (and only
+ * sockets' files), so from then on one read of f_op tells a socket from any
+ * other file, instead of two (f_inode, then i_mode).
+ */
+static __u64 sock_fops;
+
+/* The struct file behind fd in the current task, or NULL. */
+static __always_inline struct file *fd_file(int fd)
 {
 	struct file **fds;
 	struct file *f = NULL;
-	struct socket *sock;
-	umode_t mode;
 
 	if (fd < 0)
 		return NULL;
@@ -92,15 +98,43 @@ static __always_inline struct sock *fd_to_sock(int fd)
 			return NULL;
 		fds = BPF_CORE_READ(fdt, fd);
 	}
-	if (bpf_core_read(&f, sizeof(f), &fds[fd]) || !f)
+	if (bpf_core_read(&f, sizeof(f), &fds[fd]))
 		return NULL;
+	return f;
+}
+
+/* Is f (not NULL) a socket's file? */
+static __always_inline bool file_is_sock(struct file *f)
+{
+	__u64 fops = (__u64)BPF_CORE_READ(f, f_op), known = sock_fops;
+	umode_t mode;
+
+	if (known)
+		return fops == known;
 	mode = BPF_CORE_READ(f, f_inode, i_mode);
 	if ((mode & S_IFMT) != S_IFSOCK)
-		return NULL;
-	sock = BPF_CORE_READ(f, private_data);
-	if (!sock)
-		return NULL;
-	return BPF_CORE_READ(sock, sk);
+		return false;
+	/* An O_PATH file of a socket inode has no socket (and other
+	 * f_op): learn only from a file that has one. */
+	if (fops && BPF_CORE_READ(f, private_data))
+		sock_fops = fops;
+	return true;
+}
+
+/* The struct sock of a socket's file. */
+static __always_inline struct sock *file_sk(struct file *f)
+{
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+
+	return sock ? BPF_CORE_READ(sock, sk) : NULL;
+}
+
+/* The struct sock behind fd in the current task, or NULL if fd is not a socket. */
+static __always_inline struct sock *fd_to_sock(int fd)
+{
+	struct file *f = fd_file(fd);
+
+	return f && file_is_sock(f) ? file_sk(f) : NULL;
 }
 
 /* Is sk a TCP socket over IPv4 or IPv6? */
@@ -332,20 +366,21 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys)
 	struct ws_fd_key key = {.tgid = tgid, .fd = fd};
 	struct ws_conn_state *cs;
 	struct ws_args a = {};
-	struct sock *sk;
+	struct file *f;
 
 	if (pid_filtered(tgid))
 		return 0;
-	/* Known sockets first: a hit (or a miss) costs less than walking the
-	 * fd table, which only unknown fds pay (measured: docs/BENCHMARKS.md). */
+	/* Is fd a socket at all? Once socket_file_ops is known that is two
+	 * reads, cheaper than the hash lookup that files and pipes (most
+	 * syscalls of a host) would otherwise pay for a miss. */
+	f = fd_file(fd);
+	if (!f || !file_is_sock(f))
+		return 0;
 	cs = bpf_map_lookup_elem(&conns, &key);
 	if (!cs) {
 		/* A socket opened before we started (or by a path we do not
-		 * hook): adopt it now. Files and pipes end here. */
-		sk = fd_to_sock(fd);
-		if (!sk)
-			return 0;
-		cs = conn_open(tgid, fd, sk, WS_ROLE_UNKNOWN,
+		 * hook): adopt it now. */
+		cs = conn_open(tgid, fd, file_sk(f), WS_ROLE_UNKNOWN,
 			       WS_SF_PREEXISTING);
 		if (!cs)
 			return 0;

@@ -1030,6 +1030,25 @@ static void sink_close(void *impl)
 	ws_nats_export_close(impl);
 }
 
+static bool sink_own_endpoint(void *impl, char *ip, size_t iplen,
+			      uint16_t *port)
+{
+	struct ws_nats_export *e = impl;
+	char *addr = NULL;
+	int p = 0;
+	bool ok;
+
+	if (!e->nc ||
+	    natsConnection_GetLocalIPAndPort(e->nc, &addr, &p) != NATS_OK)
+		return false;
+	ok = addr && p > 0 && p < 65536 &&
+	     (size_t)snprintf(ip, iplen, "%s", addr) < iplen;
+	free(addr);
+	if (ok)
+		*port = (uint16_t)p;
+	return ok;
+}
+
 static const struct ws_sink_ops nats_sink_ops = {
 	.span = sink_span,
 	.tick = sink_tick,
@@ -1038,6 +1057,7 @@ static const struct ws_sink_ops nats_sink_ops = {
 	.limits = sink_limits,
 	.drain = sink_drain,
 	.close = sink_close,
+	.own_endpoint = sink_own_endpoint,
 };
 
 int ws_nats_sink_open(struct ws_sink *sink,

@@ -3,6 +3,7 @@
 # Part 8 of `make bench` (root), or alone: bash tests/bench/agent_nats.sh [RATE [SECONDS]]
 # wirespan agent --output nats (default) at RATE msg/s of 128 B through a real
 # nats-server, spans exported to a second (telemetry) nats-server.
+# AGENT_ARGS: more agent arguments, e.g. "--set capture.ringbuf_size=4194304".
 RATE=${1:-100000}; SECS=${2:-3}
 cd "$(dirname "$0")/../.." || exit 1
 W=$(pwd)/build
@@ -13,7 +14,7 @@ trap 'rm -rf "$LOG"' EXIT
 nats-server -a 127.0.0.1 -p $P > "$LOG/ns.log" 2>&1 & NS1=$!
 nats-server -a 127.0.0.1 -p $Q > "$LOG/ns2.log" 2>&1 & NS2=$!
 sleep 0.5
-$W/wirespan agent --nats-url nats://127.0.0.1:$Q --port $P --node bench > /dev/null 2> "$LOG/agent.err" & A=$!
+$W/wirespan agent --nats-url nats://127.0.0.1:$Q --port $P --node bench ${AGENT_ARGS:-} > /dev/null 2> "$LOG/agent.err" & A=$!
 for i in $(seq 1 150); do grep -q ready "$LOG/agent.err" && break; sleep 0.2; done
 T0=$(awk '{print $14+$15}' /proc/$A/stat)
 $W/bench/nats_pub --url nats://127.0.0.1:$P --rate $RATE --seconds $SECS --size 128

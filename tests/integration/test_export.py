@@ -163,6 +163,12 @@ class ExportAgent:
     def _all(self):
         return [m for m in _jsonl(self.err) if m.get("type") == "agent_metrics"]
 
+    def pipeline_metrics(self):
+        """The last capture-pipeline metrics line ({"type":"metrics"})."""
+        ms = [m for m in _jsonl(self.err) if m.get("type") == "metrics"]
+        check(ms, "no metrics line at exit: %s", tail(self.err))
+        return ms[-1]
+
     def stop(self):
         check(self.proc.poll() is None, "the agent exited during the test (%s): %s", self.proc.returncode, tail(self.err, 1500))
         self.proc.send_signal(signal.SIGINT)
@@ -275,10 +281,14 @@ def test_export_core():
         sub = Sub(env, tel.url)
         agent = ExportAgent(env, ["--nats-url", tel.url, "--node", "node-a.example", "--port", app.port, "--port", tel.port,
                                   "--set", "export.batch.max_delay_ms=200", "--set", "export.batch.max_spans=16"])
+        # A `wirespan tail` connecting now: its CONNECT (name wirespan-tail)
+        # is seen on the server's side, which is then unfollowed by name.
+        tail_p = start_peer(env, [str(WIRESPAN), "tail", "--nats-url", tel.url, "--json"], name="tail")
         p, s = workload(env, app, n, "orders.core")
         finish_peer(p)
         finish_peer(s)
         time.sleep(1.5)
+        stop_process(tail_p, signal.SIGINT)
         am = agent.stop()
         time.sleep(0.3)
         msgs = sub.stop()
@@ -291,6 +301,13 @@ def test_export_core():
         mine = [x for x in spans if x["pid"] == agent.proc.pid]
         check(not mine, "%d spans of the agent's own process: %s", len(mine), mine[:3])
         check(am["nats"]["excluded"] > 0, "the telemetry server's frames were not seen excluded: %s", am["nats"])
+        # The server's side of the agent's own connection (CONNECT name
+        # wirespan-agent ...) is no longer copied out of the kernel.
+        user = agent.pipeline_metrics()["user"]
+        check(user["unfollowed"] == 2 and user["unfollowed_kernel_miss"] == 0,
+              "the telemetry server's sides of the agent's and the tail's connections were not both unfollowed in the kernel: %s", user)
+        tail_spans = [json.loads(l) for l in Path(tail_p.wirespan_out).read_text().splitlines() if l.startswith("{")]
+        check(len(tail_spans) >= 3 * n, "the tail printed %d spans, expected at least %d", len(tail_spans), 3 * n)
         seqs = check_headers(by_id, "node-a_example")
         check(seqs == list(range(1, len(seqs) + 1)), "sequence has gaps: %s", seqs)
         check(ex["sent_spans"] == len(spans) == ex["spans_in"], "sent_spans %s, spans_in %s, received %d", ex["sent_spans"], ex["spans_in"], len(spans))
@@ -321,6 +338,8 @@ def test_export_feedback_filter_off():
         tel_spans = [x for x in spans if (x["dest"] or "").startswith("otel.traces")]
         check(tel_spans, "no spans about otel.traces.> even with the filter off: %s", collections.Counter(x["name"] for x in spans))
         check(am["nats"]["excluded"] == 0, "excluded %s with the filter off", am["nats"]["excluded"])
+        user = agent.pipeline_metrics()["user"]
+        check(user["unfollowed"] == 0, "connections unfollowed with the filter off: %s", user)
         mine = [x for x in spans if x["pid"] == agent.proc.pid]
         check(not mine, "%d spans of the agent's own process: %s", len(mine), mine[:3])
         pids = {x["pid"] for x in tel_spans}

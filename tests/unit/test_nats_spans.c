@@ -227,6 +227,66 @@ static void broker_hop_links(void **state)
 	ws_nats_conn_close(sb, 200);
 }
 
+/*
+ * Thousands of messages in flight at once: the rings that remember
+ * publishes for links grow (from 1024 entries) instead of forgetting, and
+ * every deliver still finds its publish, before and after a growth (also
+ * of a wrapped ring); once the old entries are past their time, they are
+ * reused, not counted as evicted.
+ */
+static void broker_hop_links_many(void **state)
+{
+	enum { N = 5000 };
+	struct fixture *f = *state;
+	struct ws_nats_conn *pc = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	struct ws_nats_conn *sa = conn(f, 1, WS_ROLE_SERVER, 5000);
+	struct ws_nats_conn *sb = conn(f, 1, WS_ROLE_SERVER, 6000);
+	static uint8_t pub_ids[N][8];
+	uint64_t ts = 100, round_ts;
+	char line[64];
+	int i, round;
+
+	feed(sa, WS_DIR_EGRESS, INFO(1), 2, 10);
+	feed(pc, WS_DIR_INGRESS, INFO(1), 10, 11);
+	feed(sb, WS_DIR_EGRESS, INFO(2), 2, 12);
+	feed(sb, WS_DIR_INGRESS, "CONNECT {}\r\nSUB a.b 1\r\n", 2, 15);
+	feed(pc, WS_DIR_EGRESS, "CONNECT {}\r\n", 10, 20);
+	feed(sa, WS_DIR_INGRESS, "CONNECT {}\r\n", 2, 21);
+	for (round = 0; round < 3; round++) {
+		/* The second round comes after the first's entries expired:
+		 * it reuses them. The third comes at once, so the ring, now
+		 * wrapped, meets the second's fresh entries and grows with
+		 * its oldest entry in the middle. */
+		round_ts = ts + (round == 1 ? 61ull * 1000000000ull : 0);
+		for (i = 0; i < N; i++) {
+			ts = round_ts + 10 * (uint64_t)i;
+			snprintf(line, sizeof(line), "PUB a.b 6\r\nm%05d\r\n",
+				 i);
+			feed(pc, WS_DIR_EGRESS, line, 10, ts);
+			feed(sa, WS_DIR_INGRESS, line, 2, ts + 1);
+			assert_int_equal(f->out.n, 1);
+			assert_string_equal(f->out.s[0]->name, "publish a.b");
+			memcpy(pub_ids[i], f->out.s[0]->span_id, 8);
+			out_free(&f->out);
+		}
+		for (i = 0; i < N; i++) {
+			snprintf(line, sizeof(line), "MSG a.b 1 6\r\nm%05d\r\n",
+				 i);
+			feed(sb, WS_DIR_EGRESS, line, 2, ts + 2 + (uint64_t)i);
+			assert_int_equal(f->out.n, 1);
+			assert_string_equal(f->out.s[0]->name, "deliver a.b");
+			assert_memory_equal(f->out.s[0]->parent_span_id,
+					    pub_ids[i], 8);
+			out_free(&f->out);
+		}
+		assert_int_equal(ws_nats_spans_stats(f->b)->recent_evicted, 0);
+		ts += 2 + N;
+	}
+	ws_nats_conn_close(pc, ts);
+	ws_nats_conn_close(sa, ts);
+	ws_nats_conn_close(sb, ts);
+}
+
 /* Muxed request-reply: CLIENT send span from request to reply; the
  * responder's process span ends at its reply and is the child of the
  * requester's span. */
@@ -548,6 +608,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(process_ends_at_next_read,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(broker_hop_links, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(broker_hop_links_many, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(request_reply, setup, teardown),
 		cmocka_unit_test_setup_teardown(no_responders, setup, teardown),
