@@ -562,8 +562,27 @@ void ws_identity_forget(struct ws_identity *id, uint32_t tgid)
 	struct proc_entry *e;
 
 	HASH_FIND(hh, id->by_tgid, &tgid, sizeof(tgid), e);
-	if (e)
+	if (e) {
 		entry_free(id, e);
+		id->stats.forgotten++;
+	}
+}
+
+size_t ws_identity_sweep(struct ws_identity *id)
+{
+	struct proc_entry *e, *tmp;
+	char path[PATH_MAX];
+	size_t n = 0;
+
+	HASH_ITER (hh, id->by_tgid, e, tmp) {
+		snprintf(path, sizeof(path), "%s/%u", id->proc_root, e->tgid);
+		if (access(path, F_OK) && errno == ENOENT) {
+			entry_free(id, e);
+			n++;
+		}
+	}
+	id->stats.swept += n;
+	return n;
 }
 
 void ws_identity_stats(const struct ws_identity *id,

@@ -65,6 +65,9 @@ struct ws_pipeline_ops {
 	void (*tick)(void *ctx, uint64_t now_ns);
 	/* After the programs are attached, before any record. */
 	void (*ready)(void *ctx, struct ws_pipeline *p, unsigned programs);
+	/* Process tgid exited, after its connections were closed (may be
+	 * NULL): forget what is cached about it. */
+	void (*proc_exit)(void *ctx, uint32_t tgid);
 	/* SIGUSR1, after the pipeline's metrics line (may be NULL). */
 	void (*dump)(void *ctx);
 	/* SIGHUP (may be NULL: SIGHUP then keeps its default action). */
