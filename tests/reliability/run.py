@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 import harness  # noqa: E402
 import reliability  # noqa: E402
+import reliability_churn  # noqa: E402
 
 LONG = [
     ("saturation stop 1 s", reliability.saturation, dict(stop_seconds=1.0, before=0.5, after=2.0)),
@@ -37,11 +38,15 @@ LONG = [
     ("saturation stop 2 s, 16 MiB ring (default)", reliability.saturation, dict(stop_seconds=2.0, before=0.5, after=2.0, ringbuf=1 << 24)),
     ("adversarial x20, 1 MiB random", reliability.adversarial, dict(rounds=20, random_kib=1024)),
     ("least privilege", reliability.least_privilege, {}),
+    ("churn: 10k concurrent", reliability_churn.concurrent, dict(conns=10000)),
+    ("churn: 5k new/s for 60 s", reliability_churn.new_conns, dict(rate=5000, seconds=60)),
+    ("churn: 1k exec/s for 60 s", reliability_churn.exec_churn, dict(rate=1000, seconds=60)),
 ]
 QUICK = [
     ("saturation stop 2 s", reliability.saturation, dict(stop_seconds=2.0, before=0.5, after=1.0)),
     ("adversarial x1", reliability.adversarial, dict(rounds=1, random_kib=64)),
     ("least privilege", reliability.least_privilege, {}),
+    ("churn: mixed, short", reliability_churn.mixed, {}),
 ]
 
 
@@ -88,6 +93,7 @@ def tables(results):
         for row in lp[0]["report"]["removals"]:
             out.append("| %s | %d | %s | %s | %s |" % (row["removed"], row["exit"], row["named"], row["ready"], row["doctor_fail"]))
         out.append("")
+    out += reliability_churn.tables_md([r for r in results if r["report"] and r["report"]["test"] == "churn"])
     return "\n".join(out)
 
 
