@@ -3,7 +3,7 @@
 """`make reliability`: the long versions of the reliability suite (issue 9,
 docs/RELIABILITY.md) through the integration harness (tests/integration/).
 
-  run.py [--quick] [--out FILE]
+  run.py [--quick] [--only TEXT] [--out FILE]
 
 Runs ring-buffer saturation with several stop lengths, adversarial traffic
 repeated with more volume, and least privilege; prints one line per run
@@ -101,10 +101,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(harness.BUILD, "reliability", "results.json"))
+    ap.add_argument("--only", help="run only the runs whose name contains this")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
     harness.VERBOSE = a.verbose or harness.VERBOSE
-    runs = QUICK if a.quick else LONG
+    runs = [r for r in (QUICK if a.quick else LONG) if not a.only or a.only in r[0]]
     if os.geteuid() != 0:
         print("the reliability suite loads BPF programs: run it as root")
         print("0 passed, 0 failed, %d skipped" % len(runs))
