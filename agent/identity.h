@@ -42,8 +42,8 @@ struct ws_identity_stats {
 	uint64_t cgroup_by_proc;   /* cgroup path from /proc/<pid>/cgroup */
 	uint64_t variants_dropped; /* port variants over the bound */
 	uint64_t forgotten;	   /* entries dropped: the process exited */
-	uint64_t swept; /* entries dropped: process gone, exit not seen */
-	uint64_t cached; /* processes in the cache now */
+	uint64_t swept;		   /* dropped: gone, its exit not seen */
+	uint64_t cached;	   /* processes in the cache now */
 };
 
 struct ws_identity_cfg {

@@ -369,13 +369,13 @@ static uint32_t map_entries(const struct bpf_map *m)
 	return n;
 }
 
-size_t ws_loader_map_usage(const struct ws_loader *l,
-			   struct ws_map_usage *out, size_t cap)
+size_t ws_loader_map_usage(const struct ws_loader *l, struct ws_map_usage *out,
+			   size_t cap)
 {
 	const struct bpf_map *maps[] = {
-		l->skel->maps.conns,	     l->skel->maps.args,
-		l->skel->maps.listen_ports,  l->skel->maps.filter_ports,
-		l->skel->maps.filter_pids,   l->skel->maps.filter_cgroups,
+		l->skel->maps.conns,	    l->skel->maps.args,
+		l->skel->maps.listen_ports, l->skel->maps.filter_ports,
+		l->skel->maps.filter_pids,  l->skel->maps.filter_cgroups,
 	};
 	size_t i, n = 0;
 

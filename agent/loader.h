@@ -67,8 +67,8 @@ struct ws_map_usage {
 
 /* Every hash map's entries in use (walked from userspace: O(entries)) and
  * max_entries, into out[cap]. Returns how many maps were written. */
-size_t ws_loader_map_usage(const struct ws_loader *l,
-			   struct ws_map_usage *out, size_t cap);
+size_t ws_loader_map_usage(const struct ws_loader *l, struct ws_map_usage *out,
+			   size_t cap);
 #define WS_LOADER_MAPS 6
 
 /* Delete kernel entries of processes that no longer exist (their exit record

@@ -61,9 +61,8 @@ struct ws_peers_stats {
 	uint64_t remote;	  /* neither local nor a known pod */
 	uint64_t scan_limited;	  /* scans skipped: rate bound */
 	uint64_t evicted;	  /* learned endpoints evicted: table full */
-	uint64_t forgotten; /* endpoints dropped: their last connection closed */
-	uint64_t swept;	    /* endpoints of gone processes, unfilled lookups
-			       nobody waits for, dropped by ws_peers_sweep */
+	uint64_t forgotten;	  /* endpoints whose last connection closed */
+	uint64_t swept;		  /* dropped by ws_peers_sweep */
 	uint64_t endpoints;	  /* learned endpoints now */
 	uint64_t pending_now;	  /* waiting lookups now */
 };

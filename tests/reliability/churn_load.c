@@ -46,7 +46,7 @@
 
 extern char **environ;
 
-#define NATS_INFO                                                            \
+#define NATS_INFO                                                           \
 	"INFO {\"server_id\":\"CHURN\",\"version\":\"2.9.10\",\"proto\":1," \
 	"\"headers\":true,\"max_payload\":1048576}\r\n"
 #define HTTP_OK "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -233,8 +233,7 @@ static bool exchange(int fd, enum proto p, const char *tag, bool greeted)
 	}
 	if (!greeted && !read_until(fd, "\r\n"))
 		return false;
-	n = snprintf(req, sizeof(req),
-		     "%sPUB churn.%s 2\r\nhi\r\nPING\r\n",
+	n = snprintf(req, sizeof(req), "%sPUB churn.%s 2\r\nhi\r\nPING\r\n",
 		     greeted ? "" : "CONNECT {}\r\n", tag);
 	return write_all(fd, req, (size_t)n) && read_until(fd, "PONG\r\n");
 }
@@ -309,9 +308,9 @@ static int cmd_serve(const struct opts *o)
 					}
 					c->fd = fd;
 					c->p = p;
-					matcher_init(&c->m, p == NATS
-								    ? "PING\r\n"
-								    : "\r\n\r\n");
+					matcher_init(&c->m,
+						     p == NATS ? "PING\r\n"
+							       : "\r\n\r\n");
 					if (p == NATS &&
 					    write(fd, NATS_INFO,
 						  sizeof(NATS_INFO) - 1) < 0)
@@ -328,11 +327,13 @@ static int cmd_serve(const struct opts *o)
 			if (k < 0 && (errno == EAGAIN || errno == EINTR))
 				continue;
 			if (k > 0) {
-				unsigned h = matcher_feed(&c->m, buf, (size_t)k);
+				unsigned h =
+					matcher_feed(&c->m, buf, (size_t)k);
 
 				for (; h; h--) {
-					const char *r = c->p == NATS ? "PONG\r\n"
-								     : HTTP_OK;
+					const char *r = c->p == NATS
+								? "PONG\r\n"
+								: HTTP_OK;
 
 					if (write(c->fd, r, strlen(r)) < 0)
 						errs++;
@@ -460,8 +461,7 @@ static int cmd_rate(const struct opts *o)
 	double secs;
 
 	signal(SIGPIPE, SIG_IGN);
-	if (o->rate <= 0 || o->seconds <= 0 || o->workers <= 0 ||
-	    pipe(pfd)) {
+	if (o->rate <= 0 || o->seconds <= 0 || o->workers <= 0 || pipe(pfd)) {
 		printf("{\"ok\":false,\"error\":\"bad arguments\"}\n");
 		return 1;
 	}
@@ -497,7 +497,8 @@ static int cmd_rate(const struct opts *o)
 	       (unsigned long long)sum.nats_ok, (unsigned long long)sum.http_ok,
 	       (unsigned long long)sum.connect_failed,
 	       (unsigned long long)sum.exchange_failed,
-	       (unsigned long long)sum.late, secs, (double)sum.attempted / secs);
+	       (unsigned long long)sum.late, secs,
+	       (double)sum.attempted / secs);
 	return sum.ok == sum.attempted ? 0 : 1;
 }
 

@@ -16,8 +16,8 @@
 
 static struct ws_tuple loopback(uint16_t lport, uint16_t rport)
 {
-	struct ws_tuple t = {.family = WS_AF_INET, .lport = lport,
-			     .rport = rport};
+	struct ws_tuple t = {
+		.family = WS_AF_INET, .lport = lport, .rport = rport};
 
 	t.laddr[10] = t.laddr[11] = t.raddr[10] = t.raddr[11] = 0xff;
 	t.laddr[12] = t.raddr[12] = 127;
@@ -73,7 +73,8 @@ static void sweep_gone_processes_and_unheld_lookups(void **state)
 {
 	struct ws_peers_cfg cfg = {.proc_root = "/proc"};
 	struct ws_peers *p = ws_peers_new(&cfg);
-	struct ws_tuple live = loopback(50010, 4222), gone = loopback(50011, 4222);
+	struct ws_tuple live = loopback(50010, 4222),
+			gone = loopback(50011, 4222);
 	/* nobody has the other end of this one: the lookup waits */
 	struct ws_tuple lonely = loopback(1, 2);
 	struct ws_peers_stats st;
