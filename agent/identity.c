@@ -568,15 +568,21 @@ void ws_identity_forget(struct ws_identity *id, uint32_t tgid)
 	}
 }
 
+bool ws_proc_gone(const char *proc_root, uint32_t tgid)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%u", proc_root, tgid);
+	return access(path, F_OK) && errno == ENOENT;
+}
+
 size_t ws_identity_sweep(struct ws_identity *id)
 {
 	struct proc_entry *e, *tmp;
-	char path[PATH_MAX];
 	size_t n = 0;
 
 	HASH_ITER (hh, id->by_tgid, e, tmp) {
-		snprintf(path, sizeof(path), "%s/%u", id->proc_root, e->tgid);
-		if (access(path, F_OK) && errno == ENOENT) {
+		if (ws_proc_gone(id->proc_root, e->tgid)) {
 			entry_free(id, e);
 			n++;
 		}

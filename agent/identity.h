@@ -17,6 +17,7 @@
 #ifndef WIRESPAN_IDENTITY_H
 #define WIRESPAN_IDENTITY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -89,6 +90,8 @@ struct ws_resource *ws_identity_resource(struct ws_identity *id, uint32_t tgid,
 					 const char *comm);
 /* Forget a process (it exited). */
 void ws_identity_forget(struct ws_identity *id, uint32_t tgid);
+/* Is process tgid gone from proc_root ("/proc")? Not on other errors. */
+bool ws_proc_gone(const char *proc_root, uint32_t tgid);
 /* Forget every process that is gone from /proc (its exit record was lost).
  * O(cached); returns how many were dropped. */
 size_t ws_identity_sweep(struct ws_identity *id);

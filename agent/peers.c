@@ -470,12 +470,10 @@ size_t ws_peers_sweep(struct ws_peers *p)
 {
 	struct endpoint *e, *tmp;
 	struct pending *q, *qtmp;
-	char path[PATH_MAX];
 	size_t n = 0;
 
 	HASH_ITER (hh, p->by_ep, e, tmp) {
-		snprintf(path, sizeof(path), "%s/%u", p->proc_root, e->tgid);
-		if (access(path, F_OK) && errno == ENOENT) {
+		if (ws_proc_gone(p->proc_root, e->tgid)) {
 			endpoint_free(p, e);
 			n++;
 		}

@@ -74,6 +74,9 @@ struct ws_pipeline_ops {
 	void (*reload)(void *ctx);
 };
 
+/* Connections a burst must reach before its end gives memory back. */
+#define WS_TRIM_MIN_CONNS 1024
+
 struct ws_pipeline_opts {
 	struct ws_loader_opts lo;
 	double duration;   /* seconds; 0 = until SIGINT/SIGTERM */
@@ -97,6 +100,8 @@ struct ws_pipeline {
 	uint64_t round;
 	/* add to a CLOCK_MONOTONIC ns value to get unix ns */
 	int64_t mono_to_unix;
+	/* most live connections since memory was last given back */
+	uint64_t trim_mark;
 	struct ws_user_metrics m;
 };
 
