@@ -401,3 +401,121 @@ def tables_md(results):
                                                             rss["peak_vmhwm"] / 1024, rss["after"] / 1024))
     out.append("")
     return out
+
+
+# What churn_load's exchanges move (tests/reliability/churn_load.c).
+NATS_INFO = b'INFO {"server_id":"CHURN","version":"2.9.10","proto":1,"headers":true,"max_payload":1048576}\r\n'
+HTTP_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def _exchange_bytes(tag):
+    """Bytes one NATS and one HTTP connection move (both directions) with
+    one exchange tagged `tag`."""
+    nats = len(b"CONNECT {}\r\nPUB churn.%s 2\r\nhi\r\nPING\r\n" % tag) + len(NATS_INFO) + len(b"PONG\r\n")
+    http = len(b"GET /churn-%s HTTP/1.1\r\nHost: churn\r\n\r\n" % tag) + len(HTTP_OK)
+    return nats, http
+
+
+def capture_rate(rate=5000, seconds=60.0, workers=4, settle=6.0):
+    """`rate` new connections a second for `seconds` under `wirespan capture
+    --summary`: an open and a close line for each of the 2 ends of every
+    connection, their bytes (captured + gap) summing to exactly what the
+    exchanges moved, the capture's connection table and the conns map back
+    at baseline."""
+    check(CHURN.exists(), "%s does not exist (run make)", CHURN)
+    from harness import Capture
+
+    with Env("churn-capture") as env:
+        pn, ph = free_port(), free_port()
+        server = start_peer(env, [CHURN, "serve", "--nats-port", pn, "--http-port", ph], "churn-serve", ready=True)
+        cap = Capture(env, ["--summary", "--port", pn, "--port", ph])
+        m0 = cap.metrics_now(20)
+        check(m0 is not None, "capture did not answer SIGUSR1")
+        rss0 = _rss_kib(cap.proc.pid)
+        r = _run_load(env, ["rate", "--nats-port", pn, "--http-port", ph, "--rate", rate, "--seconds", seconds,
+                            "--workers", workers], "churn-rate", seconds * 4 + 60)
+        _, hwm = _proc_stat(cap.proc.pid)
+        stop_process(server)
+        time.sleep(settle)
+        m1 = cap.metrics_now(20)
+        check(m1 is not None, "capture did not answer SIGUSR1")
+        rss1 = _rss_kib(cap.proc.pid)
+        cap.proc.send_signal(signal.SIGINT)
+        rc = cap.proc.wait(60)
+        cap._reader.join(5)
+        check(rc == 0, "capture exited %s: %s", rc, cap.stderr_tail())
+        m2 = find_metrics(cap.stderr_lines)
+        opens = closes = 0
+        moved = {"egress": 0, "ingress": 0}
+        captured = gap = 0
+        with open(cap.out_path, "rb") as f:
+            for raw in f:
+                if b'"type":"open"' in raw:
+                    opens += 1
+                elif b'"type":"close"' in raw:
+                    closes += 1
+                    c = json.loads(raw)
+                    for d in moved:
+                        moved[d] += c[d]["bytes"]
+                        captured += c[d]["captured"]
+                        gap += c[d]["gap"]
+    nb, hb = _exchange_bytes(b"rate")
+    seen = 2 * (r["nats_ok"] * nb + r["http_ok"] * hb)  # each byte leaves one end and reaches the other
+    conns = r["conns_ok"]
+    lost = {"kernel." + c: _delta(m2, m0, ("kernel", c)) for c in KERNEL_LOSS}
+    lost = {k: v for k, v in lost.items() if v}
+    gaps = {k: v for k, v in m2["user"]["gap_bytes"].items() if v}
+    base = {"map.conns": m0["maps"]["conns"]["entries"], "conns.live": m0["user"]["conns"]["live"]}
+    after = {"map.conns": m1["maps"]["conns"]["entries"], "conns.live": m1["user"]["conns"]["live"]}
+    report = {
+        "test": "churn_capture",
+        "load": r,
+        "operations": conns,
+        "conn_ends_seen": 2 * conns,
+        "opens": opens,
+        "closes": closes,
+        "conn_counted": sum(lost.values()),
+        "seen": seen,
+        "moved": moved,
+        "out": captured,
+        "gap": gap,
+        "drops": dict(lost, **{"user.gap_bytes." + k: v for k, v in gaps.items()}),
+        "unaccounted": seen - captured - gap,
+        "spans_out": None,
+        "baseline": base,
+        "peak_conns_live": m2["user"]["conns"]["peak"],
+        "after": after,
+        "rss_kib": {"baseline": rss0, "peak_vmhwm": hwm, "after": rss1},
+        "loadavg_end": round(os.getloadavg()[0], 2),
+    }
+    log("churn capture: %s", json.dumps(report))
+    problems = []
+    if report["unaccounted"]:
+        problems.append("%d bytes unaccounted (moved %d, captured %d, gap %d)" % (report["unaccounted"], seen, captured, gap))
+    if moved["egress"] != moved["ingress"] or moved["egress"] * 2 != seen:
+        problems.append("close lines count %s bytes, the exchanges moved %d each way" % (moved, seen // 2))
+    if 2 * conns - closes - report["conn_counted"] or opens != closes:
+        problems.append("%d connection ends, %d opens, %d closes, %d counted losses" % (2 * conns, opens, closes, report["conn_counted"]))
+    if after["conns.live"] != base["conns.live"] or after["map.conns"] > base["map.conns"] + 1024:
+        problems.append("not back at baseline: %s -> %s" % (base, after))
+    if rss1 - rss0 > RSS_KEPT_KIB:
+        problems.append("capture RSS stayed %d KiB above its baseline (%d -> %d -> %d)" % (rss1 - rss0, rss0, hwm, rss1))
+    check(not problems, "%s\n(report %s)", "\n".join(problems), json.dumps(report))
+    return report
+
+
+def capture_table_md(results):
+    """Markdown table of capture_rate runs for docs/RELIABILITY.md."""
+    if not results:
+        return []
+    out = ["| run | load achieved | conn ends / opens / closes | bytes moved (both ways) / captured / gap | unaccounted | loss counters | conns.live, map.conns: baseline → after | capture RSS baseline / VmHWM / after |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        p = r["report"]
+        out.append("| %s | %.0f conns/s over %.1f s | %d / %d / %d | %d / %d / %d | %d | %s | %d → %d, %d → %d | %.1f / %.1f / %.1f MiB |" % (
+            r["name"], p["load"]["rate"], p["load"]["seconds"], p["conn_ends_seen"], p["opens"], p["closes"], p["seen"], p["out"],
+            p["gap"], p["unaccounted"], ", ".join("%s %s" % kv for kv in sorted(p["drops"].items())) or "none",
+            p["baseline"]["conns.live"], p["after"]["conns.live"], p["baseline"]["map.conns"], p["after"]["map.conns"],
+            p["rss_kib"]["baseline"] / 1024, p["rss_kib"]["peak_vmhwm"] / 1024, p["rss_kib"]["after"] / 1024))
+    out.append("")
+    return out

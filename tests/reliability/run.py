@@ -41,6 +41,7 @@ LONG = [
     ("churn: 10k concurrent", reliability_churn.concurrent, dict(conns=10000)),
     ("churn: 5k new/s for 60 s", reliability_churn.new_conns, dict(rate=5000, seconds=60)),
     ("churn: 1k exec/s for 60 s", reliability_churn.exec_churn, dict(rate=1000, seconds=60)),
+    ("churn: capture, 5k new/s for 60 s", reliability_churn.capture_rate, dict(rate=5000, seconds=60)),
 ]
 QUICK = [
     ("saturation stop 2 s", reliability.saturation, dict(stop_seconds=2.0, before=0.5, after=1.0)),
@@ -94,6 +95,7 @@ def tables(results):
             out.append("| %s | %d | %s | %s | %s |" % (row["removed"], row["exit"], row["named"], row["ready"], row["doctor_fail"]))
         out.append("")
     out += reliability_churn.tables_md([r for r in results if r["report"] and r["report"]["test"] == "churn"])
+    out += reliability_churn.capture_table_md([r for r in results if r["report"] and r["report"]["test"] == "churn_capture"])
     return "\n".join(out)
 
 
