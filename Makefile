@@ -44,7 +44,7 @@ HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto
 
 .PHONY: all deps test unit-test integration-test check format lint clean vmlinux run demo bench bench-replay bench-nats reliability fuzz help install uninstall dist
 
-all: $(OUT)/wirespan $(UNIT_BINS) $(OUT)/bench_agent_replay $(OUT)/bench/nats_lat
+all: $(OUT)/wirespan $(UNIT_BINS) $(OUT)/bench_agent_replay $(OUT)/bench/nats_lat $(OUT)/churn_load
 
 $(OUT) $(OUT)/tests:
 	$(Q)mkdir -p $@
@@ -99,11 +99,11 @@ test: all
 	$(Q)bash tests/run-all.sh
 
 format:
-	$(Q)clang-format -i $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] agent/export/*.[ch] bpf/*.c bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/fuzz/*.c))
+	$(Q)clang-format -i $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] agent/export/*.[ch] bpf/*.c bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/reliability/*.c tests/fuzz/*.c))
 
 lint: all
 	$(call msg,FORMAT,check)
-	$(Q)clang-format --dry-run --Werror $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] agent/export/*.[ch] bpf/*.c bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/fuzz/*.c))
+	$(Q)clang-format --dry-run --Werror $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] agent/export/*.[ch] bpf/*.c bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/reliability/*.c tests/fuzz/*.c))
 	$(call msg,CPPCHECK,agent)
 	$(Q)cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,portability,performance \
 	    --suppress=missingIncludeSystem --inline-suppr --include=.ci/cppcheck-macros.h \
@@ -127,6 +127,12 @@ bench: all bench-replay
 # the same scenarios are in `make test` (tests/integration/test_reliability.py).
 reliability: all
 	$(Q)python3 tests/reliability/run.py $(RELIABILITY_ARGS)
+
+# Connection and process churn load (tests/integration/reliability_churn.py):
+# static, so that exec'ing it 1000 times a second stays cheap.
+$(OUT)/churn_load: tests/reliability/churn_load.c | $(OUT)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -static $< -o $@
 
 # ---- install, uninstall, dist ----
 PREFIX     ?= /usr/local

@@ -31,6 +31,8 @@
 
 /* --output stdout: spans per OTLP/JSON line at most. */
 #define STDOUT_BATCH 64
+/* How often cached identities and peers of gone processes are swept. */
+#define ENRICH_SWEEP_NS (5ull * 1000000000ull)
 
 struct agent {
 	struct ws_pipeline *p;
@@ -46,7 +48,8 @@ struct agent {
 	/* what the span bounds cut, summed over every span handed on: the
 	 * per-span counts also travel in OTLP's dropped_* fields */
 	uint64_t attrs_dropped, attrs_cut, links_dropped, events_dropped;
-	uint64_t last_ts; /* unix ns of the last record seen */
+	uint64_t last_ts;    /* unix ns of the last record seen */
+	uint64_t next_sweep; /* CLOCK_MONOTONIC ns of the next enrich sweep */
 	uint64_t reloads, reload_errors;
 };
 
@@ -98,6 +101,8 @@ static bool open_http(struct agent *ag, struct ws_conn *c)
 	info.resource = ws_enrich_resource(&ag->en, c);
 	pc->app = ws_http_conn_new(ag->http, &info);
 	ws_resource_put(info.resource);
+	if (!pc->app) /* no close follows: undo the open's note */
+		ws_enrich_conn_closed(&ag->en, c);
 	return pc->app != NULL;
 }
 
@@ -187,6 +192,8 @@ static bool on_open(void *ctx, struct ws_conn *c)
 	pc->app = ws_nats_conn_new(ag->nats, &info);
 	ws_resource_put(info.resource);
 	ws_resource_put(info.peer);
+	if (!pc->app) /* no close follows: undo the open's note */
+		ws_enrich_conn_closed(&ag->en, c);
 	return pc->app != NULL;
 }
 
@@ -230,8 +237,14 @@ static void on_close(void *ctx, struct ws_conn *c, const uint64_t *final,
 	else
 		ws_nats_conn_close(pc->app, rec_ts(ag));
 	pc->app = NULL;
-	if (why == WS_CLOSE_EXITED)
-		ws_identity_forget(ag->ids, c->id.tgid);
+	ws_enrich_conn_closed(&ag->en, c);
+}
+
+static void on_proc_exit(void *ctx, uint32_t tgid)
+{
+	struct agent *ag = ctx;
+
+	ws_enrich_proc_exit(&ag->en, tgid);
 }
 
 static void on_tick(void *ctx, uint64_t now_ns)
@@ -241,6 +254,10 @@ static void on_tick(void *ctx, uint64_t now_ns)
 	ws_nats_spans_tick(ag->nats, ws_pipeline_unix_ns(ag->p, now_ns));
 	ws_http_spans_tick(ag->http, ws_pipeline_unix_ns(ag->p, now_ns));
 	ag->sink.ops->tick(ag->sink.impl, now_ns);
+	if (now_ns >= ag->next_sweep) {
+		ws_enrich_sweep(&ag->en);
+		ag->next_sweep = now_ns + ENRICH_SWEEP_NS;
+	}
 }
 
 /* The "http" object of agent_metrics: every counter of the HTTP spans. */
@@ -470,6 +487,7 @@ int cmd_agent(int argc, char **argv)
 		.data = on_data,
 		.gap = on_gap,
 		.close = on_close,
+		.proc_exit = on_proc_exit,
 		.tick = on_tick,
 		.ready = on_ready,
 		.dump = on_dump,

@@ -163,6 +163,21 @@ struct ws_resource *ws_enrich_peer(struct ws_enrich *en,
 				       (uint64_t)ts.tv_nsec);
 }
 
+void ws_enrich_conn_closed(struct ws_enrich *en, const struct ws_conn *c)
+{
+	ws_peers_forget(en->peers, &c->tuple);
+}
+
+void ws_enrich_proc_exit(struct ws_enrich *en, uint32_t tgid)
+{
+	ws_identity_forget(en->ids, tgid);
+}
+
+size_t ws_enrich_sweep(struct ws_enrich *en)
+{
+	return ws_identity_sweep(en->ids) + ws_peers_sweep(en->peers);
+}
+
 void ws_enrich_metrics(struct ws_enrich *en, struct ws_jsonw *w)
 {
 	struct ws_identity_stats is;
@@ -183,6 +198,8 @@ void ws_enrich_metrics(struct ws_enrich *en, struct ws_jsonw *w)
 	jw_u64(w, "cgroup_by_id", is.cgroup_by_id);
 	jw_u64(w, "cgroup_by_proc", is.cgroup_by_proc);
 	jw_u64(w, "variants_dropped", is.variants_dropped);
+	jw_u64(w, "forgotten", is.forgotten);
+	jw_u64(w, "swept", is.swept);
 	jw_u64(w, "cached", is.cached);
 	jw_obj_close(w);
 	if (en->k8s) {
@@ -234,5 +251,9 @@ void ws_enrich_metrics(struct ws_enrich *en, struct ws_jsonw *w)
 	jw_u64(w, "remote", ps.remote);
 	jw_u64(w, "scan_limited", ps.scan_limited);
 	jw_u64(w, "evicted", ps.evicted);
+	jw_u64(w, "forgotten", ps.forgotten);
+	jw_u64(w, "swept", ps.swept);
+	jw_u64(w, "endpoints", ps.endpoints);
+	jw_u64(w, "pending_now", ps.pending_now);
 	jw_obj_close(w);
 }

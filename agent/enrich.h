@@ -61,6 +61,14 @@ struct ws_resource *ws_enrich_resource(struct ws_enrich *en,
 struct ws_resource *ws_enrich_peer(struct ws_enrich *en,
 				   const struct ws_conn *c);
 
+/* Connection c, whose resource ws_enrich_resource gave, closed. */
+void ws_enrich_conn_closed(struct ws_enrich *en, const struct ws_conn *c);
+/* Process tgid exited: forget its identity. */
+void ws_enrich_proc_exit(struct ws_enrich *en, uint32_t tgid);
+/* Drop what belongs to processes gone without an exit record (call every
+ * few seconds: O(cached)). Returns how many entries went. */
+size_t ws_enrich_sweep(struct ws_enrich *en);
+
 /* "identity", "k8s" and "peers" objects of agent_metrics. */
 void ws_enrich_metrics(struct ws_enrich *en, struct ws_jsonw *w);
 

@@ -562,8 +562,33 @@ void ws_identity_forget(struct ws_identity *id, uint32_t tgid)
 	struct proc_entry *e;
 
 	HASH_FIND(hh, id->by_tgid, &tgid, sizeof(tgid), e);
-	if (e)
+	if (e) {
 		entry_free(id, e);
+		id->stats.forgotten++;
+	}
+}
+
+bool ws_proc_gone(const char *proc_root, uint32_t tgid)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%u", proc_root, tgid);
+	return access(path, F_OK) && errno == ENOENT;
+}
+
+size_t ws_identity_sweep(struct ws_identity *id)
+{
+	struct proc_entry *e, *tmp;
+	size_t n = 0;
+
+	HASH_ITER (hh, id->by_tgid, e, tmp) {
+		if (ws_proc_gone(id->proc_root, e->tgid)) {
+			entry_free(id, e);
+			n++;
+		}
+	}
+	id->stats.swept += n;
+	return n;
 }
 
 void ws_identity_stats(const struct ws_identity *id,

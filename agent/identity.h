@@ -17,6 +17,7 @@
 #ifndef WIRESPAN_IDENTITY_H
 #define WIRESPAN_IDENTITY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,8 @@ struct ws_identity_stats {
 	uint64_t cgroup_by_id;	   /* cgroup path from the cgroup id */
 	uint64_t cgroup_by_proc;   /* cgroup path from /proc/<pid>/cgroup */
 	uint64_t variants_dropped; /* port variants over the bound */
+	uint64_t forgotten;	   /* entries dropped: the process exited */
+	uint64_t swept;		   /* dropped: gone, its exit not seen */
 	uint64_t cached;	   /* processes in the cache now */
 };
 
@@ -87,6 +90,11 @@ struct ws_resource *ws_identity_resource(struct ws_identity *id, uint32_t tgid,
 					 const char *comm);
 /* Forget a process (it exited). */
 void ws_identity_forget(struct ws_identity *id, uint32_t tgid);
+/* Is process tgid gone from proc_root ("/proc")? Not on other errors. */
+bool ws_proc_gone(const char *proc_root, uint32_t tgid);
+/* Forget every process that is gone from /proc (its exit record was lost).
+ * O(cached); returns how many were dropped. */
+size_t ws_identity_sweep(struct ws_identity *id);
 /*
  * Render a NUL-separated argv as one line with secrets replaced by
  * REDACTED: the value after a flag naming a secret (--pass X, --token=X,

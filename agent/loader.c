@@ -35,6 +35,7 @@ struct ws_loader {
 	unsigned n_links;
 	int ncpus;
 	bool task_storage;
+	uint64_t listen_full; /* listening ports the loader could not add */
 };
 
 static int libbpf_print(enum libbpf_print_level level, const char *fmt,
@@ -150,7 +151,8 @@ static void load_listen_ports(struct ws_loader *l)
 			if (state == 0x0A) {
 				__u16 p = port;
 
-				bpf_map_update_elem(fd, &p, &one, BPF_ANY);
+				if (bpf_map_update_elem(fd, &p, &one, BPF_ANY))
+					l->listen_full++;
 			}
 		}
 		fclose(f);
@@ -330,7 +332,60 @@ int ws_loader_counters(const struct ws_loader *l, uint64_t out[WS_C_MAX])
 			for (k = 0; k < WS_C_MAX; k++)
 				out[k] += vals[c].v[k];
 	free(vals);
+	out[WS_C_LISTEN_MAP_FULL] += l->listen_full;
 	return 0;
+}
+
+int ws_loader_take_conn(struct ws_loader *l, const struct ws_conn_id *id,
+			struct ws_conn_state *st)
+{
+	int fd = bpf_map__fd(l->skel->maps.conns);
+	struct ws_fd_key key = {.tgid = id->tgid, .fd = id->fd};
+
+	if (bpf_map_lookup_elem(fd, &key, st))
+		return -ENOENT;
+	if (st->id.gen != id->gen)
+		return -ESTALE; /* the fd's next connection: not ours */
+	bpf_map_delete_elem(fd, &key);
+	return 0;
+}
+
+/* Keys in use of a hash map, by walking them (no kernel-side count before
+ * bpf_map_sum_elem_count, which only iterators may call). */
+static uint32_t map_entries(const struct bpf_map *m)
+{
+	uint8_t key[64], next[64];
+	int fd = bpf_map__fd(m);
+	uint32_t n = 0;
+	void *prev = NULL;
+
+	if (fd < 0 || bpf_map__key_size(m) > sizeof(key))
+		return 0;
+	while (bpf_map_get_next_key(fd, prev, next) == 0) {
+		memcpy(key, next, bpf_map__key_size(m));
+		prev = key;
+		n++;
+	}
+	return n;
+}
+
+size_t ws_loader_map_usage(const struct ws_loader *l, struct ws_map_usage *out,
+			   size_t cap)
+{
+	const struct bpf_map *maps[] = {
+		l->skel->maps.conns,	    l->skel->maps.args,
+		l->skel->maps.listen_ports, l->skel->maps.filter_ports,
+		l->skel->maps.filter_pids,  l->skel->maps.filter_cgroups,
+	};
+	size_t i, n = 0;
+
+	for (i = 0; i < sizeof(maps) / sizeof(maps[0]) && n < cap; i++) {
+		out[n].name = bpf_map__name(maps[i]);
+		out[n].entries = map_entries(maps[i]);
+		out[n].max_entries = bpf_map__max_entries(maps[i]);
+		n++;
+	}
+	return n;
 }
 
 /* Walk the conns map, deleting entries for which pick() says so. Keys are
@@ -376,21 +431,9 @@ static int take_where(struct ws_loader *l, bool (*pick)(__u32 tgid, void *arg),
 	return removed;
 }
 
-static bool pick_tgid(__u32 tgid, void *arg)
-{
-	return tgid == *(__u32 *)arg;
-}
-
 static bool pick_dead(__u32 tgid, void *arg)
 {
 	return kill((pid_t)tgid, 0) != 0 && errno == ESRCH;
-}
-
-int ws_loader_take_tgid(struct ws_loader *l, uint32_t tgid,
-			void (*cb)(const struct ws_conn_state *st, void *ctx),
-			void *ctx)
-{
-	return take_where(l, pick_tgid, &tgid, cb, ctx);
 }
 
 int ws_loader_ignore_conn(struct ws_loader *l, const struct ws_conn_id *id)

@@ -51,11 +51,25 @@ unsigned ws_loader_attached(const struct ws_loader *l);
 /* Sum the per-CPU kernel counters into out[WS_C_MAX]. */
 int ws_loader_counters(const struct ws_loader *l, uint64_t out[WS_C_MAX]);
 
-/* Call cb for every kernel connection entry of tgid, then delete them.
- * Returns how many were removed. */
-int ws_loader_take_tgid(struct ws_loader *l, uint32_t tgid,
-			void (*cb)(const struct ws_conn_state *st, void *ctx),
-			void *ctx);
+/*
+ * The kernel entry of connection id (its final offsets, after its process
+ * exited), deleted. 0, -ENOENT (none) or -ESTALE (the fd's entry is a later
+ * connection's, left alone).
+ */
+int ws_loader_take_conn(struct ws_loader *l, const struct ws_conn_id *id,
+			struct ws_conn_state *st);
+
+/* How full a hash map of the capture is. */
+struct ws_map_usage {
+	const char *name;
+	uint32_t entries, max_entries;
+};
+
+/* Every hash map's entries in use (walked from userspace: O(entries)) and
+ * max_entries, into out[cap]. Returns how many maps were written. */
+size_t ws_loader_map_usage(const struct ws_loader *l, struct ws_map_usage *out,
+			   size_t cap);
+#define WS_LOADER_MAPS 6
 
 /* Delete kernel entries of processes that no longer exist (their exit record
  * was lost, or they were never streamed). Returns how many were removed. */

@@ -12,10 +12,12 @@ static const char *const type_names[WS_EV_TYPE_MAX] = {
 };
 
 void ws_metrics_print(FILE *f, const uint64_t kernel[WS_C_MAX],
+		      const struct ws_map_usage *maps, size_t n_maps,
 		      const struct ws_user_metrics *m,
 		      const struct ws_conn_table_stats *ct)
 {
 	struct ws_jsonw w;
+	size_t j;
 	int i;
 
 	jw_init(&w);
@@ -24,6 +26,14 @@ void ws_metrics_print(FILE *f, const uint64_t kernel[WS_C_MAX],
 	jw_obj_open(&w, "kernel");
 	for (i = 0; i < WS_C_MAX; i++)
 		jw_u64(&w, kernel_names[i], kernel ? kernel[i] : 0);
+	jw_obj_close(&w);
+	jw_obj_open(&w, "maps");
+	for (j = 0; j < n_maps; j++) {
+		jw_obj_open(&w, maps[j].name);
+		jw_u64(&w, "entries", maps[j].entries);
+		jw_u64(&w, "max_entries", maps[j].max_entries);
+		jw_obj_close(&w);
+	}
 	jw_obj_close(&w);
 	jw_obj_open(&w, "user");
 	jw_u64(&w, "records", m->records);

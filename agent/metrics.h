@@ -8,6 +8,7 @@
 
 #include "conn.h"
 #include "events.h"
+#include "loader.h"
 #include "proto/parser.h"
 #include "wirespan/abi.h"
 
@@ -36,8 +37,10 @@ struct ws_user_metrics {
 	uint64_t holes_released; /* holes declared lost after a poll round */
 };
 
-/* One JSON line {"type":"metrics","kernel":{...},"user":{...}} to f. */
+/* One JSON line {"type":"metrics","kernel":{...},"maps":{...},"user":{...}}
+ * to f; maps: the BPF hash maps' occupancy (n_maps of them, may be 0). */
 void ws_metrics_print(FILE *f, const uint64_t kernel[WS_C_MAX],
+		      const struct ws_map_usage *maps, size_t n_maps,
 		      const struct ws_user_metrics *m,
 		      const struct ws_conn_table_stats *ct);
 

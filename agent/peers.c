@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uthash.h>
@@ -20,6 +21,7 @@ struct endpoint {
 		uint16_t port;
 	} key;
 	uint32_t tgid;
+	unsigned refs; /* open connections noted with this endpoint */
 	UT_hash_handle hh;
 	struct endpoint *prev, *next; /* LRU */
 };
@@ -47,6 +49,7 @@ struct ws_peers {
 	size_t n_pend;
 	uint64_t scan_window_ns; /* start of the current second */
 	unsigned scans;		 /* in it */
+	uint64_t scan_ns;	 /* time spent scanning in it */
 	struct ws_peers_stats st;
 };
 
@@ -73,6 +76,14 @@ static void pending_free(struct ws_peers *p, struct pending *q)
 	p->n_pend--;
 }
 
+static void endpoint_free(struct ws_peers *p, struct endpoint *e)
+{
+	HASH_DEL(p->by_ep, e);
+	DL_DELETE(p->lru, e);
+	free(e);
+	p->n_ep--;
+}
+
 void ws_peers_free(struct ws_peers *p)
 {
 	struct endpoint *e, *tmp;
@@ -84,8 +95,7 @@ void ws_peers_free(struct ws_peers *p)
 		pending_free(p, q);
 	}
 	HASH_ITER (hh, p->by_ep, e, tmp) {
-		HASH_DEL(p->by_ep, e);
-		free(e);
+		endpoint_free(p, e);
 	}
 	free(p);
 }
@@ -111,16 +121,13 @@ void ws_peers_note(struct ws_peers *p, const struct ws_tuple *t, uint32_t tgid,
 	HASH_FIND(hh, p->by_ep, &k.key, sizeof(k.key), e);
 	if (e) {
 		e->tgid = tgid;
+		e->refs++;
 		DL_DELETE(p->lru, e);
 		DL_APPEND(p->lru, e);
 		return;
 	}
 	if (p->n_ep >= WS_PEERS_MAX_ENDPOINTS && p->lru) {
-		e = p->lru;
-		HASH_DEL(p->by_ep, e);
-		DL_DELETE(p->lru, e);
-		free(e);
-		p->n_ep--;
+		endpoint_free(p, p->lru);
 		p->st.evicted++;
 	}
 	e = calloc(1, sizeof(*e));
@@ -128,6 +135,7 @@ void ws_peers_note(struct ws_peers *p, const struct ws_tuple *t, uint32_t tgid,
 		return;
 	e->key = k.key;
 	e->tgid = tgid;
+	e->refs = 1;
 	HASH_ADD(hh, p->by_ep, key, sizeof(e->key), e);
 	DL_APPEND(p->lru, e);
 	p->n_ep++;
@@ -265,6 +273,14 @@ uint32_t ws_peers_inode_pid(const char *proc_root, uint64_t inode)
 	return pid;
 }
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static const char *pod_label(const void *ctx, const char *key)
 {
 	return ws_k8s_pod_label(ctx, key);
@@ -379,7 +395,7 @@ struct ws_resource *ws_peers_lookup(struct ws_peers *p,
 {
 	struct endpoint *e, k = {0};
 	struct ws_resource *r;
-	uint64_t ino;
+	uint64_t ino, t0;
 	uint32_t pid;
 
 	p->st.lookups++;
@@ -411,23 +427,70 @@ struct ws_resource *ws_peers_lookup(struct ws_peers *p,
 	if (now_ns - p->scan_window_ns >= 1000000000ull) {
 		p->scan_window_ns = now_ns;
 		p->scans = 0;
+		p->scan_ns = 0;
 	}
-	if (p->scans >= WS_PEERS_SCANS_PER_SEC) {
+	if (p->scans >= WS_PEERS_SCANS_PER_SEC ||
+	    p->scan_ns >= WS_PEERS_SCAN_BUDGET_NS) {
 		p->st.scan_limited++;
 		return pend(p, &k.key);
 	}
 	p->scans++;
+	t0 = mono_ns();
 	/* the other socket: local = our remote, remote = our local */
 	ino = ws_peers_socket_inode(p->proc_root, t->raddr, t->rport, t->laddr,
 				    t->lport);
 	pid = ino ? ws_peers_inode_pid(p->proc_root, ino) : 0;
+	p->scan_ns += mono_ns() - t0;
 	if (!pid)
 		return pend(p, &k.key);
 	p->st.scanned++;
 	return process_peer(p, pid);
 }
 
+void ws_peers_forget(struct ws_peers *p, const struct ws_tuple *t)
+{
+	struct endpoint *e, k = {0};
+	struct pending *q;
+
+	memcpy(k.key.addr, t->laddr, 16);
+	k.key.port = t->lport;
+	HASH_FIND(hh, p->by_ep, &k.key, sizeof(k.key), e);
+	if (e && !--e->refs) {
+		endpoint_free(p, e);
+		p->st.forgotten++;
+	}
+	memcpy(k.key.addr, t->raddr, 16);
+	k.key.port = t->rport;
+	HASH_FIND(hh, p->pend, &k.key, sizeof(k.key), q);
+	if (q && q->bag->refs == 1) /* only the table holds it */
+		pending_free(p, q);
+}
+
+size_t ws_peers_sweep(struct ws_peers *p)
+{
+	struct endpoint *e, *tmp;
+	struct pending *q, *qtmp;
+	size_t n = 0;
+
+	HASH_ITER (hh, p->by_ep, e, tmp) {
+		if (ws_proc_gone(p->proc_root, e->tgid)) {
+			endpoint_free(p, e);
+			n++;
+		}
+	}
+	HASH_ITER (hh, p->pend, q, qtmp) {
+		if (q->bag->refs == 1) {
+			pending_free(p, q);
+			n++;
+		}
+	}
+	p->st.swept += n;
+	return n;
+}
+
 void ws_peers_stats(const struct ws_peers *p, struct ws_peers_stats *out)
 {
 	*out = p->st;
+	out->endpoints = p->n_ep;
+	out->pending_now = p->n_pend;
 }

@@ -20,8 +20,13 @@
  * service.peer.name, which we do not emit yet); the rest are wirespan's.
  *
  * Bounded: WS_PEERS_MAX_ENDPOINTS learned endpoints and
- * WS_PEERS_MAX_PENDING waiting lookups (LRU, evictions counted) and at most WS_PEERS_SCANS_PER_SEC /proc scans per second (the
- * rest counted as scan_limited).
+ * WS_PEERS_MAX_PENDING waiting lookups (LRU, evictions counted) and at most
+ * WS_PEERS_SCANS_PER_SEC /proc scans and WS_PEERS_SCAN_BUDGET_NS of scanning
+ * per second (the rest counted as scan_limited): with many sockets one scan
+ * costs tens of ms (/proc/net/tcp walks every hash bucket of the table at
+ * each read), and 50 of them a second stalled the agent under connection
+ * churn (docs/RELIABILITY.md). Endpoints leave with the last connection
+ * that has them (ws_peers_forget) or their process (ws_peers_sweep).
  */
 #ifndef WIRESPAN_PEERS_H
 #define WIRESPAN_PEERS_H
@@ -36,6 +41,7 @@
 #define WS_PEERS_MAX_ENDPOINTS 16384
 #define WS_PEERS_SCANS_PER_SEC 50
 #define WS_PEERS_MAX_PENDING 4096
+#define WS_PEERS_SCAN_BUDGET_NS (20ull * 1000000ull)
 
 struct ws_peers_cfg {
 	const char *proc_root;		  /* "/proc" */
@@ -55,6 +61,10 @@ struct ws_peers_stats {
 	uint64_t remote;	  /* neither local nor a known pod */
 	uint64_t scan_limited;	  /* scans skipped: rate bound */
 	uint64_t evicted;	  /* learned endpoints evicted: table full */
+	uint64_t forgotten;	  /* endpoints whose last connection closed */
+	uint64_t swept;		  /* dropped by ws_peers_sweep */
+	uint64_t endpoints;	  /* learned endpoints now */
+	uint64_t pending_now;	  /* waiting lookups now */
 };
 
 struct ws_peers;
@@ -66,6 +76,13 @@ void ws_peers_free(struct ws_peers *p);
  * remember its local endpoint; fill the lookups that waited for it. */
 void ws_peers_note(struct ws_peers *p, const struct ws_tuple *t, uint32_t tgid,
 		   const struct ws_resource *res);
+/* A connection noted with ws_peers_note closed: its local endpoint goes with
+ * the last connection that has it, and a lookup for its remote endpoint that
+ * nobody holds any more is dropped. */
+void ws_peers_forget(struct ws_peers *p, const struct ws_tuple *t);
+/* Drop endpoints of processes gone from /proc and waiting lookups nobody
+ * holds (what ws_peers_forget missed: closes never seen). O(table). */
+size_t ws_peers_sweep(struct ws_peers *p);
 
 /*
  * The peer attributes of a connection (tuple as the capture gives it, seen

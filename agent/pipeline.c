@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,9 +152,21 @@ static void evict_cb(struct ws_conn *c, void *ctx)
 	conn_finish(ctx, c, NULL, WS_CLOSE_EVICTED);
 }
 
+/* c's process exited: its sockets closed without close(2). The kernel
+ * entry (looked up by its key, deleted) has the final offsets. */
 static void exited_cb(struct ws_conn *c, void *ctx)
 {
-	conn_finish(ctx, c, NULL, WS_CLOSE_EXITED);
+	struct ws_pipeline *p = ctx;
+	struct ws_conn_state st;
+	uint64_t final[2];
+
+	if (p->ld && !ws_loader_take_conn(p->ld, &c->id, &st)) {
+		final[0] = st.offset[0];
+		final[1] = st.offset[1];
+		conn_finish(p, c, final, WS_CLOSE_EXITED);
+		return;
+	}
+	conn_finish(p, c, NULL, WS_CLOSE_EXITED);
 }
 
 static void shutdown_cb(struct ws_conn *c, void *ctx)
@@ -282,13 +295,19 @@ static void kernel_entry_gone(const struct ws_conn_state *st, void *ctx)
 	ws_conn_table_remove(p->conns, c);
 }
 
+/*
+ * One lookup per connection we follow, not a walk of the whole kernel map per
+ * exit: that walk is one bpf(2) call per entry of every process, so 20 000
+ * entries (10 000 loopback connections) and 1 000 exits a second would be 20
+ * million calls a second. The process's other kernel entries (sockets never
+ * classified) go with the next sweep.
+ */
 static void handle_proc_exit(struct ws_pipeline *p, uint32_t tgid)
 {
-	if (p->ld) /* offline (replay) pipelines have no kernel side */
-		ws_loader_take_tgid(p->ld, tgid, kernel_entry_gone, p);
-	/* Anything left had no kernel entry any more: flush what we have. */
 	p->m.proc_exit_closed +=
 		ws_conn_table_remove_tgid(p->conns, tgid, exited_cb, p);
+	if (p->ops->proc_exit)
+		p->ops->proc_exit(p->ctx, tgid);
 }
 
 /*
@@ -311,6 +330,26 @@ static void release_holds(struct ws_pipeline *p)
 		p->cur = &pd->last;
 		ws_reasm_flush(&pd->pc->c->reasm[pd->dir], 0);
 		p->cur = NULL;
+	}
+}
+
+/*
+ * After a burst of connections has gone, hand the freed memory back: glibc
+ * keeps it in its arenas otherwise, and 20 000 connection ends (about 10 KiB
+ * each with their parsers) left the agent's RSS 190 MiB above its baseline
+ * for good (docs/RELIABILITY.md). Only when the table has shrunk to under
+ * half of its high mark since the last trim, so steady traffic pays nothing.
+ */
+static void trim_after_burst(struct ws_pipeline *p)
+{
+	struct ws_conn_table_stats ct;
+
+	ws_conn_table_stats(p->conns, &ct);
+	if (ct.live > p->trim_mark)
+		p->trim_mark = ct.live;
+	if (p->trim_mark >= WS_TRIM_MIN_CONNS && ct.live * 2 < p->trim_mark) {
+		malloc_trim(0);
+		p->trim_mark = ct.live;
 	}
 }
 
@@ -398,9 +437,13 @@ static void print_metrics(struct ws_pipeline *p, FILE *f)
 	uint64_t k[WS_C_MAX] = {0};
 	struct ws_conn_table_stats ct;
 
+	struct ws_map_usage maps[WS_LOADER_MAPS];
+	size_t n_maps;
+
 	ws_loader_counters(p->ld, k);
+	n_maps = ws_loader_map_usage(p->ld, maps, WS_LOADER_MAPS);
 	ws_conn_table_stats(p->conns, &ct);
-	ws_metrics_print(f, k, &p->m, &ct);
+	ws_metrics_print(f, k, maps, n_maps, &p->m, &ct);
 }
 
 int ws_pipeline_run(const struct ws_pipeline_opts *o,
@@ -492,6 +535,7 @@ int ws_pipeline_run(const struct ws_pipeline_opts *o,
 		if (now >= next_sweep) {
 			p.m.swept +=
 				ws_loader_sweep(p.ld, kernel_entry_gone, &p);
+			trim_after_burst(&p);
 			next_sweep = now + SWEEP_INTERVAL_NS;
 		}
 		if (deadline && now >= deadline)

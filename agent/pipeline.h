@@ -66,11 +66,17 @@ struct ws_pipeline_ops {
 	void (*tick)(void *ctx, uint64_t now_ns);
 	/* After the programs are attached, before any record. */
 	void (*ready)(void *ctx, struct ws_pipeline *p, unsigned programs);
+	/* Process tgid exited, after its connections were closed (may be
+	 * NULL): forget what is cached about it. */
+	void (*proc_exit)(void *ctx, uint32_t tgid);
 	/* SIGUSR1, after the pipeline's metrics line (may be NULL). */
 	void (*dump)(void *ctx);
 	/* SIGHUP (may be NULL: SIGHUP then keeps its default action). */
 	void (*reload)(void *ctx);
 };
+
+/* Connections a burst must reach before its end gives memory back. */
+#define WS_TRIM_MIN_CONNS 1024
 
 struct ws_pipeline_opts {
 	struct ws_loader_opts lo;
@@ -95,6 +101,8 @@ struct ws_pipeline {
 	uint64_t round;
 	/* add to a CLOCK_MONOTONIC ns value to get unix ns */
 	int64_t mono_to_unix;
+	/* most live connections since memory was last given back */
+	uint64_t trim_mark;
 	struct ws_user_metrics m;
 };
 

@@ -806,8 +806,8 @@ int tp_enter_listen(struct trace_event_raw_sys_enter *ctx)
 	if (!sk)
 		return 0;
 	port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (port)
-		bpf_map_update_elem(&listen_ports, &port, &one, BPF_ANY);
+	if (port && bpf_map_update_elem(&listen_ports, &port, &one, BPF_ANY))
+		count(WS_C_LISTEN_MAP_FULL, 1);
 	return 0;
 }
 

@@ -60,7 +60,8 @@ struct {
 } counters SEC(".maps");
 
 /* Local ports that have a listener: a pre-existing socket on one is a server.
- * Filled by the loader from /proc/net/tcp{,6} and by listen(). */
+ * Filled by the loader from /proc/net/tcp{,6} and by listen(); never emptied
+ * (a port that stops listening stays). Full -> WS_C_LISTEN_MAP_FULL. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, WS_MAX_LISTEN);

@@ -205,6 +205,7 @@ enum ws_counter {
 	WS_C_PROC_EXIT_LOST, /* process-exit records lost to a full ring buffer */
 	WS_C_OPEN_LOST,	     /* open records lost to a full ring buffer */
 	WS_C_CLOSE_LOST,     /* close records lost to a full ring buffer */
+	WS_C_LISTEN_MAP_FULL, /* listening ports not remembered: map full */
 	WS_C_MAX,
 };
 
@@ -216,6 +217,6 @@ enum ws_counter {
 		"conn_opened", "conn_closed", "classified_nats",            \
 		"classified_http", "classify_giveup", "unclassified_bytes", \
 		"filtered", "preexisting", "proc_exit_lost", "open_lost",   \
-		"close_lost"
+		"close_lost", "listen_map_full"
 
 #endif /* WIRESPAN_ABI_H */

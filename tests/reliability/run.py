@@ -3,7 +3,7 @@
 """`make reliability`: the long versions of the reliability suite (issue 9,
 docs/RELIABILITY.md) through the integration harness (tests/integration/).
 
-  run.py [--quick] [--out FILE]
+  run.py [--quick] [--only TEXT] [--out FILE]
 
 Runs ring-buffer saturation with several stop lengths, adversarial traffic
 repeated with more volume, and least privilege; prints one line per run
@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 import harness  # noqa: E402
 import reliability  # noqa: E402
+import reliability_churn  # noqa: E402
 
 LONG = [
     ("saturation stop 1 s", reliability.saturation, dict(stop_seconds=1.0, before=0.5, after=2.0)),
@@ -37,11 +38,16 @@ LONG = [
     ("saturation stop 2 s, 16 MiB ring (default)", reliability.saturation, dict(stop_seconds=2.0, before=0.5, after=2.0, ringbuf=1 << 24)),
     ("adversarial x20, 1 MiB random", reliability.adversarial, dict(rounds=20, random_kib=1024)),
     ("least privilege", reliability.least_privilege, {}),
+    ("churn: 10k concurrent", reliability_churn.concurrent, dict(conns=10000)),
+    ("churn: 5k new/s for 60 s", reliability_churn.new_conns, dict(rate=5000, seconds=60)),
+    ("churn: 1k exec/s for 60 s", reliability_churn.exec_churn, dict(rate=1000, seconds=60)),
+    ("churn: capture, 5k new/s for 60 s", reliability_churn.capture_rate, dict(rate=5000, seconds=60)),
 ]
 QUICK = [
     ("saturation stop 2 s", reliability.saturation, dict(stop_seconds=2.0, before=0.5, after=1.0)),
     ("adversarial x1", reliability.adversarial, dict(rounds=1, random_kib=64)),
     ("least privilege", reliability.least_privilege, {}),
+    ("churn: mixed, short", reliability_churn.mixed, {}),
 ]
 
 
@@ -88,6 +94,8 @@ def tables(results):
         for row in lp[0]["report"]["removals"]:
             out.append("| %s | %d | %s | %s | %s |" % (row["removed"], row["exit"], row["named"], row["ready"], row["doctor_fail"]))
         out.append("")
+    out += reliability_churn.tables_md([r for r in results if r["report"] and r["report"]["test"] == "churn"])
+    out += reliability_churn.capture_table_md([r for r in results if r["report"] and r["report"]["test"] == "churn_capture"])
     return "\n".join(out)
 
 
@@ -95,10 +103,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(harness.BUILD, "reliability", "results.json"))
+    ap.add_argument("--only", help="run only the runs whose name contains this")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
     harness.VERBOSE = a.verbose or harness.VERBOSE
-    runs = QUICK if a.quick else LONG
+    runs = [r for r in (QUICK if a.quick else LONG) if not a.only or a.only in r[0]]
     if os.geteuid() != 0:
         print("the reliability suite loads BPF programs: run it as root")
         print("0 passed, 0 failed, %d skipped" % len(runs))

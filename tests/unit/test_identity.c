@@ -4,8 +4,10 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -83,11 +85,58 @@ static void self_resource(void **state)
 	ws_identity_free(id);
 }
 
+/* Exited processes leave the cache: forgotten at their exit record, swept
+ * when it was lost; live ones stay. The cache returns to where it was. */
+static void exited_processes_leave(void **state)
+{
+	struct ws_identity *id = ws_identity_new("/proc");
+	struct ws_identity_stats st;
+	struct ws_resource *r;
+	uint32_t kids[3];
+	int i;
+
+	assert_non_null(id);
+	r = ws_identity_resource(id, (uint32_t)getpid(), "test");
+	ws_resource_put(r);
+	for (i = 0; i < 3; i++) {
+		pid_t pid = fork();
+
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			pause();
+			_exit(0);
+		}
+		kids[i] = (uint32_t)pid;
+		r = ws_identity_resource(id, kids[i], "kid");
+		assert_non_null(ws_attrs_get(&r->a, "process.executable.path"));
+		ws_resource_put(r);
+	}
+	ws_identity_stats(id, &st);
+	assert_int_equal(st.cached, 4);
+	/* all alive: the sweep keeps them */
+	assert_int_equal(ws_identity_sweep(id), 0);
+	for (i = 0; i < 3; i++) {
+		kill((pid_t)kids[i], SIGKILL);
+		waitpid((pid_t)kids[i], NULL, 0);
+	}
+	ws_identity_forget(id, kids[0]); /* its exit record came */
+	ws_identity_forget(id, kids[0]); /* twice: counted once */
+	ws_identity_stats(id, &st);
+	assert_int_equal(st.forgotten, 1);
+	assert_int_equal(st.cached, 3);
+	assert_int_equal(ws_identity_sweep(id), 2); /* theirs were lost */
+	ws_identity_stats(id, &st);
+	assert_int_equal(st.swept, 2);
+	assert_int_equal(st.cached, 1);
+	ws_identity_free(id);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(cmdline_secrets),
 		cmocka_unit_test(self_resource),
+		cmocka_unit_test(exited_processes_leave),
 	};
 
 	return cmocka_run_group_tests_name("identity", tests, NULL, NULL);
