@@ -1061,7 +1061,8 @@ static void on_request_head(struct side *sd, const struct ws_http_msg *m)
 		link_client(hc, x, m);
 	}
 	hop_match(hc, x, m, server);
-	ws_http_auth_apply(&b->cfg.auth, &m->headers, &s->a, &b->st.auth);
+	ws_http_auth_apply(&b->cfg.auth, &m->headers, x->start_ns, &s->a,
+			   &b->st.auth);
 	put_captured(b, s, m);
 	if (m->flags & WS_HTTP_F_RESYNC) {
 		b->st.resync++;
