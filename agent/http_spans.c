@@ -1415,6 +1415,13 @@ struct ws_http_spans *ws_http_spans_new(const struct ws_http_spans_cfg *cfg,
 	return b;
 }
 
+void ws_http_spans_set_verifier(struct ws_http_spans *b,
+				struct ws_jwt_verifier *v)
+{
+	if (b)
+		b->cfg.auth.jwt_verifier = v;
+}
+
 void ws_http_spans_tick(struct ws_http_spans *b, uint64_t now_ns)
 {
 	while (b->age && b->age->start_ns + b->cfg.request_timeout_ns < now_ns)

@@ -133,6 +133,9 @@ void ws_http_spans_end_all(struct ws_http_spans *b, uint64_t now_ns);
  * belong to the builder: export (or free) the spans it emitted before.
  */
 void ws_http_spans_free(struct ws_http_spans *b, uint64_t now_ns);
+/* Verify bearer JWTs with v from now on (NULL: no more); not owned. */
+void ws_http_spans_set_verifier(struct ws_http_spans *b,
+				struct ws_jwt_verifier *v);
 /* Time-outs: call regularly with the current unix time. */
 void ws_http_spans_tick(struct ws_http_spans *b, uint64_t now_ns);
 /* Counters; the parser ones include the connections still open. */
