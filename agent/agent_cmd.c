@@ -102,6 +102,7 @@ static bool open_http(struct agent *ag, struct ws_conn *c)
 	info.rport = c->tuple.rport;
 	/* gen: when the capture saw the connect or accept */
 	info.open_ns = ws_pipeline_unix_ns(ag->p, c->id.gen);
+	info.open_tid = c->open_tid;
 	info.resource = ws_enrich_resource(&ag->en, c);
 	pc->app = ws_http_conn_new(ag->http, &info);
 	ws_resource_put(info.resource);
@@ -254,6 +255,10 @@ static void put_http_metrics(struct ws_jsonw *w, struct agent *ag)
 	jw_u64(w, "link_thread", st->link_thread);
 	jw_u64(w, "link_heuristic", st->link_heuristic);
 	jw_u64(w, "link_none", st->link_none);
+	jw_u64(w, "link_thread_order", st->link_thread_order);
+	jw_u64(w, "link_dial", st->link_dial);
+	jw_u64(w, "link_queue", st->link_queue);
+	jw_u64(w, "link_ambiguous", st->link_ambiguous);
 	jw_u64(w, "link_candidates_cut", st->link_candidates_cut);
 	jw_u64(w, "traceparent_in", st->traceparent_in);
 	jw_u64(w, "bad_traceparent", st->bad_traceparent);

@@ -34,12 +34,18 @@ enum link_ev {
 	LINK_TRACEPARENT,
 	LINK_THREAD,
 	LINK_HEURISTIC,
+	LINK_THREAD_ORDER,
+	LINK_DIAL,
+	LINK_QUEUE,
+	LINK_AMBIGUOUS,
 };
 
-static const char *const link_ev_name[] = {"none", "traceparent", "thread",
-					   "heuristic"};
+static const char *const link_ev_name[] = {
+	"none",		"traceparent", "thread", "heuristic",
+	"thread_order", "dial",	       "queue",	 "ambiguous"};
 
 struct proc;
+struct thr;
 
 /* A request on a connection both of whose ends are on this host, as both
  * ends see it: the client's and the server's address, and the stream
@@ -76,10 +82,27 @@ struct xch {
 	struct hop_key hop;
 	bool in_hops;
 	bool ids_given; /* a NATS span took its ids as parent */
+	/* the inbound request its thread read last, with nothing else done
+	 * on that thread since: an upstream write there is for it */
+	struct thr *thr;
 	UT_hash_handle hh;
 	struct xch *prev, *next;   /* hc->fifo, oldest first */
 	struct xch *aprev, *anext; /* b->age: open spans, oldest first */
 	struct xch *pprev, *pnext; /* proc->open, oldest first */
+};
+
+/*
+ * A thread whose last HTTP event was reading an inbound request head: the
+ * next upstream request it writes serves that request (a thread per
+ * request, an event loop with a pooled upstream connection, Go's handler
+ * waking its connection's writeLoop on the same thread). Any other event
+ * on the thread ends it. Entries live only while x is that request, so
+ * there are at most as many as open inbound requests.
+ */
+struct thr {
+	uint32_t tid;
+	struct xch *x;
+	UT_hash_handle hh;
 };
 
 /* A process with open inbound requests or client connections. */
@@ -131,6 +154,7 @@ struct ws_http_spans {
 	struct proc *procs;
 	struct xch
 		*hops; /* by hop: exchanges whose other end is not seen yet */
+	struct thr *thrs; /* by tid: threads that just read a request */
 	/* "http.request.header.<name>" per capture header (NULL: refused) */
 	char *capture_keys[WS_AUTH_MAX_HEADERS];
 	/* parser counters of the open connections (for stats) */
@@ -378,6 +402,44 @@ static void client_idle(struct ws_http_conn *hc, bool idle)
 		hc->proc->idle--;
 }
 
+/* ---- threads that just read an inbound request ------------------------- */
+
+static void thr_drop(struct ws_http_spans *b, struct thr *t)
+{
+	t->x->thr = NULL;
+	HASH_DEL(b->thrs, t);
+	free(t);
+}
+
+static struct thr *thr_find(struct ws_http_spans *b, uint32_t tid)
+{
+	struct thr *t = NULL;
+
+	if (b->thrs)
+		HASH_FIND(hh, b->thrs, &tid, sizeof(tid), t);
+	return t;
+}
+
+/* Thread tid just read the head of inbound request x. */
+static void thr_read(struct ws_http_spans *b, uint32_t tid, struct xch *x)
+{
+	struct thr *t = thr_find(b, tid);
+
+	if (t) {
+		t->x->thr = NULL;
+	} else {
+		t = malloc(sizeof(*t));
+		if (!t) {
+			b->st.nomem++;
+			return;
+		}
+		t->tid = tid;
+		HASH_ADD(hh, b->thrs, tid, sizeof(t->tid), t);
+	}
+	t->x = x;
+	x->thr = t;
+}
+
 /* ---- ending exchanges --------------------------------------------------- */
 
 static void emit(struct ws_http_spans *b, struct ws_span *s)
@@ -401,6 +463,8 @@ static void xch_end_span(struct xch *x, uint64_t end_ns, enum end_why why)
 	struct ws_http_spans *b = x->hc->b;
 	struct ws_span *s = x->span;
 
+	if (x->thr)
+		thr_drop(b, x->thr);
 	if (!s)
 		return;
 	x->span = NULL;
@@ -435,6 +499,8 @@ static void xch_free(struct xch *x)
 
 	if (x->in_hops)
 		HASH_DEL(hc->b->hops, x);
+	if (x->thr)
+		thr_drop(hc->b, x->thr);
 	DL_DELETE(hc->fifo, x);
 	hc->n_fifo--;
 	for (d = 0; d < 2; d++)
@@ -710,14 +776,14 @@ static int similarity(const struct xch *c, const struct ws_http_msg *m,
 
 /* Rank of a candidate parent, compared field by field, biggest wins. */
 struct rank {
-	int64_t v[5];
+	int64_t v[6];
 };
 
 static int rank_cmp(const struct rank *a, const struct rank *b)
 {
 	int i;
 
-	for (i = 0; i < 5; i++)
+	for (i = 0; i < 6; i++)
 		if (a->v[i] != b->v[i])
 			return a->v[i] < b->v[i] ? -1 : 1;
 	return 0;
@@ -725,36 +791,54 @@ static int rank_cmp(const struct rank *a, const struct rank *b)
 
 /*
  * Rank a candidate parent c of the upstream call x: likeness first, then
- * not linked yet. A fresh connection (made at connect_ns) was made for the
- * newest request read before it (by the same thread first). On a reused
- * connection, a request read while the process had an idle upstream
- * connection was sent at once (the newest, by the same thread first); one
- * read while none was idle queued for a connection, and queues are served
- * oldest first.
+ * not linked yet, then the pick of the order rules (link_upstream), then
+ * timing as before the order rules: a fresh connection (made at
+ * connect_ns) was made for the newest request read before it; on a reused
+ * connection a request read while the process had an idle upstream
+ * connection was sent at once (the newest, by the same thread first), one
+ * read while none was idle queued, and queues are served oldest first.
  */
 static void rank_candidate(const struct xch *c, const struct xch *x,
-			   const struct ws_http_msg *m,
-			   const struct ws_http_str *rid,
-			   struct ws_http_str xff, uint64_t connect_ns,
-			   struct rank *r)
+			   int64_t likeness, const struct xch *pick,
+			   uint64_t connect_ns, struct rank *r)
 {
 	bool at_once = connect_ns ? c->head_ns <= connect_ns : c->idle_at_read;
 
-	r->v[0] = similarity(c, m, rid, xff);
+	r->v[0] = likeness;
 	r->v[1] = c->children == 0;
-	r->v[2] = at_once;
-	r->v[3] = at_once && c->tid == x->tid;
-	r->v[4] = at_once ? (int64_t)c->head_ns : -(int64_t)c->head_ns;
+	r->v[2] = c == pick;
+	r->v[3] = at_once;
+	r->v[4] = at_once && c->tid == x->tid;
+	r->v[5] = at_once ? (int64_t)c->head_ns : -(int64_t)c->head_ns;
+}
+
+/* The open inbound requests of p that may be the parent of x. */
+static bool is_candidate(const struct xch *c, const struct xch *x, int n_tp,
+			 const uint8_t trace[16])
+{
+	return c->head_ns <= x->start_ns && c->span &&
+	       (!n_tp || in_trace(c, trace));
 }
 
 /*
  * Find the inbound request of this process that an upstream call serves.
- * Candidates: open inbound requests read before the call began (before its
- * connection was made, for the first call on a fresh connection: an event
- * loop connects from the handler and writes once the socket is writable).
- * If the call carries a traceparent whose trace some candidates continue,
- * only those. Ranked by likeness (X-Request-Id, method, path), not linked
- * yet, read by the calling thread, newest.
+ * Candidates: open inbound requests read before the call began. If the
+ * call carries a traceparent whose trace some candidates continue, only
+ * those. Ranked by likeness (X-Request-Id, the gateway's X-Forwarded-For
+ * entry, method, path), then not linked yet, then by the order rules:
+ *   thread_order  the request the calling thread read last, with no other
+ *                 HTTP event on that thread since (struct thr)
+ *   dial          the first request on a fresh connection: the request
+ *                 the connecting thread read last before the connect, if
+ *                 not linked yet (an event loop connects from the
+ *                 handler; Go's dialing goroutine runs on the thread of
+ *                 the handler that asked for it)
+ *   queue         otherwise the oldest request not linked yet, when it is
+ *                 the only one waiting (read, and its thread moved on);
+ *                 with more waiting the pick is the oldest (Go's
+ *                 transport serves waiters oldest first) but "ambiguous"
+ * A link that likeness does not decide and no order rule picks is
+ * "ambiguous".
  */
 static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 				  const struct ws_http_msg *m, struct xch **out)
@@ -766,11 +850,13 @@ static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 	uint8_t trace[16], span[8], fl;
 	bool have_tp =
 		parse_traceparent(hdr(m, "traceparent"), trace, span, &fl);
-	uint64_t ref = x->start_ns;
-	struct xch *c, *best = NULL;
+	struct thr *t = thr_find(b, x->tid);
+	struct xch *c, *best = NULL, *pick = NULL, *dial = NULL, *oldest = NULL;
 	struct rank r, best_r = {{0}};
-	unsigned seen = 0, n_tp = 0, n_thread = 0;
-	bool fresh;
+	unsigned seen = 0, n_tp = 0, n_thread = 0, n_top = 0, n_wait = 0;
+	enum link_ev pick_ev = LINK_AMBIGUOUS;
+	int64_t like, top = -1, low = INT64_MAX;
+	uint64_t connect_ns = 0;
 
 	*out = NULL;
 	if (!p)
@@ -778,27 +864,64 @@ static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 	if (have_tp) {
 		DL_FOREACH2(p->open, c, pnext)
 		{
-			n_tp += in_trace(c, trace) && c->head_ns <= ref;
+			n_tp += in_trace(c, trace) && c->head_ns <= x->start_ns;
 		}
 	}
 	if (!n_tp && !b->cfg.link_heuristic)
 		return LINK_NONE;
-	fresh = n_tp != 1 && hc->requests == 1 && hc->info.open_ns &&
-		!hc->info.preexisting && hc->info.open_ns < ref;
-	if (fresh)
-		ref = hc->info.open_ns;
+	if (n_tp != 1 && hc->requests == 1 && hc->info.open_ns &&
+	    !hc->info.preexisting && hc->info.open_ns < x->start_ns)
+		connect_ns = hc->info.open_ns;
+	/* the order rules' picks: oldest first */
+	DL_FOREACH2(p->open, c, pnext)
+	{
+		if (!is_candidate(c, x, n_tp, trace))
+			continue;
+		/* the request read last before the connect, by the
+		 * connecting thread when known */
+		if (connect_ns && c->head_ns <= connect_ns &&
+		    (!hc->info.open_tid || c->tid == hc->info.open_tid))
+			dial = c;
+		if (c->children)
+			continue;
+		if (!oldest)
+			oldest = c;
+		n_wait += !c->thr;
+	}
+	if (dial && !dial->children) {
+		/* first, so that an event loop's request read after the
+		 * connect (no HTTP event in between) is not taken */
+		pick = dial;
+		pick_ev = LINK_DIAL;
+	} else if (t && t->x->proc == p && is_candidate(t->x, x, n_tp, trace)) {
+		pick = t->x;
+		pick_ev = LINK_THREAD_ORDER;
+	} else if (oldest && n_wait == 1) {
+		pick = oldest;
+		pick_ev = LINK_QUEUE;
+	}
+	/* else the timing ranks decide, and the link is ambiguous */
 	/* newest first: the list is oldest first */
 	for (c = p->open ? p->open->pprev : NULL; c;
 	     c = c == p->open ? NULL : c->pprev) {
-		if (c->head_ns > x->start_ns || !c->span ||
-		    (n_tp && !in_trace(c, trace)))
+		if (!is_candidate(c, x, n_tp, trace))
 			continue;
 		if (++seen > b->cfg.max_link_candidates) {
 			b->st.link_candidates_cut++;
 			break;
 		}
 		n_thread += c->tid == x->tid;
-		rank_candidate(c, x, m, rid, xff, fresh ? ref : 0, &r);
+		like = similarity(c, m, rid, xff);
+		if (like < low)
+			low = like;
+		if (!c->children) {
+			if (like > top) {
+				top = like;
+				n_top = 0;
+			}
+			n_top += like == top;
+		}
+		rank_candidate(c, x, like, pick, connect_ns, &r);
 		if (!best || rank_cmp(&r, &best_r) > 0) {
 			best = c;
 			best_r = r;
@@ -809,10 +932,17 @@ static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 	*out = best;
 	if (n_tp == 1)
 		return LINK_TRACEPARENT;
+	/* the only open request, or likeness decides: one request not linked
+	 * yet is more alike than others */
+	if (seen == 1 ||
+	    (n_top == 1 && top > low && best_r.v[1] && best_r.v[0] == top))
+		return LINK_HEURISTIC;
 	/* the one request this thread has open: thread per request */
 	if (best->tid == x->tid && n_thread == 1)
 		return LINK_THREAD;
-	return LINK_HEURISTIC;
+	if (best == pick)
+		return pick_ev;
+	return LINK_AMBIGUOUS;
 }
 
 static void link_client(struct ws_http_conn *hc, struct xch *x,
@@ -825,6 +955,11 @@ static void link_client(struct ws_http_conn *hc, struct xch *x,
 		parse_traceparent(hdr(m, "traceparent"), trace, span, &fl);
 	struct xch *parent;
 	enum link_ev ev = link_upstream(hc, x, m, &parent);
+	struct thr *t = thr_find(b, x->tid);
+
+	/* the calling thread has done something else since its read */
+	if (t)
+		thr_drop(b, t);
 
 	switch (ev) {
 	case LINK_TRACEPARENT:
@@ -835,6 +970,18 @@ static void link_client(struct ws_http_conn *hc, struct xch *x,
 		break;
 	case LINK_HEURISTIC:
 		b->st.link_heuristic++;
+		break;
+	case LINK_THREAD_ORDER:
+		b->st.link_thread_order++;
+		break;
+	case LINK_DIAL:
+		b->st.link_dial++;
+		break;
+	case LINK_QUEUE:
+		b->st.link_queue++;
+		break;
+	case LINK_AMBIGUOUS:
+		b->st.link_ambiguous++;
 		break;
 	case LINK_NONE:
 		b->st.link_none++;
@@ -1044,6 +1191,7 @@ static void on_request_head(struct side *sd, const struct ws_http_msg *m)
 			x->proc = p;
 			x->idle_at_read = p->idle;
 		}
+		thr_read(b, sd->tid, x);
 	} else {
 		const struct ws_http_str *host = hdr(m, "Host");
 
@@ -1291,6 +1439,15 @@ int ws_http_conn_feed(struct ws_http_conn *hc, uint8_t dir, const uint8_t *buf,
 	if (!hc->roles_known && roles_init(hc, dir, buf, len))
 		return -ENOMEM;
 	sd = &hc->side[dir];
+	/* any other event on a thread ends its "just read a request" (an
+	 * upstream request write is judged by link_client; the request's own
+	 * body is part of the read) */
+	if (hc->b->thrs && !(hc->info.role == WS_ROLE_CLIENT && sd->requests)) {
+		struct thr *t = thr_find(hc->b, tid);
+
+		if (t && t->x->hc != hc)
+			thr_drop(hc->b, t);
+	}
 	sd->tid = tid;
 	sd->feed_ts = ts_ns;
 	sd->feed_base = sd->off;

@@ -106,8 +106,9 @@ static void restart(void)
 	start(&fx.cfg);
 }
 
-static struct ws_http_conn *conn_at(uint32_t tgid, uint8_t role, uint16_t port,
-				    uint64_t open_ns)
+/* Made at open_ns by thread tid. */
+static struct ws_http_conn *conn_by(uint32_t tgid, uint8_t role, uint16_t port,
+				    uint64_t open_ns, uint32_t tid)
 {
 	struct ws_http_conn_info in = {.tgid = tgid, .fd = 5, .role = role};
 
@@ -116,8 +117,15 @@ static struct ws_http_conn *conn_at(uint32_t tgid, uint8_t role, uint16_t port,
 	in.lport = role == WS_ROLE_SERVER ? 8080 : port;
 	in.rport = role == WS_ROLE_SERVER ? port : 9000;
 	in.open_ns = open_ns;
+	in.open_tid = tid;
 	in.resource = fx.res;
 	return ws_http_conn_new(fx.b, &in);
+}
+
+static struct ws_http_conn *conn_at(uint32_t tgid, uint8_t role, uint16_t port,
+				    uint64_t open_ns)
+{
+	return conn_by(tgid, role, port, open_ns, 0);
 }
 
 static struct ws_http_conn *conn(uint32_t tgid, uint8_t role, uint16_t port)
@@ -807,12 +815,115 @@ static void hop_connect_time(void **state)
 	c1 = exchange_spans(u1, "GET /x HTTP/1.1\r\n\r\n", 1, 40);
 	feed(a, EG, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1, 50);
 	feed(b, EG, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1, 60);
-	assert_child(c1, fx.out.s[2], "heuristic");
-	assert_child(c2, fx.out.s[3], "heuristic");
+	/* each connection was made right after its request was read */
+	assert_child(c1, fx.out.s[2], "dial");
+	assert_child(c2, fx.out.s[3], "dial");
 	ws_http_conn_close(a, 70);
 	ws_http_conn_close(b, 70);
 	ws_http_conn_close(u1, 70);
 	ws_http_conn_close(u2, 70);
+}
+
+/* The parent of an upstream call among cands, or NULL. */
+static const struct ws_span *
+parent_of(const struct ws_span *c, const struct ws_span *const *cands, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!memcmp(c->parent_span_id, cands[i]->span_id, 8))
+			return cands[i];
+	return NULL;
+}
+
+/*
+ * A Go gateway: goroutines move between threads. A handler's upstream
+ * write follows its read on one thread (thread_order); a request whose
+ * thread moved on waits and is served oldest first (queue, or ambiguous
+ * when several wait); a fresh connection belongs to the request its
+ * connecting thread read last (dial).
+ */
+static void hop_thread_order(void **state)
+{
+	static const char get[] = "GET /x HTTP/1.1\r\n\r\n",
+			  ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+	struct ws_http_conn *in[7], *up1 = conn(50, WS_ROLE_CLIENT, 41000),
+				    *up2 = conn(50, WS_ROLE_CLIENT, 41001),
+				    *up3;
+	struct ws_span *cl[6];
+	const struct ws_span *sv[6], *p4, *p5;
+	const struct ws_http_spans_stats *st;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < 7; i++)
+		in[i] = conn(50, WS_ROLE_SERVER, (uint16_t)(40000 + i));
+	/* thread 1 reads a, then b, and writes for b: a waits, alone */
+	feed(in[0], IN, get, 1, 10);
+	feed(in[1], IN, get, 1, 12);
+	feed(up2, EG, get, 1, 14);
+	feed(up1, EG, get, 3, 16);
+	feed(up2, IN, ok, 3, 18);
+	cl[1] = fx.out.s[fx.out.n - 1];
+	feed(up1, IN, ok, 3, 19);
+	cl[0] = fx.out.s[fx.out.n - 1];
+	/* c is read, then thread 1 writes a's response: c waits, alone */
+	feed(in[2], IN, get, 1, 20);
+	feed(in[0], EG, ok, 1, 22);
+	sv[0] = fx.out.s[fx.out.n - 1];
+	feed(up1, EG, get, 3, 30);
+	feed(up1, IN, ok, 3, 32);
+	cl[2] = fx.out.s[fx.out.n - 1];
+	/* d and e both wait: the first write is ambiguous, the second is
+	 * for the one left */
+	feed(in[3], IN, get, 1, 40);
+	feed(in[4], IN, get, 2, 41);
+	feed(in[1], EG, ok, 2, 42);
+	sv[1] = fx.out.s[fx.out.n - 1];
+	feed(in[2], EG, ok, 1, 43);
+	sv[2] = fx.out.s[fx.out.n - 1];
+	feed(up2, EG, get, 3, 50);
+	feed(up2, IN, ok, 3, 52);
+	cl[3] = fx.out.s[fx.out.n - 1];
+	feed(up1, EG, get, 3, 54);
+	feed(up1, IN, ok, 3, 56);
+	cl[4] = fx.out.s[fx.out.n - 1];
+	feed(in[3], EG, ok, 2, 57);
+	sv[3] = fx.out.s[fx.out.n - 1];
+	feed(in[4], EG, ok, 2, 58);
+	sv[4] = fx.out.s[fx.out.n - 1];
+	/* f on thread 1, g on thread 2, then thread 1 connects: the fresh
+	 * connection is f's although g was read last */
+	feed(in[5], IN, get, 1, 60);
+	feed(in[6], IN, get, 2, 61);
+	up3 = conn_by(50, WS_ROLE_CLIENT, 41002, 62, 1);
+	feed(up3, EG, get, 4, 70);
+	feed(up3, IN, ok, 4, 72);
+	cl[5] = fx.out.s[fx.out.n - 1];
+	feed(in[5], EG, ok, 1, 80);
+	sv[5] = fx.out.s[fx.out.n - 1];
+	assert_child(cl[0], sv[0], "queue");
+	assert_child(cl[1], sv[1], "thread_order");
+	assert_child(cl[2], sv[2], "queue");
+	assert_string_equal(attr_s(cl[3], "wirespan.link.evidence"),
+			    "ambiguous");
+	p4 = parent_of(cl[3], sv + 3, 2);
+	p5 = parent_of(cl[4], sv + 3, 2);
+	assert_non_null(p4);
+	assert_non_null(p5);
+	assert_ptr_not_equal(p4, p5);
+	assert_string_equal(attr_s(cl[4], "wirespan.link.evidence"), "queue");
+	assert_child(cl[5], sv[5], "dial");
+	st = ws_http_spans_stats(fx.b);
+	assert_int_equal(st->link_thread_order, 1);
+	assert_int_equal(st->link_queue, 3);
+	assert_int_equal(st->link_ambiguous, 1);
+	assert_int_equal(st->link_dial, 1);
+	for (i = 0; i < 7; i++)
+		ws_http_conn_close(in[i], 90);
+	ws_http_conn_close(up1, 90);
+	ws_http_conn_close(up2, 90);
+	ws_http_conn_close(up3, 90);
 }
 
 static void hop_none(void **state)
@@ -1130,6 +1241,7 @@ int main(void)
 		T(hop_same_thread),
 		T(hop_event_loop),
 		T(hop_connect_time),
+		T(hop_thread_order),
 		T(hop_none),
 		T(hop_same_host),
 		T(nats_parent_lookup),
