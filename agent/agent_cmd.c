@@ -259,6 +259,7 @@ static void put_http_metrics(struct ws_jsonw *w, struct agent *ag)
 	jw_u64(w, "link_dial", st->link_dial);
 	jw_u64(w, "link_queue", st->link_queue);
 	jw_u64(w, "link_ambiguous", st->link_ambiguous);
+	jw_u64(w, "link_response_thread", st->link_response_thread);
 	jw_u64(w, "link_candidates_cut", st->link_candidates_cut);
 	jw_u64(w, "traceparent_in", st->traceparent_in);
 	jw_u64(w, "bad_traceparent", st->bad_traceparent);

@@ -38,11 +38,15 @@ enum link_ev {
 	LINK_DIAL,
 	LINK_QUEUE,
 	LINK_AMBIGUOUS,
+	LINK_RESPONSE_THREAD,
 };
 
 static const char *const link_ev_name[] = {
-	"none",		"traceparent", "thread", "heuristic",
-	"thread_order", "dial",	       "queue",	 "ambiguous"};
+	"none", "traceparent", "thread",    "heuristic",      "thread_order",
+	"dial", "queue",       "ambiguous", "response_thread"};
+
+/* A held upstream call waits this long for its response-thread evidence. */
+#define HOLD_NS 1000000000ull
 
 struct proc;
 struct thr;
@@ -74,6 +78,7 @@ struct xch {
 	uint8_t in_parent[8];
 	bool has_in_parent;
 	unsigned children; /* upstream calls linked to it */
+	unsigned weak;	   /* of which by weak evidence (queue, ambiguous) */
 	/* idle upstream connections of the process when it was read: a
 	 * pooling gateway serves it at once, else it queues for one */
 	unsigned idle_at_read;
@@ -85,6 +90,16 @@ struct xch {
 	/* the inbound request its thread read last, with nothing else done
 	 * on that thread since: an upstream write there is for it */
 	struct thr *thr;
+	/* upstream calls linked by weak evidence (queue, ambiguous) wait
+	 * for the response-thread evidence (struct held) */
+	uint8_t link_ev;
+	bool relink;
+	uint32_t resp_tid; /* the thread that read its response */
+	/* same-host hop of a call that may be relinked: the server span at
+	 * the other end (dep, its span kept in dep_span once ended) follows
+	 * the call's trace; follows is the reverse pointer */
+	struct xch *dep, *follows;
+	struct ws_span *dep_span;
 	UT_hash_handle hh;
 	struct xch *prev, *next;   /* hc->fifo, oldest first */
 	struct xch *aprev, *anext; /* b->age: open spans, oldest first */
@@ -102,6 +117,23 @@ struct xch {
 struct thr {
 	uint32_t tid;
 	struct xch *x;
+	UT_hash_handle hh;
+};
+
+/*
+ * An upstream call linked by weak evidence whose response thread tid just
+ * read: in a Go gateway the connection's readLoop hands the response to
+ * the handler goroutine, which runs next on the same thread and writes
+ * the inbound response. The first inbound response tid writes settles the
+ * parent (response_thread); any other event on tid, a newer held call, or
+ * HOLD_NS emits it as it was linked. One per thread at most.
+ */
+struct held {
+	uint32_t tid, tgid;
+	struct ws_span *span;
+	struct ws_span *dep; /* its same-host server span, or NULL */
+	uint8_t ev;	     /* its evidence so far */
+	uint64_t since;
 	UT_hash_handle hh;
 };
 
@@ -154,7 +186,8 @@ struct ws_http_spans {
 	struct proc *procs;
 	struct xch
 		*hops; /* by hop: exchanges whose other end is not seen yet */
-	struct thr *thrs; /* by tid: threads that just read a request */
+	struct thr *thrs;  /* by tid: threads that just read a request */
+	struct held *held; /* by tid: calls waiting for their evidence */
 	/* "http.request.header.<name>" per capture header (NULL: refused) */
 	char *capture_keys[WS_AUTH_MAX_HEADERS];
 	/* parser counters of the open connections (for stats) */
@@ -440,6 +473,33 @@ static void thr_read(struct ws_http_spans *b, uint32_t tid, struct xch *x)
 	x->thr = t;
 }
 
+/* ---- link counters ------------------------------------------------------ */
+
+static uint64_t *link_counter(struct ws_http_spans *b, enum link_ev ev)
+{
+	switch (ev) {
+	case LINK_TRACEPARENT:
+		return &b->st.link_traceparent;
+	case LINK_THREAD:
+		return &b->st.link_thread;
+	case LINK_HEURISTIC:
+		return &b->st.link_heuristic;
+	case LINK_THREAD_ORDER:
+		return &b->st.link_thread_order;
+	case LINK_DIAL:
+		return &b->st.link_dial;
+	case LINK_QUEUE:
+		return &b->st.link_queue;
+	case LINK_AMBIGUOUS:
+		return &b->st.link_ambiguous;
+	case LINK_RESPONSE_THREAD:
+		return &b->st.link_response_thread;
+	case LINK_NONE:
+		break;
+	}
+	return &b->st.link_none;
+}
+
 /* ---- ending exchanges --------------------------------------------------- */
 
 static void emit(struct ws_http_spans *b, struct ws_span *s)
@@ -447,6 +507,101 @@ static void emit(struct ws_http_spans *b, struct ws_span *s)
 	if (s->kind < 6)
 		b->st.spans[s->kind]++;
 	b->emit(b->ctx, s);
+}
+
+/* Emit a call and the same-host server span that follows its trace. */
+static void emit_with_dep(struct ws_http_spans *b, struct ws_span *s,
+			  struct ws_span *dep)
+{
+	emit(b, s);
+	if (dep) {
+		memcpy(dep->trace_id, s->trace_id, 16);
+		emit(b, dep);
+	}
+}
+
+static struct held *held_find(struct ws_http_spans *b, uint32_t tid)
+{
+	struct held *h = NULL;
+
+	if (b->held)
+		HASH_FIND(hh, b->held, &tid, sizeof(tid), h);
+	return h;
+}
+
+static void held_emit(struct ws_http_spans *b, struct held *h)
+{
+	HASH_DEL(b->held, h);
+	ws_attrs_cstr(&h->span->a, "wirespan.link.evidence",
+		      link_ev_name[h->ev]);
+	emit_with_dep(b, h->span, h->dep);
+	free(h);
+}
+
+/* Keep the ended span of x, linked by weak evidence, for its response
+ * thread's next inbound response. False: emit it now. */
+static bool held_add(struct ws_http_spans *b, struct xch *x, struct ws_span *s)
+{
+	struct held *h = held_find(b, x->resp_tid);
+
+	if (h)
+		held_emit(b, h);
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		b->st.nomem++;
+		return false;
+	}
+	h->tid = x->resp_tid;
+	h->tgid = x->hc->info.tgid;
+	h->span = s;
+	h->dep = x->dep_span;
+	x->dep_span = NULL;
+	h->ev = x->link_ev;
+	h->since = s->end_ns;
+	HASH_ADD(hh, b->held, tid, sizeof(h->tid), h);
+	return true;
+}
+
+/*
+ * Thread tid writes the response of inbound request x: a call held for
+ * tid is x's (the response-thread evidence). The guessed parent, if
+ * another, counts as not linked again.
+ */
+static void held_settle(struct ws_http_spans *b, uint32_t tid, struct xch *x)
+{
+	struct held *h = held_find(b, tid);
+	struct ws_span *s = h ? h->span : NULL;
+	struct proc *p;
+	struct xch *c;
+	bool same;
+
+	if (!h)
+		return;
+	same = x->span && !memcmp(s->parent_span_id, x->span->span_id, 8);
+	/* a request already linked by strong evidence is not taken */
+	if (h->tgid != x->hc->info.tgid || !x->span ||
+	    x->head_ns > s->start_ns || (x->children > x->weak && !same)) {
+		held_emit(b, h);
+		return;
+	}
+	if (!same) {
+		p = proc_get(b, h->tgid, false);
+		for (c = p ? p->open : NULL; c; c = c->pnext)
+			if (c->span && c->weak &&
+			    !memcmp(c->span->span_id, s->parent_span_id, 8)) {
+				c->children--;
+				c->weak--;
+				break;
+			}
+		x->children++;
+		ws_span_set_parent(s, x->span->trace_id, x->span->span_id);
+	} else if (x->weak) {
+		x->weak--; /* confirmed */
+	}
+	(*link_counter(b, h->ev))--;
+	b->st.link_response_thread++;
+	h->ev = LINK_RESPONSE_THREAD;
+	held_emit(b, h);
 }
 
 static void set_error(struct ws_span *s, const char *type)
@@ -489,7 +644,18 @@ static void xch_end_span(struct xch *x, uint64_t end_ns, enum end_why why)
 		break;
 	}
 	s->end_ns = end_ns > s->start_ns ? end_ns : s->start_ns;
-	emit(b, s);
+	if (x->follows && !x->follows->dep_span) {
+		/* a same-host server span whose caller may be relinked:
+		 * it goes out with the caller, in the caller's trace */
+		x->follows->dep_span = s;
+		x->follows->dep = NULL;
+		x->follows = NULL;
+		return;
+	}
+	if (why == END_RESPONSE && x->relink && held_add(b, x, s))
+		return;
+	emit_with_dep(b, s, x->dep_span);
+	x->dep_span = NULL;
 }
 
 static void xch_free(struct xch *x)
@@ -501,6 +667,12 @@ static void xch_free(struct xch *x)
 		HASH_DEL(hc->b->hops, x);
 	if (x->thr)
 		thr_drop(hc->b, x->thr);
+	if (x->dep)
+		x->dep->follows = NULL;
+	if (x->follows)
+		x->follows->dep = NULL;
+	if (x->dep_span)
+		emit(hc->b, x->dep_span);
 	DL_DELETE(hc->fifo, x);
 	hc->n_fifo--;
 	for (d = 0; d < 2; d++)
@@ -961,34 +1133,12 @@ static void link_client(struct ws_http_conn *hc, struct xch *x,
 	if (t)
 		thr_drop(b, t);
 
-	switch (ev) {
-	case LINK_TRACEPARENT:
-		b->st.link_traceparent++;
-		break;
-	case LINK_THREAD:
-		b->st.link_thread++;
-		break;
-	case LINK_HEURISTIC:
-		b->st.link_heuristic++;
-		break;
-	case LINK_THREAD_ORDER:
-		b->st.link_thread_order++;
-		break;
-	case LINK_DIAL:
-		b->st.link_dial++;
-		break;
-	case LINK_QUEUE:
-		b->st.link_queue++;
-		break;
-	case LINK_AMBIGUOUS:
-		b->st.link_ambiguous++;
-		break;
-	case LINK_NONE:
-		b->st.link_none++;
-		break;
-	}
+	(*link_counter(b, ev))++;
+	x->link_ev = (uint8_t)ev;
+	x->relink = ev == LINK_QUEUE || ev == LINK_AMBIGUOUS;
 	if (parent) {
 		parent->children++;
+		parent->weak += x->relink;
 		ws_span_set_parent(s, parent->span->trace_id,
 				   parent->span->span_id);
 		ws_attrs_cstr(&s->a, "wirespan.link.evidence",
@@ -1149,6 +1299,10 @@ static void hop_match(struct ws_http_conn *hc, struct xch *x,
 	sv->span->flags = 0x100; /* known, not remote */
 	ws_attrs_cstr(&sv->span->a, "wirespan.link.evidence", "same_host");
 	b->st.hop_linked++;
+	if (cl->relink && !cl->dep && !sv->follows) {
+		cl->dep = sv;
+		sv->follows = cl;
+	}
 }
 
 static void on_request_head(struct side *sd, const struct ws_http_msg *m)
@@ -1268,6 +1422,8 @@ static void on_response_head(struct side *sd, const struct ws_http_msg *m)
 	x->have_response = true;
 	x->status = m->status;
 	sd->cur = x;
+	if (hc->info.role == WS_ROLE_SERVER && b->held)
+		held_settle(b, sd->tid, x);
 	if (m->flags & WS_HTTP_F_RESYNC)
 		b->st.resync++;
 	s = x->span;
@@ -1311,6 +1467,7 @@ static void on_response_complete(struct side *sd, const struct ws_http_msg *m)
 			ws_attrs_bool(&x->span->a, "wirespan.http.upgraded",
 				      true);
 	}
+	x->resp_tid = sd->tid;
 	xch_end_span(x, sd->feed_ts, END_RESPONSE);
 	xch_free(x);
 }
@@ -1579,8 +1736,20 @@ void ws_http_spans_set_verifier(struct ws_http_spans *b,
 		b->cfg.auth.jwt_verifier = v;
 }
 
+static void held_flush(struct ws_http_spans *b, uint64_t before_ns)
+{
+	struct held *h, *t;
+
+	HASH_ITER (hh, b->held, h, t) {
+		if (h->since < before_ns)
+			held_emit(b, h);
+	}
+}
+
 void ws_http_spans_tick(struct ws_http_spans *b, uint64_t now_ns)
 {
+	if (now_ns > HOLD_NS)
+		held_flush(b, now_ns - HOLD_NS);
 	while (b->age && b->age->start_ns + b->cfg.request_timeout_ns < now_ns)
 		xch_end_span(b->age, now_ns, END_TIMEOUT);
 }
@@ -1603,6 +1772,8 @@ void ws_http_spans_end_all(struct ws_http_spans *b, uint64_t now_ns)
 {
 	while (b && b->n_live)
 		ws_http_conn_close(b->live[b->n_live - 1], now_ns);
+	if (b)
+		held_flush(b, UINT64_MAX);
 }
 
 void ws_http_spans_free(struct ws_http_spans *b, uint64_t now_ns)

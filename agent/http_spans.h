@@ -89,6 +89,9 @@ struct ws_http_spans_stats {
 	 * ambiguous: linked, but no evidence decided between candidates */
 	uint64_t link_traceparent, link_thread, link_heuristic, link_none;
 	uint64_t link_thread_order, link_dial, link_queue, link_ambiguous;
+	/* queue and ambiguous links the response thread settled (moved
+	 * from those counters) */
+	uint64_t link_response_thread;
 	uint64_t link_candidates_cut; /* inbound requests not compared */
 	uint64_t traceparent_in;      /* server spans continuing a trace */
 	uint64_t bad_traceparent; /* traceparent headers that did not parse */

@@ -824,106 +824,176 @@ static void hop_connect_time(void **state)
 	ws_http_conn_close(u2, 70);
 }
 
-/* The parent of an upstream call among cands, or NULL. */
-static const struct ws_span *
-parent_of(const struct ws_span *c, const struct ws_span *const *cands, size_t n)
+static struct ws_http_conn *loop_end(uint32_t tgid, uint8_t role, uint16_t port,
+				     bool preexisting);
+
+/* The span of kind with attribute key = v (int) or path (url.path). */
+static const struct ws_span *find_span(uint8_t kind, const char *key, int64_t v,
+				       const char *path)
+{
+	size_t i;
+
+	for (i = 0; i < (size_t)fx.out.n; i++) {
+		const struct ws_span *s = fx.out.s[i];
+
+		if (s->kind != kind)
+			continue;
+		if (path ? !strcmp(attr_s(s, "url.path"), path)
+			 : attr_i(s, key) == v)
+			return s;
+	}
+	fail_msg("no span with %s", path ? path : key);
+	return NULL;
+}
+
+/* The inbound request on port 40000 + i of process 50. */
+static const struct ws_span *inbound(int i)
+{
+	return find_span(WS_SPAN_KIND_SERVER, "network.peer.port", 40000 + i,
+			 NULL);
+}
+
+/* Every connection closed, every held call out. */
+static void finish(struct ws_http_conn **c, size_t n)
 {
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		if (!memcmp(c->parent_span_id, cands[i]->span_id, 8))
-			return cands[i];
-	return NULL;
+		ws_http_conn_close(c[i], 90);
+	ws_http_spans_end_all(fx.b, 100);
 }
+
+#define GET(p) "GET " p " HTTP/1.1\r\n\r\n"
+#define OK "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
 /*
  * A Go gateway: goroutines move between threads. A handler's upstream
  * write follows its read on one thread (thread_order); a request whose
  * thread moved on waits and is served oldest first (queue, or ambiguous
  * when several wait); a fresh connection belongs to the request its
- * connecting thread read last (dial).
+ * connecting thread read last (dial). Responses are read by threads that
+ * write no inbound response, so no call is settled by its response thread.
  */
 static void hop_thread_order(void **state)
 {
-	static const char get[] = "GET /x HTTP/1.1\r\n\r\n",
-			  ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-	struct ws_http_conn *in[7], *up1 = conn(50, WS_ROLE_CLIENT, 41000),
-				    *up2 = conn(50, WS_ROLE_CLIENT, 41001),
-				    *up3;
-	struct ws_span *cl[6];
-	const struct ws_span *sv[6], *p4, *p5;
+	struct ws_http_conn *c[10];
+	const struct ws_span *cl3, *cl4;
 	const struct ws_http_spans_stats *st;
 	size_t i;
 
 	(void)state;
 	for (i = 0; i < 7; i++)
-		in[i] = conn(50, WS_ROLE_SERVER, (uint16_t)(40000 + i));
+		c[i] = conn(50, WS_ROLE_SERVER, (uint16_t)(40000 + i));
+	c[7] = conn(50, WS_ROLE_CLIENT, 41000);
+	c[8] = conn(50, WS_ROLE_CLIENT, 41001);
 	/* thread 1 reads a, then b, and writes for b: a waits, alone */
-	feed(in[0], IN, get, 1, 10);
-	feed(in[1], IN, get, 1, 12);
-	feed(up2, EG, get, 1, 14);
-	feed(up1, EG, get, 3, 16);
-	feed(up2, IN, ok, 3, 18);
-	cl[1] = fx.out.s[fx.out.n - 1];
-	feed(up1, IN, ok, 3, 19);
-	cl[0] = fx.out.s[fx.out.n - 1];
+	feed(c[0], IN, GET("/x"), 1, 10);
+	feed(c[1], IN, GET("/x"), 1, 12);
+	feed(c[8], EG, GET("/u1"), 1, 14);
+	feed(c[7], EG, GET("/u0"), 3, 16);
+	feed(c[8], IN, OK, 3, 18);
+	feed(c[7], IN, OK, 3, 19);
 	/* c is read, then thread 1 writes a's response: c waits, alone */
-	feed(in[2], IN, get, 1, 20);
-	feed(in[0], EG, ok, 1, 22);
-	sv[0] = fx.out.s[fx.out.n - 1];
-	feed(up1, EG, get, 3, 30);
-	feed(up1, IN, ok, 3, 32);
-	cl[2] = fx.out.s[fx.out.n - 1];
+	feed(c[2], IN, GET("/x"), 1, 20);
+	feed(c[0], EG, OK, 1, 22);
+	feed(c[7], EG, GET("/u2"), 3, 30);
+	feed(c[7], IN, OK, 3, 32);
 	/* d and e both wait: the first write is ambiguous, the second is
 	 * for the one left */
-	feed(in[3], IN, get, 1, 40);
-	feed(in[4], IN, get, 2, 41);
-	feed(in[1], EG, ok, 2, 42);
-	sv[1] = fx.out.s[fx.out.n - 1];
-	feed(in[2], EG, ok, 1, 43);
-	sv[2] = fx.out.s[fx.out.n - 1];
-	feed(up2, EG, get, 3, 50);
-	feed(up2, IN, ok, 3, 52);
-	cl[3] = fx.out.s[fx.out.n - 1];
-	feed(up1, EG, get, 3, 54);
-	feed(up1, IN, ok, 3, 56);
-	cl[4] = fx.out.s[fx.out.n - 1];
-	feed(in[3], EG, ok, 2, 57);
-	sv[3] = fx.out.s[fx.out.n - 1];
-	feed(in[4], EG, ok, 2, 58);
-	sv[4] = fx.out.s[fx.out.n - 1];
+	feed(c[3], IN, GET("/x"), 1, 40);
+	feed(c[4], IN, GET("/x"), 2, 41);
+	feed(c[1], EG, OK, 2, 42);
+	feed(c[2], EG, OK, 1, 43);
+	feed(c[8], EG, GET("/u3"), 3, 50);
+	feed(c[8], IN, OK, 3, 52);
+	feed(c[7], EG, GET("/u4"), 3, 54);
+	feed(c[7], IN, OK, 3, 56);
+	feed(c[3], EG, OK, 2, 57);
+	feed(c[4], EG, OK, 2, 58);
 	/* f on thread 1, g on thread 2, then thread 1 connects: the fresh
 	 * connection is f's although g was read last */
-	feed(in[5], IN, get, 1, 60);
-	feed(in[6], IN, get, 2, 61);
-	up3 = conn_by(50, WS_ROLE_CLIENT, 41002, 62, 1);
-	feed(up3, EG, get, 4, 70);
-	feed(up3, IN, ok, 4, 72);
-	cl[5] = fx.out.s[fx.out.n - 1];
-	feed(in[5], EG, ok, 1, 80);
-	sv[5] = fx.out.s[fx.out.n - 1];
-	assert_child(cl[0], sv[0], "queue");
-	assert_child(cl[1], sv[1], "thread_order");
-	assert_child(cl[2], sv[2], "queue");
-	assert_string_equal(attr_s(cl[3], "wirespan.link.evidence"),
-			    "ambiguous");
-	p4 = parent_of(cl[3], sv + 3, 2);
-	p5 = parent_of(cl[4], sv + 3, 2);
-	assert_non_null(p4);
-	assert_non_null(p5);
-	assert_ptr_not_equal(p4, p5);
-	assert_string_equal(attr_s(cl[4], "wirespan.link.evidence"), "queue");
-	assert_child(cl[5], sv[5], "dial");
+	feed(c[5], IN, GET("/x"), 1, 60);
+	feed(c[6], IN, GET("/x"), 2, 61);
+	c[9] = conn_by(50, WS_ROLE_CLIENT, 41002, 62, 1);
+	feed(c[9], EG, GET("/u5"), 4, 70);
+	feed(c[9], IN, OK, 4, 72);
+	feed(c[5], EG, OK, 1, 80);
+	finish(c, 10);
+	assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u0"), inbound(0),
+		     "queue");
+	assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u1"), inbound(1),
+		     "thread_order");
+	assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u2"), inbound(2),
+		     "queue");
+	cl3 = find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u3");
+	cl4 = find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u4");
+	assert_string_equal(attr_s(cl3, "wirespan.link.evidence"), "ambiguous");
+	assert_string_equal(attr_s(cl4, "wirespan.link.evidence"), "queue");
+	/* d and e: one each */
+	assert_true(!memcmp(cl3->parent_span_id, inbound(3)->span_id, 8) ||
+		    !memcmp(cl3->parent_span_id, inbound(4)->span_id, 8));
+	assert_memory_not_equal(cl3->parent_span_id, cl4->parent_span_id, 8);
+	assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u5"), inbound(5),
+		     "dial");
 	st = ws_http_spans_stats(fx.b);
 	assert_int_equal(st->link_thread_order, 1);
 	assert_int_equal(st->link_queue, 3);
 	assert_int_equal(st->link_ambiguous, 1);
 	assert_int_equal(st->link_dial, 1);
-	for (i = 0; i < 7; i++)
-		ws_http_conn_close(in[i], 90);
-	ws_http_conn_close(up1, 90);
-	ws_http_conn_close(up2, 90);
-	ws_http_conn_close(up3, 90);
+	assert_int_equal(st->link_response_thread, 0);
+}
+
+/*
+ * d and e wait; both upstream calls are ambiguous. The thread that reads
+ * a call's response writes the inbound response next (Go's readLoop hands
+ * it to the handler goroutine): that settles each parent, whichever the
+ * guess was, in both orders. The same-host server span at the other end
+ * follows its caller into the settled trace.
+ */
+static void hop_response_thread(void **state)
+{
+	struct ws_http_conn *c[7];
+	const struct ws_span *u0, *u1, *d, *e, *back0;
+	const struct ws_http_spans_stats *st;
+	int order;
+	size_t i;
+
+	(void)state;
+	for (order = 0; order < 2; order++) {
+		for (i = 0; i < 4; i++)
+			c[i] = conn(50, WS_ROLE_SERVER, (uint16_t)(40000 + i));
+		/* c[4]'s other end is the backend, process 60, c[6] */
+		c[4] = loop_end(50, WS_ROLE_CLIENT, 41000, false);
+		c[5] = conn(50, WS_ROLE_CLIENT, 41001);
+		c[6] = loop_end(60, WS_ROLE_SERVER, 41000, false);
+		feed(c[0], IN, GET("/x"), 1, 10); /* d */
+		feed(c[1], IN, GET("/x"), 2, 11); /* e */
+		feed(c[2], IN, GET("/x"), 1, 12); /* d waits */
+		feed(c[3], IN, GET("/x"), 2, 13); /* e waits */
+		feed(c[4], EG, GET("/u0"), 3, 20);
+		feed(c[6], IN, GET("/u0"), 9, 21);
+		feed(c[5], EG, GET("/u1"), 3, 22);
+		feed(c[6], EG, OK, 9, 23);
+		/* u0's response to thread 4, which answers e (order 0) or d */
+		feed(c[4], IN, OK, 4, 30);
+		feed(c[order ? 0 : 1], EG, OK, 4, 31);
+		feed(c[5], IN, OK, 5, 32);
+		feed(c[order ? 1 : 0], EG, OK, 5, 33);
+		finish(c, 7);
+		u0 = find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u0");
+		u1 = find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u1");
+		d = inbound(0);
+		e = inbound(1);
+		assert_child(u0, order ? d : e, "response_thread");
+		assert_child(u1, order ? e : d, "response_thread");
+		back0 = find_span(WS_SPAN_KIND_SERVER, NULL, 0, "/u0");
+		assert_memory_equal(back0->trace_id, u0->trace_id, 16);
+		assert_memory_equal(back0->parent_span_id, u0->span_id, 8);
+		st = ws_http_spans_stats(fx.b);
+		assert_int_equal(st->link_response_thread, 2 * (order + 1));
+		assert_int_equal(st->link_ambiguous + st->link_queue, 0);
+		out_free(&fx.out);
+	}
 }
 
 static void hop_none(void **state)
@@ -1242,6 +1312,7 @@ int main(void)
 		T(hop_event_loop),
 		T(hop_connect_time),
 		T(hop_thread_order),
+		T(hop_response_thread),
 		T(hop_none),
 		T(hop_same_host),
 		T(nats_parent_lookup),
