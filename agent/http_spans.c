@@ -94,7 +94,7 @@ struct xch {
 	 * for the response-thread evidence (struct held) */
 	uint8_t link_ev;
 	bool relink;
-	uint32_t resp_tid; /* the thread that read its response */
+	struct held *held; /* watched for its response thread */
 	/* same-host hop of a call that may be relinked: the server span at
 	 * the other end (dep, its span kept in dep_span once ended) follows
 	 * the call's trace; follows is the reverse pointer */
@@ -121,18 +121,21 @@ struct thr {
 };
 
 /*
- * An upstream call linked by weak evidence whose response thread tid just
- * read: in a Go gateway the connection's readLoop hands the response to
- * the handler goroutine, which runs next on the same thread and writes
- * the inbound response. The first inbound response tid writes settles the
- * parent (response_thread); any other event on tid, a newer held call, or
- * HOLD_NS emits it as it was linked. One per thread at most.
+ * An upstream call linked by weak evidence whose response head thread tid
+ * just read: a gateway writes the inbound response head next on the same
+ * thread (an event loop in the same handler; Go's connection readLoop
+ * hands the response to the handler goroutine, which runs next on that
+ * thread). The first inbound response head tid writes settles the parent
+ * (response_thread). While the call is open (x) it is only watched; once
+ * it ended its span waits here (span). A newer call on tid, or HOLD_NS,
+ * ends the wait: the call keeps the link it had. One per thread at most.
  */
 struct held {
 	uint32_t tid, tgid;
-	struct ws_span *span;
-	struct ws_span *dep; /* its same-host server span, or NULL */
-	uint8_t ev;	     /* its evidence so far */
+	struct xch *x;	      /* the call, while open */
+	struct ws_span *span; /* its span, once ended */
+	struct ws_span *dep;  /* its same-host server span, or NULL */
+	uint8_t ev;	      /* its evidence so far */
 	uint64_t since;
 	UT_hash_handle hh;
 };
@@ -529,57 +532,78 @@ static struct held *held_find(struct ws_http_spans *b, uint32_t tid)
 	return h;
 }
 
+/* End the wait: an open call keeps its link and is emitted at its end;
+ * an ended one goes out now. */
 static void held_emit(struct ws_http_spans *b, struct held *h)
 {
 	HASH_DEL(b->held, h);
-	ws_attrs_cstr(&h->span->a, "wirespan.link.evidence",
-		      link_ev_name[h->ev]);
-	emit_with_dep(b, h->span, h->dep);
+	if (h->x) {
+		h->x->held = NULL;
+		h->x->relink = false;
+	} else {
+		ws_attrs_cstr(&h->span->a, "wirespan.link.evidence",
+			      link_ev_name[h->ev]);
+		emit_with_dep(b, h->span, h->dep);
+	}
 	free(h);
 }
 
-/* Keep the ended span of x, linked by weak evidence, for its response
- * thread's next inbound response. False: emit it now. */
-static bool held_add(struct ws_http_spans *b, struct xch *x, struct ws_span *s)
+/* Thread tid read the response head of x, linked by weak evidence. */
+static void held_watch(struct ws_http_spans *b, struct xch *x, uint32_t tid,
+		       uint64_t ts)
 {
-	struct held *h = held_find(b, x->resp_tid);
+	struct held *h = held_find(b, tid);
 
 	if (h)
 		held_emit(b, h);
+	if (x->held)
+		held_emit(b, x->held);
 	h = calloc(1, sizeof(*h));
 	if (!h) {
 		b->st.nomem++;
-		return false;
+		x->relink = false;
+		return;
 	}
-	h->tid = x->resp_tid;
+	h->tid = tid;
 	h->tgid = x->hc->info.tgid;
+	h->x = x;
+	h->ev = x->link_ev;
+	h->since = ts;
+	x->held = h;
+	HASH_ADD(hh, b->held, tid, sizeof(h->tid), h);
+}
+
+/* x, still watched, ended: its span waits. */
+static void held_keep(struct xch *x, struct ws_span *s)
+{
+	struct held *h = x->held;
+
+	h->x = NULL;
 	h->span = s;
 	h->dep = x->dep_span;
-	x->dep_span = NULL;
-	h->ev = x->link_ev;
 	h->since = s->end_ns;
-	HASH_ADD(hh, b->held, tid, sizeof(h->tid), h);
-	return true;
+	x->dep_span = NULL;
+	x->held = NULL;
 }
 
 /*
- * Thread tid writes the response of inbound request x: a call held for
- * tid is x's (the response-thread evidence). The guessed parent, if
- * another, counts as not linked again.
+ * Thread tid writes the response head of inbound request x: the call
+ * watched for tid is x's (the response-thread evidence). The guessed
+ * parent, if another, counts as not linked again.
  */
 static void held_settle(struct ws_http_spans *b, uint32_t tid, struct xch *x)
 {
 	struct held *h = held_find(b, tid);
-	struct ws_span *s = h ? h->span : NULL;
+	struct ws_span *s = h ? (h->x ? h->x->span : h->span) : NULL;
 	struct proc *p;
 	struct xch *c;
 	bool same;
 
 	if (!h)
 		return;
-	same = x->span && !memcmp(s->parent_span_id, x->span->span_id, 8);
+	same = s && x->span && !memcmp(s->parent_span_id, x->span->span_id, 8);
 	/* a request already linked by strong evidence is not taken */
-	if (h->tgid != x->hc->info.tgid || !x->span ||
+	if (!s || h->tgid != x->hc->info.tgid || !x->span ||
 	    x->head_ns > s->start_ns || (x->children > x->weak && !same)) {
 		held_emit(b, h);
 		return;
@@ -601,6 +625,14 @@ static void held_settle(struct ws_http_spans *b, uint32_t tid, struct xch *x)
 	(*link_counter(b, h->ev))--;
 	b->st.link_response_thread++;
 	h->ev = LINK_RESPONSE_THREAD;
+	if (h->x) {
+		/* still open: it goes out at its end, settled */
+		h->x->link_ev = LINK_RESPONSE_THREAD;
+		ws_attrs_cstr(&s->a, "wirespan.link.evidence",
+			      link_ev_name[LINK_RESPONSE_THREAD]);
+		if (h->x->dep && h->x->dep->span)
+			memcpy(h->x->dep->span->trace_id, s->trace_id, 16);
+	}
 	held_emit(b, h);
 }
 
@@ -652,8 +684,13 @@ static void xch_end_span(struct xch *x, uint64_t end_ns, enum end_why why)
 		x->follows = NULL;
 		return;
 	}
-	if (why == END_RESPONSE && x->relink && held_add(b, x, s))
-		return;
+	if (x->held) {
+		if (why == END_RESPONSE) {
+			held_keep(x, s);
+			return;
+		}
+		held_emit(b, x->held);
+	}
 	emit_with_dep(b, s, x->dep_span);
 	x->dep_span = NULL;
 }
@@ -673,6 +710,8 @@ static void xch_free(struct xch *x)
 		x->follows->dep = NULL;
 	if (x->dep_span)
 		emit(hc->b, x->dep_span);
+	if (x->held)
+		held_emit(hc->b, x->held);
 	DL_DELETE(hc->fifo, x);
 	hc->n_fifo--;
 	for (d = 0; d < 2; d++)
@@ -1424,6 +1463,8 @@ static void on_response_head(struct side *sd, const struct ws_http_msg *m)
 	sd->cur = x;
 	if (hc->info.role == WS_ROLE_SERVER && b->held)
 		held_settle(b, sd->tid, x);
+	else if (hc->info.role == WS_ROLE_CLIENT && x->relink && x->span)
+		held_watch(b, x, sd->tid, sd->feed_ts);
 	if (m->flags & WS_HTTP_F_RESYNC)
 		b->st.resync++;
 	s = x->span;
@@ -1467,7 +1508,6 @@ static void on_response_complete(struct side *sd, const struct ws_http_msg *m)
 			ws_attrs_bool(&x->span->a, "wirespan.http.upgraded",
 				      true);
 	}
-	x->resp_tid = sd->tid;
 	xch_end_span(x, sd->feed_ts, END_RESPONSE);
 	xch_free(x);
 }

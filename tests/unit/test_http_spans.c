@@ -801,27 +801,35 @@ static void hop_event_loop(void **state)
 
 /* An event loop that connects from the handler and writes later: the
  * request read last before the connect is the parent. */
+static const struct ws_span *find_span(uint8_t kind, const char *key, int64_t v,
+				       const char *path);
+static const struct ws_span *inbound(int i);
+static void finish(struct ws_http_conn **c, size_t n);
+
 static void hop_connect_time(void **state)
 {
-	struct ws_http_conn *a = conn(50, WS_ROLE_SERVER, 40000),
-			    *b = conn(50, WS_ROLE_SERVER, 40001), *u1, *u2;
-	struct ws_span *c1, *c2;
+	struct ws_http_conn *c[4];
 
-	feed(a, IN, "GET /x HTTP/1.1\r\n\r\n", 1, 10);
-	u1 = conn_at(50, WS_ROLE_CLIENT, 41000, 11); /* a's handler */
-	feed(b, IN, "GET /x HTTP/1.1\r\n\r\n", 1, 20);
-	u2 = conn_at(50, WS_ROLE_CLIENT, 41001, 21); /* b's handler */
-	c2 = exchange_spans(u2, "GET /x HTTP/1.1\r\n\r\n", 1, 30);
-	c1 = exchange_spans(u1, "GET /x HTTP/1.1\r\n\r\n", 1, 40);
-	feed(a, EG, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1, 50);
-	feed(b, EG, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1, 60);
+	(void)state;
+	c[0] = conn(50, WS_ROLE_SERVER, 40000);
+	c[1] = conn(50, WS_ROLE_SERVER, 40001);
+	feed(c[0], IN, "GET /x HTTP/1.1\r\n\r\n", 1, 10);
+	c[2] = conn_at(50, WS_ROLE_CLIENT, 41000, 11); /* a's handler */
+	feed(c[1], IN, "GET /x HTTP/1.1\r\n\r\n", 1, 20);
+	c[3] = conn_at(50, WS_ROLE_CLIENT, 41001, 21); /* b's handler */
+	feed(c[3], EG, "GET /u2 HTTP/1.1\r\n\r\n", 1, 30);
+	feed(c[2], EG, "GET /u1 HTTP/1.1\r\n\r\n", 1, 40);
+	/* (responses read by a thread that answers nobody: no settling) */
+	feed(c[3], IN, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2, 45);
+	feed(c[2], IN, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2, 46);
+	feed(c[0], EG, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1, 50);
+	feed(c[1], EG, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1, 60);
+	finish(c, 4);
 	/* each connection was made right after its request was read */
-	assert_child(c1, fx.out.s[2], "dial");
-	assert_child(c2, fx.out.s[3], "dial");
-	ws_http_conn_close(a, 70);
-	ws_http_conn_close(b, 70);
-	ws_http_conn_close(u1, 70);
-	ws_http_conn_close(u2, 70);
+	assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u1"), inbound(0),
+		     "dial");
+	assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u2"), inbound(1),
+		     "dial");
 }
 
 static struct ws_http_conn *loop_end(uint32_t tgid, uint8_t role, uint16_t port,
