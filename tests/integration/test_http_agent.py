@@ -185,9 +185,18 @@ def accuracy_test(kind):
         log("%s link accuracy: %s", kind, "; ".join(report))
         check(total[1] >= 0.99 * total[0], "%s: correct parent for %d of %d upstream spans (< 99%%): %s",
               kind, total[1], total[0], "; ".join(report))
-        # one address, identical requests: only timing is left (see
-        # docs/ARCHITECTURE.md for the numbers); a floor, not the target
-        check(ok1 >= 0.6 * n1, "%s, one client address: correct parent for %d of %d", kind, ok1, n1)
+        # one address, identical requests: only the order of syscalls on
+        # the threads is left (docs/ARCHITECTURE.md has the numbers: nginx
+        # 100 %, caddy 87-94 % on the shared machine); a floor, not the target
+        check(ok1 >= 0.75 * n1, "%s, one client address: correct parent for %d of %d", kind, ok1, n1)
+        # every link is counted under the evidence its span names
+        st = res.agent_metrics["http"]
+        named = collections.Counter(c.a("wirespan.link.evidence") for c in res.spans
+                                    if c.kind == CLIENT and c.a("wirespan.link.evidence"))
+        for ev in ("traceparent", "thread", "heuristic", "thread_order", "dial", "queue", "ambiguous",
+                   "response_thread"):
+            check(st["link_" + ev] == named[ev], "%s: agent_metrics.http.link_%s = %s, %d spans say %s",
+                  kind, ev, st["link_" + ev], named[ev], ev)
         backend = [s for s in res.spans if s.kind == SERVER and s.exe not in ("caddy", "nginx")]
         n = sum(len(r["requests"]) for _, r in phases) + len(same_ip["requests"])
         check(len(backend) == n, "%s: %d backend server spans for %d requests", kind, len(backend), n)
