@@ -51,7 +51,14 @@ struct agent {
 	uint64_t last_ts;    /* unix ns of the last record seen */
 	uint64_t next_sweep; /* CLOCK_MONOTONIC ns of the next enrich sweep */
 	uint64_t reloads, reload_errors;
+	/* http.jwks_file's key set (NULL: JWTs are not verified) and when
+	 * the file was last looked at (monotonic ns) */
+	struct ws_jwt_verifier *jwt;
+	uint64_t jwks_look_ns, jwks_errors_logged;
 };
+
+/* The JWKS file is looked at this often for changes. */
+#define JWKS_LOOK_NS 1000000000ull
 
 static void on_span(void *ctx, struct ws_span *s)
 {
@@ -98,6 +105,7 @@ static bool open_http(struct agent *ag, struct ws_conn *c)
 	info.rport = c->tuple.rport;
 	/* gen: when the capture saw the connect or accept */
 	info.open_ns = ws_pipeline_unix_ns(ag->p, c->id.gen);
+	info.open_tid = c->open_tid;
 	info.resource = ws_enrich_resource(&ag->en, c);
 	pc->app = ws_http_conn_new(ag->http, &info);
 	ws_resource_put(info.resource);
@@ -253,11 +261,52 @@ static void on_tick(void *ctx, uint64_t now_ns)
 
 	ws_nats_spans_tick(ag->nats, ws_pipeline_unix_ns(ag->p, now_ns));
 	ws_http_spans_tick(ag->http, ws_pipeline_unix_ns(ag->p, now_ns));
+	if (ag->jwt && now_ns - ag->jwks_look_ns >= JWKS_LOOK_NS) {
+		char err[512];
+		int rc = ws_jwt_verifier_refresh(ag->jwt, err, sizeof(err));
+
+		ag->jwks_look_ns = now_ns;
+		if (rc > 0)
+			ws_warn("http.jwks_file changed: %llu keys read",
+				(unsigned long long)ws_jwt_verifier_stats(
+					ag->jwt)
+					->keys);
+		else if (rc < 0 &&
+			 ws_jwt_verifier_stats(ag->jwt)->load_errors !=
+				 ag->jwks_errors_logged) {
+			ag->jwks_errors_logged =
+				ws_jwt_verifier_stats(ag->jwt)->load_errors;
+			ws_err("http.jwks_file: %s; the keys read before stay",
+			       err);
+		}
+	}
 	ag->sink.ops->tick(ag->sink.impl, now_ns);
 	if (now_ns >= ag->next_sweep) {
 		ws_enrich_sweep(&ag->en);
 		ag->next_sweep = now_ns + ENRICH_SWEEP_NS;
 	}
+}
+
+/* The "jwt" object of agent_metrics.http: verdicts and the key set (all
+ * zero without http.jwks_file). */
+static void put_jwt_metrics(struct ws_jsonw *w, struct agent *ag)
+{
+	static const struct ws_jwt_verifier_stats none;
+	const struct ws_jwt_verifier_stats *st =
+		ag->jwt ? ws_jwt_verifier_stats(ag->jwt) : &none;
+	int i;
+
+	jw_obj_open(w, "jwt");
+	for (i = 0; i < WS_JWT_VERDICT_MAX; i++)
+		jw_u64(w, ws_jwt_verdict_name(i), st->verdicts[i]);
+	jw_u64(w, "cache_hits", st->cache_hits);
+	jw_u64(w, "cache_misses", st->cache_misses);
+	jw_u64(w, "cache_evicted", st->cache_evicted);
+	jw_u64(w, "jwks_loads", st->loads);
+	jw_u64(w, "jwks_load_errors", st->load_errors);
+	jw_u64(w, "jwks_keys", st->keys);
+	jw_u64(w, "jwks_keys_skipped", st->keys_skipped);
+	jw_obj_close(w);
 }
 
 /* The "http" object of agent_metrics: every counter of the HTTP spans. */
@@ -287,6 +336,11 @@ static void put_http_metrics(struct ws_jsonw *w, struct agent *ag)
 	jw_u64(w, "link_thread", st->link_thread);
 	jw_u64(w, "link_heuristic", st->link_heuristic);
 	jw_u64(w, "link_none", st->link_none);
+	jw_u64(w, "link_thread_order", st->link_thread_order);
+	jw_u64(w, "link_dial", st->link_dial);
+	jw_u64(w, "link_queue", st->link_queue);
+	jw_u64(w, "link_ambiguous", st->link_ambiguous);
+	jw_u64(w, "link_response_thread", st->link_response_thread);
 	jw_u64(w, "link_candidates_cut", st->link_candidates_cut);
 	jw_u64(w, "traceparent_in", st->traceparent_in);
 	jw_u64(w, "bad_traceparent", st->bad_traceparent);
@@ -317,6 +371,7 @@ static void put_http_metrics(struct ws_jsonw *w, struct agent *ag)
 	jw_u64(w, "auth_other", au->other);
 	jw_u64(w, "auth_roles_cut", au->roles_cut);
 	jw_u64(w, "auth_claims_cut", au->claims_cut);
+	put_jwt_metrics(w, ag);
 	jw_u64(w, "nomem", st->nomem);
 	jw_obj_close(w);
 }
@@ -394,6 +449,55 @@ static void note_change(const char *key, bool reloadable, void *ctx)
 			key);
 }
 
+/* Move the http.jwt_* keys of nc into the running configuration. */
+static void take_jwt_keys(struct ws_config *c, struct ws_config *nc)
+{
+	uint64_t i;
+
+	free(c->jwks_file);
+	c->jwks_file = nc->jwks_file;
+	nc->jwks_file = NULL;
+	for (i = 0; i < c->n_jwt_issuers; i++)
+		free(c->jwt_issuers[i]);
+	memcpy(c->jwt_issuers, nc->jwt_issuers, sizeof(c->jwt_issuers));
+	c->n_jwt_issuers = nc->n_jwt_issuers;
+	nc->n_jwt_issuers = 0;
+	for (i = 0; i < c->n_jwt_audiences; i++)
+		free(c->jwt_audiences[i]);
+	memcpy(c->jwt_audiences, nc->jwt_audiences, sizeof(c->jwt_audiences));
+	c->n_jwt_audiences = nc->n_jwt_audiences;
+	nc->n_jwt_audiences = 0;
+	c->jwt_leeway_s = nc->jwt_leeway_s;
+}
+
+/* SIGHUP: the JWKS file is read again, with the new issuers, audiences
+ * and leeway; a file that cannot be read keeps the keys read before. */
+static void reload_jwt(struct agent *ag, struct ws_config *nc)
+{
+	struct ws_jwt_verifier_cfg jc;
+	char err[512];
+
+	take_jwt_keys(&ag->cfg, nc);
+	ws_config_jwt_cfg(&ag->cfg, &jc);
+	if (!jc.jwks_file || !*jc.jwks_file) {
+		ws_http_spans_set_verifier(ag->http, NULL);
+		ws_jwt_verifier_free(ag->jwt);
+		ag->jwt = NULL;
+		return;
+	}
+	if (!ag->jwt) {
+		ag->jwt = ws_jwt_verifier_new(&jc, err, sizeof(err));
+		ws_http_spans_set_verifier(ag->http, ag->jwt);
+	} else if (ws_jwt_verifier_configure(ag->jwt, &jc, err, sizeof(err))) {
+		ag->jwks_errors_logged =
+			ws_jwt_verifier_stats(ag->jwt)->load_errors;
+	} else {
+		return;
+	}
+	if (!ag->jwt || ws_jwt_verifier_stats(ag->jwt)->load_errors)
+		ws_err("SIGHUP: http.jwks_file: %s", err);
+}
+
 /* SIGHUP: read the configuration again (file, environment, the same
  * command line); apply the keys that may change while running. */
 static void on_reload(void *ctx)
@@ -425,6 +529,7 @@ static void on_reload(void *ctx)
 	c->batch_max_bytes = nc.batch_max_bytes;
 	c->batch_max_delay_ms = nc.batch_max_delay_ms;
 	c->queue_max_bytes = nc.queue_max_bytes;
+	reload_jwt(ag, &nc);
 	ws_config_free(&nc);
 	if (ws_config_exclude_filter(c, ag->exclude))
 		ws_err("SIGHUP: out of memory for the subject filter");
@@ -559,6 +664,18 @@ int cmd_agent(int argc, char **argv)
 		goto out;
 	}
 	ag.ids = ag.en.ids;
+	if (ag.cfg.jwks_file && *ag.cfg.jwks_file) {
+		struct ws_jwt_verifier_cfg jc;
+
+		ws_config_jwt_cfg(&ag.cfg, &jc);
+		ag.jwt = ws_jwt_verifier_new(&jc, err, sizeof(err));
+		if (!ag.jwt) {
+			ws_err("http.jwks_file: %s", err);
+			rc = 1;
+			goto out;
+		}
+		hcfg.auth.jwt_verifier = ag.jwt;
+	}
 	ag.http = ws_http_spans_new(&hcfg, on_span, &ag);
 	OPENSSL_cleanse(hcfg.auth.secret, sizeof(hcfg.auth.secret));
 	ncfg.parent = http_parent;
@@ -584,6 +701,7 @@ int cmd_agent(int argc, char **argv)
 	ag.sink.ops->close(ag.sink.impl);
 out:
 	ws_http_spans_free(ag.http, 0);
+	ws_jwt_verifier_free(ag.jwt);
 	ws_nats_spans_free(ag.nats, 0);
 	ws_enrich_stop(&ag.en);
 	ws_subject_filter_free(ag.exclude);

@@ -115,6 +115,13 @@ static const struct key keys[] = {
 	{"http.capture_headers", T_STR_LIST, 0, O(capture_headers),
 	 O(n_capture_headers), 0, 0, WS_AUTH_MAX_HEADERS, NULL},
 	U64("http.request_timeout_s", http_request_timeout_s, 1, 3600, 0),
+	STR("http.jwks_file", jwks_file, F_RELOAD | F_FILE),
+	{"http.jwt_issuers", T_STR_LIST, F_RELOAD, O(jwt_issuers),
+	 O(n_jwt_issuers), 0, 0, WS_JWT_MAX_ACCEPT, NULL},
+	{"http.jwt_audiences", T_STR_LIST, F_RELOAD, O(jwt_audiences),
+	 O(n_jwt_audiences), 0, 0, WS_JWT_MAX_ACCEPT, NULL},
+	U64("http.jwt_leeway_s", jwt_leeway_s, 0, 600, F_RELOAD),
+	U64("http.jwt_cache_size", jwt_cache_size, 0, 1u << 20, 0),
 	STR("health.listen", health_listen, 0),
 	{"k8s.enabled", T_BOOL, 0, O(k8s_enabled), 0, 0, 0, 0, NULL},
 	STR("k8s.node_name", node_name, 0),
@@ -198,6 +205,8 @@ void ws_config_init(struct ws_config *c)
 	c->key_hash = WS_KEY_HASH_HMAC;
 	c->key_hash_secret_file = strdup(WS_AUTH_DEFAULT_SECRET_FILE);
 	c->http_request_timeout_s = 60;
+	c->jwt_leeway_s = WS_JWT_DEFAULT_LEEWAY_S;
+	c->jwt_cache_size = WS_JWT_DEFAULT_CACHE;
 	c->k8s_enabled = true;
 }
 
@@ -1019,6 +1028,23 @@ int ws_config_http_cfg(const struct ws_config *c, struct ws_http_spans_cfg *out,
 		out->capture_headers[out->n_capture_headers++] = h;
 	}
 	return 0;
+}
+
+void ws_config_jwt_cfg(const struct ws_config *c,
+		       struct ws_jwt_verifier_cfg *out)
+{
+	uint64_t i;
+
+	memset(out, 0, sizeof(*out));
+	out->jwks_file = c->jwks_file;
+	for (i = 0; i < c->n_jwt_issuers; i++)
+		out->policy.issuers[out->policy.n_issuers++] =
+			c->jwt_issuers[i];
+	for (i = 0; i < c->n_jwt_audiences; i++)
+		out->policy.audiences[out->policy.n_audiences++] =
+			c->jwt_audiences[i];
+	out->policy.leeway_s = c->jwt_leeway_s;
+	out->cache_size = (uint32_t)c->jwt_cache_size;
 }
 
 int ws_config_enrich_cfg(const struct ws_config *c, struct ws_enrich_cfg *out,

@@ -71,6 +71,13 @@ struct ws_config {
 	char *capture_headers[WS_AUTH_MAX_HEADERS];
 	uint64_t n_capture_headers;
 	uint64_t http_request_timeout_s;
+	/* JWT verification (jwks.h): no file, no verification */
+	char *jwks_file;
+	char *jwt_issuers[WS_JWT_MAX_ACCEPT];
+	uint64_t n_jwt_issuers;
+	char *jwt_audiences[WS_JWT_MAX_ACCEPT];
+	uint64_t n_jwt_audiences;
+	uint64_t jwt_leeway_s, jwt_cache_size;
 	/* health endpoint: host:port, NULL = none */
 	char *health_listen;
 	/* enrichment: Kubernetes and service.name */
@@ -147,6 +154,9 @@ void ws_config_export_cfg(const struct ws_config *c,
  */
 int ws_config_http_cfg(const struct ws_config *c, struct ws_http_spans_cfg *out,
 		       char *err, size_t errlen);
+/* The JWT verifier's configuration (pointers into c). */
+void ws_config_jwt_cfg(const struct ws_config *c,
+		       struct ws_jwt_verifier_cfg *out);
 /*
  * The enrichment's configuration (pointers into c; service rules parsed):
  * 0, or -1 with "KEY: reason". Free with ws_enrich_cfg_free.

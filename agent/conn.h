@@ -58,7 +58,8 @@ struct ws_conn {
 	uint8_t proto; /* enum ws_proto */
 	uint8_t flags; /* WS_CF_* */
 	char comm[WS_COMM_LEN];
-	bool announced; /* capture printed this connection's open line */
+	uint32_t open_tid; /* thread that connected or accepted; 0: unknown */
+	bool announced;	   /* capture printed this connection's open line */
 	/*
 	 * Indexed by enum ws_dir. Zeroed on insert: the owner calls
 	 * ws_reasm_init on them (its sink ctx is usually the connection).

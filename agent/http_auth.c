@@ -425,8 +425,28 @@ static void put_basic(struct ws_http_str cred, struct ws_attrs *a,
 	OPENSSL_cleanse(out, sizeof(out));
 }
 
+/* wirespan.auth.verified, and why not when a key set was asked. */
+static void put_verified(const struct ws_http_auth_cfg *cfg,
+			 struct ws_http_str tok, uint64_t now_ns,
+			 struct ws_attrs *a)
+{
+	enum ws_jwt_verdict v;
+
+	if (!cfg->jwt_verifier) {
+		ws_attrs_bool(a, "wirespan.auth.verified", false);
+		return;
+	}
+	v = ws_jwt_verifier_check(cfg->jwt_verifier, tok.ptr, tok.len,
+				  (int64_t)(now_ns / 1000000000ull));
+	ws_attrs_bool(a, "wirespan.auth.verified", v == WS_JWT_VERIFIED);
+	if (v != WS_JWT_VERIFIED)
+		ws_attrs_cstr(a, "wirespan.auth.verify_error",
+			      ws_jwt_verdict_name(v));
+}
+
 static bool apply_authorization(const struct ws_http_auth_cfg *cfg,
-				struct ws_http_str v, struct ws_attrs *a,
+				struct ws_http_str v, uint64_t now_ns,
+				struct ws_attrs *a,
 				struct ws_http_auth_stats *st)
 {
 	struct ws_http_str rest, scheme = auth_scheme(v, &rest);
@@ -439,8 +459,7 @@ static bool apply_authorization(const struct ws_http_auth_cfg *cfg,
 				st->jwt++;
 				ws_attrs_cstr(a, "wirespan.auth.scheme",
 					      "bearer_jwt");
-				ws_attrs_bool(a, "wirespan.auth.verified",
-					      false);
+				put_verified(cfg, rest, now_ns, a);
 				put_claims(cfg, o, a, st);
 				json_object_put(o);
 				return true;
@@ -482,14 +501,15 @@ static bool apply_authorization(const struct ws_http_auth_cfg *cfg,
 }
 
 bool ws_http_auth_apply(const struct ws_http_auth_cfg *cfg,
-			const struct ws_http_headers *h, struct ws_attrs *a,
-			struct ws_http_auth_stats *st)
+			const struct ws_http_headers *h, uint64_t now_ns,
+			struct ws_attrs *a, struct ws_http_auth_stats *st)
 {
 	const struct ws_http_header *hd;
 	unsigned i;
 
 	hd = ws_http_header_find(h, "Authorization", NULL);
-	if (hd && hd->value.len && apply_authorization(cfg, hd->value, a, st))
+	if (hd && hd->value.len &&
+	    apply_authorization(cfg, hd->value, now_ns, a, st))
 		return true;
 	for (i = 0; i < cfg->n_api_key_headers; i++) {
 		hd = ws_http_header_find(h, cfg->api_key_headers[i], NULL);

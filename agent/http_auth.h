@@ -8,7 +8,10 @@
  *                                  enduser.id        (claim cfg.jwt_user_claim)
  *                                  user.roles        (scope / scp / roles)
  *                                  wirespan.auth.iss|aud|azp|client_id
- *                                  wirespan.auth.verified = false
+ *                                  wirespan.auth.verified = false,
+ *                                  or true when a JWKS is configured and
+ *                                  the token verifies (jwks.h); else
+ *                                  wirespan.auth.verify_error = why
  *   Authorization: Bearer <opaque> enduser.pseudo.id = keyed hash of the token
  *   Authorization: <opaque key>    (Tyk accepts a bare key) the same
  *   X-API-Key (cfg.api_key_headers) the same
@@ -34,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "jwks.h"
 #include "proto/http.h"
 #include "redact.h"
 #include "span.h"
@@ -71,6 +75,9 @@ struct ws_http_auth_cfg {
 	/* The redaction policy for header and query names (redact.h;
 	 * zeroed: the built-in lists). */
 	struct ws_redact redact;
+	/* Bearer JWTs are verified against this key set when set (not
+	 * owned; its own counters); NULL: claims are never verified. */
+	struct ws_jwt_verifier *jwt_verifier;
 };
 
 struct ws_http_auth_stats {
@@ -107,13 +114,14 @@ int ws_http_auth_load_secret(struct ws_http_auth_cfg *cfg, const char *path,
 			     bool create, char *err, size_t errcap);
 
 /*
- * Derive the caller identity of a request from its headers and set the
+ * Derive the caller identity of a request read at now_ns (unix; exp and
+ * nbf of a JWT are checked against it) from its headers and set the
  * attributes above on a. Never copies a credential. Returns true if an
  * identity (or an auth scheme) was found.
  */
 bool ws_http_auth_apply(const struct ws_http_auth_cfg *cfg,
-			const struct ws_http_headers *h, struct ws_attrs *a,
-			struct ws_http_auth_stats *st);
+			const struct ws_http_headers *h, uint64_t now_ns,
+			struct ws_attrs *a, struct ws_http_auth_stats *st);
 
 /*
  * True for header names whose value is a credential and must never be

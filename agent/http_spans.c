@@ -34,12 +34,22 @@ enum link_ev {
 	LINK_TRACEPARENT,
 	LINK_THREAD,
 	LINK_HEURISTIC,
+	LINK_THREAD_ORDER,
+	LINK_DIAL,
+	LINK_QUEUE,
+	LINK_AMBIGUOUS,
+	LINK_RESPONSE_THREAD,
 };
 
-static const char *const link_ev_name[] = {"none", "traceparent", "thread",
-					   "heuristic"};
+static const char *const link_ev_name[] = {
+	"none", "traceparent", "thread",    "heuristic",      "thread_order",
+	"dial", "queue",       "ambiguous", "response_thread"};
+
+/* A held upstream call waits this long for its response-thread evidence. */
+#define HOLD_NS 1000000000ull
 
 struct proc;
+struct thr;
 
 /* A request on a connection both of whose ends are on this host, as both
  * ends see it: the client's and the server's address, and the stream
@@ -68,6 +78,7 @@ struct xch {
 	uint8_t in_parent[8];
 	bool has_in_parent;
 	unsigned children; /* upstream calls linked to it */
+	unsigned weak;	   /* of which by weak evidence (queue, ambiguous) */
 	/* idle upstream connections of the process when it was read: a
 	 * pooling gateway serves it at once, else it queues for one */
 	unsigned idle_at_read;
@@ -76,10 +87,57 @@ struct xch {
 	struct hop_key hop;
 	bool in_hops;
 	bool ids_given; /* a NATS span took its ids as parent */
+	/* the inbound request its thread read last, with nothing else done
+	 * on that thread since: an upstream write there is for it */
+	struct thr *thr;
+	/* upstream calls linked by weak evidence (queue, ambiguous) wait
+	 * for the response-thread evidence (struct held) */
+	uint8_t link_ev;
+	bool relink;
+	struct held *held; /* watched for its response thread */
+	/* same-host hop of a call that may be relinked: the server span at
+	 * the other end (dep, its span kept in dep_span once ended) follows
+	 * the call's trace; follows is the reverse pointer */
+	struct xch *dep, *follows;
+	struct ws_span *dep_span;
 	UT_hash_handle hh;
 	struct xch *prev, *next;   /* hc->fifo, oldest first */
 	struct xch *aprev, *anext; /* b->age: open spans, oldest first */
 	struct xch *pprev, *pnext; /* proc->open, oldest first */
+};
+
+/*
+ * A thread whose last HTTP event was reading an inbound request head: the
+ * next upstream request it writes serves that request (a thread per
+ * request, an event loop with a pooled upstream connection, Go's handler
+ * waking its connection's writeLoop on the same thread). Any other event
+ * on the thread ends it. Entries live only while x is that request, so
+ * there are at most as many as open inbound requests.
+ */
+struct thr {
+	uint32_t tid;
+	struct xch *x;
+	UT_hash_handle hh;
+};
+
+/*
+ * An upstream call linked by weak evidence whose response head thread tid
+ * just read: a gateway writes the inbound response head next on the same
+ * thread (an event loop in the same handler; Go's connection readLoop
+ * hands the response to the handler goroutine, which runs next on that
+ * thread). The first inbound response head tid writes settles the parent
+ * (response_thread). While the call is open (x) it is only watched; once
+ * it ended its span waits here (span). A newer call on tid, or HOLD_NS,
+ * ends the wait: the call keeps the link it had. One per thread at most.
+ */
+struct held {
+	uint32_t tid, tgid;
+	struct xch *x;	      /* the call, while open */
+	struct ws_span *span; /* its span, once ended */
+	struct ws_span *dep;  /* its same-host server span, or NULL */
+	uint8_t ev;	      /* its evidence so far */
+	uint64_t since;
+	UT_hash_handle hh;
 };
 
 /* A process with open inbound requests or client connections. */
@@ -131,6 +189,8 @@ struct ws_http_spans {
 	struct proc *procs;
 	struct xch
 		*hops; /* by hop: exchanges whose other end is not seen yet */
+	struct thr *thrs;  /* by tid: threads that just read a request */
+	struct held *held; /* by tid: calls waiting for their evidence */
 	/* "http.request.header.<name>" per capture header (NULL: refused) */
 	char *capture_keys[WS_AUTH_MAX_HEADERS];
 	/* parser counters of the open connections (for stats) */
@@ -378,6 +438,71 @@ static void client_idle(struct ws_http_conn *hc, bool idle)
 		hc->proc->idle--;
 }
 
+/* ---- threads that just read an inbound request ------------------------- */
+
+static void thr_drop(struct ws_http_spans *b, struct thr *t)
+{
+	t->x->thr = NULL;
+	HASH_DEL(b->thrs, t);
+	free(t);
+}
+
+static struct thr *thr_find(struct ws_http_spans *b, uint32_t tid)
+{
+	struct thr *t = NULL;
+
+	if (b->thrs)
+		HASH_FIND(hh, b->thrs, &tid, sizeof(tid), t);
+	return t;
+}
+
+/* Thread tid just read the head of inbound request x. */
+static void thr_read(struct ws_http_spans *b, uint32_t tid, struct xch *x)
+{
+	struct thr *t = thr_find(b, tid);
+
+	if (t) {
+		t->x->thr = NULL;
+	} else {
+		t = malloc(sizeof(*t));
+		if (!t) {
+			b->st.nomem++;
+			return;
+		}
+		t->tid = tid;
+		HASH_ADD(hh, b->thrs, tid, sizeof(t->tid), t);
+	}
+	t->x = x;
+	x->thr = t;
+}
+
+/* ---- link counters ------------------------------------------------------ */
+
+static uint64_t *link_counter(struct ws_http_spans *b, enum link_ev ev)
+{
+	switch (ev) {
+	case LINK_TRACEPARENT:
+		return &b->st.link_traceparent;
+	case LINK_THREAD:
+		return &b->st.link_thread;
+	case LINK_HEURISTIC:
+		return &b->st.link_heuristic;
+	case LINK_THREAD_ORDER:
+		return &b->st.link_thread_order;
+	case LINK_DIAL:
+		return &b->st.link_dial;
+	case LINK_QUEUE:
+		return &b->st.link_queue;
+	case LINK_AMBIGUOUS:
+		return &b->st.link_ambiguous;
+	case LINK_RESPONSE_THREAD:
+		return &b->st.link_response_thread;
+	case LINK_NONE:
+		break;
+	}
+	return &b->st.link_none;
+}
+
 /* ---- ending exchanges --------------------------------------------------- */
 
 static void emit(struct ws_http_spans *b, struct ws_span *s)
@@ -385,6 +510,130 @@ static void emit(struct ws_http_spans *b, struct ws_span *s)
 	if (s->kind < 6)
 		b->st.spans[s->kind]++;
 	b->emit(b->ctx, s);
+}
+
+/* Emit a call and the same-host server span that follows its trace. */
+static void emit_with_dep(struct ws_http_spans *b, struct ws_span *s,
+			  struct ws_span *dep)
+{
+	emit(b, s);
+	if (dep) {
+		memcpy(dep->trace_id, s->trace_id, 16);
+		emit(b, dep);
+	}
+}
+
+static struct held *held_find(struct ws_http_spans *b, uint32_t tid)
+{
+	struct held *h = NULL;
+
+	if (b->held)
+		HASH_FIND(hh, b->held, &tid, sizeof(tid), h);
+	return h;
+}
+
+/* End the wait: an open call keeps its link and is emitted at its end;
+ * an ended one goes out now. */
+static void held_emit(struct ws_http_spans *b, struct held *h)
+{
+	HASH_DEL(b->held, h);
+	if (h->x) {
+		h->x->held = NULL;
+		h->x->relink = false;
+	} else {
+		ws_attrs_cstr(&h->span->a, "wirespan.link.evidence",
+			      link_ev_name[h->ev]);
+		emit_with_dep(b, h->span, h->dep);
+	}
+	free(h);
+}
+
+/* Thread tid read the response head of x, linked by weak evidence. */
+static void held_watch(struct ws_http_spans *b, struct xch *x, uint32_t tid,
+		       uint64_t ts)
+{
+	struct held *h = held_find(b, tid);
+
+	if (h)
+		held_emit(b, h);
+	if (x->held)
+		held_emit(b, x->held);
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		b->st.nomem++;
+		x->relink = false;
+		return;
+	}
+	h->tid = tid;
+	h->tgid = x->hc->info.tgid;
+	h->x = x;
+	h->ev = x->link_ev;
+	h->since = ts;
+	x->held = h;
+	HASH_ADD(hh, b->held, tid, sizeof(h->tid), h);
+}
+
+/* x, still watched, ended: its span waits. */
+static void held_keep(struct xch *x, struct ws_span *s)
+{
+	struct held *h = x->held;
+
+	h->x = NULL;
+	h->span = s;
+	h->dep = x->dep_span;
+	h->since = s->end_ns;
+	x->dep_span = NULL;
+	x->held = NULL;
+}
+
+/*
+ * Thread tid writes the response head of inbound request x: the call
+ * watched for tid is x's (the response-thread evidence). The guessed
+ * parent, if another, counts as not linked again.
+ */
+static void held_settle(struct ws_http_spans *b, uint32_t tid, struct xch *x)
+{
+	struct held *h = held_find(b, tid);
+	struct ws_span *s = h ? (h->x ? h->x->span : h->span) : NULL;
+	struct proc *p;
+	struct xch *c;
+	bool same;
+
+	if (!h)
+		return;
+	same = s && x->span && !memcmp(s->parent_span_id, x->span->span_id, 8);
+	/* a request already linked by strong evidence is not taken */
+	if (!s || h->tgid != x->hc->info.tgid || !x->span ||
+	    x->head_ns > s->start_ns || (x->children > x->weak && !same)) {
+		held_emit(b, h);
+		return;
+	}
+	if (!same) {
+		p = proc_get(b, h->tgid, false);
+		for (c = p ? p->open : NULL; c; c = c->pnext)
+			if (c->span && c->weak &&
+			    !memcmp(c->span->span_id, s->parent_span_id, 8)) {
+				c->children--;
+				c->weak--;
+				break;
+			}
+		x->children++;
+		ws_span_set_parent(s, x->span->trace_id, x->span->span_id);
+	} else if (x->weak) {
+		x->weak--; /* confirmed */
+	}
+	(*link_counter(b, h->ev))--;
+	b->st.link_response_thread++;
+	h->ev = LINK_RESPONSE_THREAD;
+	if (h->x) {
+		/* still open: it goes out at its end, settled */
+		h->x->link_ev = LINK_RESPONSE_THREAD;
+		ws_attrs_cstr(&s->a, "wirespan.link.evidence",
+			      link_ev_name[LINK_RESPONSE_THREAD]);
+		if (h->x->dep && h->x->dep->span)
+			memcpy(h->x->dep->span->trace_id, s->trace_id, 16);
+	}
+	held_emit(b, h);
 }
 
 static void set_error(struct ws_span *s, const char *type)
@@ -401,6 +650,8 @@ static void xch_end_span(struct xch *x, uint64_t end_ns, enum end_why why)
 	struct ws_http_spans *b = x->hc->b;
 	struct ws_span *s = x->span;
 
+	if (x->thr)
+		thr_drop(b, x->thr);
 	if (!s)
 		return;
 	x->span = NULL;
@@ -425,7 +676,23 @@ static void xch_end_span(struct xch *x, uint64_t end_ns, enum end_why why)
 		break;
 	}
 	s->end_ns = end_ns > s->start_ns ? end_ns : s->start_ns;
-	emit(b, s);
+	if (x->follows && !x->follows->dep_span) {
+		/* a same-host server span whose caller may be relinked:
+		 * it goes out with the caller, in the caller's trace */
+		x->follows->dep_span = s;
+		x->follows->dep = NULL;
+		x->follows = NULL;
+		return;
+	}
+	if (x->held) {
+		if (why == END_RESPONSE) {
+			held_keep(x, s);
+			return;
+		}
+		held_emit(b, x->held);
+	}
+	emit_with_dep(b, s, x->dep_span);
+	x->dep_span = NULL;
 }
 
 static void xch_free(struct xch *x)
@@ -435,6 +702,16 @@ static void xch_free(struct xch *x)
 
 	if (x->in_hops)
 		HASH_DEL(hc->b->hops, x);
+	if (x->thr)
+		thr_drop(hc->b, x->thr);
+	if (x->dep)
+		x->dep->follows = NULL;
+	if (x->follows)
+		x->follows->dep = NULL;
+	if (x->dep_span)
+		emit(hc->b, x->dep_span);
+	if (x->held)
+		held_emit(hc->b, x->held);
 	DL_DELETE(hc->fifo, x);
 	hc->n_fifo--;
 	for (d = 0; d < 2; d++)
@@ -710,14 +987,14 @@ static int similarity(const struct xch *c, const struct ws_http_msg *m,
 
 /* Rank of a candidate parent, compared field by field, biggest wins. */
 struct rank {
-	int64_t v[5];
+	int64_t v[6];
 };
 
 static int rank_cmp(const struct rank *a, const struct rank *b)
 {
 	int i;
 
-	for (i = 0; i < 5; i++)
+	for (i = 0; i < 6; i++)
 		if (a->v[i] != b->v[i])
 			return a->v[i] < b->v[i] ? -1 : 1;
 	return 0;
@@ -725,36 +1002,54 @@ static int rank_cmp(const struct rank *a, const struct rank *b)
 
 /*
  * Rank a candidate parent c of the upstream call x: likeness first, then
- * not linked yet. A fresh connection (made at connect_ns) was made for the
- * newest request read before it (by the same thread first). On a reused
- * connection, a request read while the process had an idle upstream
- * connection was sent at once (the newest, by the same thread first); one
- * read while none was idle queued for a connection, and queues are served
- * oldest first.
+ * not linked yet, then the pick of the order rules (link_upstream), then
+ * timing as before the order rules: a fresh connection (made at
+ * connect_ns) was made for the newest request read before it; on a reused
+ * connection a request read while the process had an idle upstream
+ * connection was sent at once (the newest, by the same thread first), one
+ * read while none was idle queued, and queues are served oldest first.
  */
 static void rank_candidate(const struct xch *c, const struct xch *x,
-			   const struct ws_http_msg *m,
-			   const struct ws_http_str *rid,
-			   struct ws_http_str xff, uint64_t connect_ns,
-			   struct rank *r)
+			   int64_t likeness, const struct xch *pick,
+			   uint64_t connect_ns, struct rank *r)
 {
 	bool at_once = connect_ns ? c->head_ns <= connect_ns : c->idle_at_read;
 
-	r->v[0] = similarity(c, m, rid, xff);
+	r->v[0] = likeness;
 	r->v[1] = c->children == 0;
-	r->v[2] = at_once;
-	r->v[3] = at_once && c->tid == x->tid;
-	r->v[4] = at_once ? (int64_t)c->head_ns : -(int64_t)c->head_ns;
+	r->v[2] = c == pick;
+	r->v[3] = at_once;
+	r->v[4] = at_once && c->tid == x->tid;
+	r->v[5] = at_once ? (int64_t)c->head_ns : -(int64_t)c->head_ns;
+}
+
+/* The open inbound requests of p that may be the parent of x. */
+static bool is_candidate(const struct xch *c, const struct xch *x, int n_tp,
+			 const uint8_t trace[16])
+{
+	return c->head_ns <= x->start_ns && c->span &&
+	       (!n_tp || in_trace(c, trace));
 }
 
 /*
  * Find the inbound request of this process that an upstream call serves.
- * Candidates: open inbound requests read before the call began (before its
- * connection was made, for the first call on a fresh connection: an event
- * loop connects from the handler and writes once the socket is writable).
- * If the call carries a traceparent whose trace some candidates continue,
- * only those. Ranked by likeness (X-Request-Id, method, path), not linked
- * yet, read by the calling thread, newest.
+ * Candidates: open inbound requests read before the call began. If the
+ * call carries a traceparent whose trace some candidates continue, only
+ * those. Ranked by likeness (X-Request-Id, the gateway's X-Forwarded-For
+ * entry, method, path), then not linked yet, then by the order rules:
+ *   thread_order  the request the calling thread read last, with no other
+ *                 HTTP event on that thread since (struct thr)
+ *   dial          the first request on a fresh connection: the request
+ *                 the connecting thread read last before the connect, if
+ *                 not linked yet (an event loop connects from the
+ *                 handler; Go's dialing goroutine runs on the thread of
+ *                 the handler that asked for it)
+ *   queue         otherwise the oldest request not linked yet, when it is
+ *                 the only one waiting (read, and its thread moved on);
+ *                 with more waiting the pick is the oldest (Go's
+ *                 transport serves waiters oldest first) but "ambiguous"
+ * A link that likeness does not decide and no order rule picks is
+ * "ambiguous".
  */
 static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 				  const struct ws_http_msg *m, struct xch **out)
@@ -766,11 +1061,13 @@ static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 	uint8_t trace[16], span[8], fl;
 	bool have_tp =
 		parse_traceparent(hdr(m, "traceparent"), trace, span, &fl);
-	uint64_t ref = x->start_ns;
-	struct xch *c, *best = NULL;
+	struct thr *t = thr_find(b, x->tid);
+	struct xch *c, *best = NULL, *pick = NULL, *dial = NULL, *oldest = NULL;
 	struct rank r, best_r = {{0}};
-	unsigned seen = 0, n_tp = 0, n_thread = 0;
-	bool fresh;
+	unsigned seen = 0, n_tp = 0, n_thread = 0, n_top = 0, n_wait = 0;
+	enum link_ev pick_ev = LINK_AMBIGUOUS;
+	int64_t like, top = -1, low = INT64_MAX;
+	uint64_t connect_ns = 0;
 
 	*out = NULL;
 	if (!p)
@@ -778,27 +1075,64 @@ static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 	if (have_tp) {
 		DL_FOREACH2(p->open, c, pnext)
 		{
-			n_tp += in_trace(c, trace) && c->head_ns <= ref;
+			n_tp += in_trace(c, trace) && c->head_ns <= x->start_ns;
 		}
 	}
 	if (!n_tp && !b->cfg.link_heuristic)
 		return LINK_NONE;
-	fresh = n_tp != 1 && hc->requests == 1 && hc->info.open_ns &&
-		!hc->info.preexisting && hc->info.open_ns < ref;
-	if (fresh)
-		ref = hc->info.open_ns;
+	if (n_tp != 1 && hc->requests == 1 && hc->info.open_ns &&
+	    !hc->info.preexisting && hc->info.open_ns < x->start_ns)
+		connect_ns = hc->info.open_ns;
+	/* the order rules' picks: oldest first */
+	DL_FOREACH2(p->open, c, pnext)
+	{
+		if (!is_candidate(c, x, n_tp, trace))
+			continue;
+		/* the request read last before the connect, by the
+		 * connecting thread when known */
+		if (connect_ns && c->head_ns <= connect_ns &&
+		    (!hc->info.open_tid || c->tid == hc->info.open_tid))
+			dial = c;
+		if (c->children)
+			continue;
+		if (!oldest)
+			oldest = c;
+		n_wait += !c->thr;
+	}
+	if (dial && !dial->children) {
+		/* first, so that an event loop's request read after the
+		 * connect (no HTTP event in between) is not taken */
+		pick = dial;
+		pick_ev = LINK_DIAL;
+	} else if (t && t->x->proc == p && is_candidate(t->x, x, n_tp, trace)) {
+		pick = t->x;
+		pick_ev = LINK_THREAD_ORDER;
+	} else if (oldest && n_wait == 1) {
+		pick = oldest;
+		pick_ev = LINK_QUEUE;
+	}
+	/* else the timing ranks decide, and the link is ambiguous */
 	/* newest first: the list is oldest first */
 	for (c = p->open ? p->open->pprev : NULL; c;
 	     c = c == p->open ? NULL : c->pprev) {
-		if (c->head_ns > x->start_ns || !c->span ||
-		    (n_tp && !in_trace(c, trace)))
+		if (!is_candidate(c, x, n_tp, trace))
 			continue;
 		if (++seen > b->cfg.max_link_candidates) {
 			b->st.link_candidates_cut++;
 			break;
 		}
 		n_thread += c->tid == x->tid;
-		rank_candidate(c, x, m, rid, xff, fresh ? ref : 0, &r);
+		like = similarity(c, m, rid, xff);
+		if (like < low)
+			low = like;
+		if (!c->children) {
+			if (like > top) {
+				top = like;
+				n_top = 0;
+			}
+			n_top += like == top;
+		}
+		rank_candidate(c, x, like, pick, connect_ns, &r);
 		if (!best || rank_cmp(&r, &best_r) > 0) {
 			best = c;
 			best_r = r;
@@ -809,10 +1143,17 @@ static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 	*out = best;
 	if (n_tp == 1)
 		return LINK_TRACEPARENT;
+	/* the only open request, or likeness decides: one request not linked
+	 * yet is more alike than others */
+	if (seen == 1 ||
+	    (n_top == 1 && top > low && best_r.v[1] && best_r.v[0] == top))
+		return LINK_HEURISTIC;
 	/* the one request this thread has open: thread per request */
 	if (best->tid == x->tid && n_thread == 1)
 		return LINK_THREAD;
-	return LINK_HEURISTIC;
+	if (best == pick)
+		return pick_ev;
+	return LINK_AMBIGUOUS;
 }
 
 static void link_client(struct ws_http_conn *hc, struct xch *x,
@@ -825,23 +1166,18 @@ static void link_client(struct ws_http_conn *hc, struct xch *x,
 		parse_traceparent(hdr(m, "traceparent"), trace, span, &fl);
 	struct xch *parent;
 	enum link_ev ev = link_upstream(hc, x, m, &parent);
+	struct thr *t = thr_find(b, x->tid);
 
-	switch (ev) {
-	case LINK_TRACEPARENT:
-		b->st.link_traceparent++;
-		break;
-	case LINK_THREAD:
-		b->st.link_thread++;
-		break;
-	case LINK_HEURISTIC:
-		b->st.link_heuristic++;
-		break;
-	case LINK_NONE:
-		b->st.link_none++;
-		break;
-	}
+	/* the calling thread has done something else since its read */
+	if (t)
+		thr_drop(b, t);
+
+	(*link_counter(b, ev))++;
+	x->link_ev = (uint8_t)ev;
+	x->relink = ev == LINK_QUEUE || ev == LINK_AMBIGUOUS;
 	if (parent) {
 		parent->children++;
+		parent->weak += x->relink;
 		ws_span_set_parent(s, parent->span->trace_id,
 				   parent->span->span_id);
 		ws_attrs_cstr(&s->a, "wirespan.link.evidence",
@@ -1002,6 +1338,10 @@ static void hop_match(struct ws_http_conn *hc, struct xch *x,
 	sv->span->flags = 0x100; /* known, not remote */
 	ws_attrs_cstr(&sv->span->a, "wirespan.link.evidence", "same_host");
 	b->st.hop_linked++;
+	if (cl->relink && !cl->dep && !sv->follows) {
+		cl->dep = sv;
+		sv->follows = cl;
+	}
 }
 
 static void on_request_head(struct side *sd, const struct ws_http_msg *m)
@@ -1044,6 +1384,7 @@ static void on_request_head(struct side *sd, const struct ws_http_msg *m)
 			x->proc = p;
 			x->idle_at_read = p->idle;
 		}
+		thr_read(b, sd->tid, x);
 	} else {
 		const struct ws_http_str *host = hdr(m, "Host");
 
@@ -1061,7 +1402,8 @@ static void on_request_head(struct side *sd, const struct ws_http_msg *m)
 		link_client(hc, x, m);
 	}
 	hop_match(hc, x, m, server);
-	ws_http_auth_apply(&b->cfg.auth, &m->headers, &s->a, &b->st.auth);
+	ws_http_auth_apply(&b->cfg.auth, &m->headers, x->start_ns, &s->a,
+			   &b->st.auth);
 	put_captured(b, s, m);
 	if (m->flags & WS_HTTP_F_RESYNC) {
 		b->st.resync++;
@@ -1119,6 +1461,10 @@ static void on_response_head(struct side *sd, const struct ws_http_msg *m)
 	x->have_response = true;
 	x->status = m->status;
 	sd->cur = x;
+	if (hc->info.role == WS_ROLE_SERVER && b->held)
+		held_settle(b, sd->tid, x);
+	else if (hc->info.role == WS_ROLE_CLIENT && x->relink && x->span)
+		held_watch(b, x, sd->tid, sd->feed_ts);
 	if (m->flags & WS_HTTP_F_RESYNC)
 		b->st.resync++;
 	s = x->span;
@@ -1290,6 +1636,15 @@ int ws_http_conn_feed(struct ws_http_conn *hc, uint8_t dir, const uint8_t *buf,
 	if (!hc->roles_known && roles_init(hc, dir, buf, len))
 		return -ENOMEM;
 	sd = &hc->side[dir];
+	/* any other event on a thread ends its "just read a request" (an
+	 * upstream request write is judged by link_client; the request's own
+	 * body is part of the read) */
+	if (hc->b->thrs && !(hc->info.role == WS_ROLE_CLIENT && sd->requests)) {
+		struct thr *t = thr_find(hc->b, tid);
+
+		if (t && t->x->hc != hc)
+			thr_drop(hc->b, t);
+	}
 	sd->tid = tid;
 	sd->feed_ts = ts_ns;
 	sd->feed_base = sd->off;
@@ -1414,8 +1769,27 @@ struct ws_http_spans *ws_http_spans_new(const struct ws_http_spans_cfg *cfg,
 	return b;
 }
 
+void ws_http_spans_set_verifier(struct ws_http_spans *b,
+				struct ws_jwt_verifier *v)
+{
+	if (b)
+		b->cfg.auth.jwt_verifier = v;
+}
+
+static void held_flush(struct ws_http_spans *b, uint64_t before_ns)
+{
+	struct held *h, *t;
+
+	HASH_ITER (hh, b->held, h, t) {
+		if (h->since < before_ns)
+			held_emit(b, h);
+	}
+}
+
 void ws_http_spans_tick(struct ws_http_spans *b, uint64_t now_ns)
 {
+	if (now_ns > HOLD_NS)
+		held_flush(b, now_ns - HOLD_NS);
 	while (b->age && b->age->start_ns + b->cfg.request_timeout_ns < now_ns)
 		xch_end_span(b->age, now_ns, END_TIMEOUT);
 }
@@ -1438,6 +1812,8 @@ void ws_http_spans_end_all(struct ws_http_spans *b, uint64_t now_ns)
 {
 	while (b && b->n_live)
 		ws_http_conn_close(b->live[b->n_live - 1], now_ns);
+	if (b)
+		held_flush(b, UINT64_MAX);
 }
 
 void ws_http_spans_free(struct ws_http_spans *b, uint64_t now_ns)

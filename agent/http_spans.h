@@ -85,8 +85,13 @@ struct ws_http_spans_stats {
 		gap_messages; /* messages that lost bytes to a gap (still ended) */
 	uint64_t pending_dropped; /* requests not tracked: connection full */
 	uint64_t pending_evicted; /* exchanges ended early: builder full */
-	/* gateway hops: which evidence linked an upstream call, or none */
+	/* gateway hops: which evidence linked an upstream call, or none;
+	 * ambiguous: linked, but no evidence decided between candidates */
 	uint64_t link_traceparent, link_thread, link_heuristic, link_none;
+	uint64_t link_thread_order, link_dial, link_queue, link_ambiguous;
+	/* queue and ambiguous links the response thread settled (moved
+	 * from those counters) */
+	uint64_t link_response_thread;
 	uint64_t link_candidates_cut; /* inbound requests not compared */
 	uint64_t traceparent_in;      /* server spans continuing a trace */
 	uint64_t bad_traceparent; /* traceparent headers that did not parse */
@@ -119,6 +124,7 @@ struct ws_http_conn_info {
 	uint16_t lport, rport;
 	/* unix ns the connection was made (connect/accept), 0 if unknown */
 	uint64_t open_ns;
+	uint32_t open_tid; /* the thread that made it, 0 if unknown */
 	struct ws_resource *resource; /* referenced by the connection */
 };
 
@@ -133,6 +139,9 @@ void ws_http_spans_end_all(struct ws_http_spans *b, uint64_t now_ns);
  * belong to the builder: export (or free) the spans it emitted before.
  */
 void ws_http_spans_free(struct ws_http_spans *b, uint64_t now_ns);
+/* Verify bearer JWTs with v from now on (NULL: no more); not owned. */
+void ws_http_spans_set_verifier(struct ws_http_spans *b,
+				struct ws_jwt_verifier *v);
 /* Time-outs: call regularly with the current unix time. */
 void ws_http_spans_tick(struct ws_http_spans *b, uint64_t now_ns);
 /* Counters; the parser ones include the connections still open. */

@@ -197,6 +197,7 @@ static void handle_open(struct ws_pipeline *p, const struct ws_conn_open *o)
 	c->cgroup_id = o->cgroup_id;
 	c->role = o->role;
 	c->flags = o->flags;
+	c->open_tid = o->tid;
 	memcpy(c->comm, o->comm, sizeof(c->comm));
 	c->comm[sizeof(c->comm) - 1] = '\0';
 }

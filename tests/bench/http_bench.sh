@@ -6,6 +6,8 @@
 #
 #  a. The HTTP/1.x parser alone (tests/bench/bench_http_parser.c, cc -O2) on
 #     typical gateway messages: MB/s per case, median of HTTP_PARSER_REPS.
+#  c. JWT verification (tests/bench/bench_jwt.c): CPU ns per token, full
+#     verification and with the agent's verdict cache warm (run first).
 #  b. A gateway at full speed: wrk -t2 -c64 for HTTP_SECONDS against nginx
 #     (proxy_pass) and caddy (reverse_proxy), both in front of an nginx
 #     backend (`return 200`), all on loopback. HTTP_REPS runs without the
@@ -69,6 +71,39 @@ cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -Iagent tests/bench/bench_http_parser.c 
 	{ cat "$OUT/cc.err" >&2; die "cannot build bench_http_parser"; }
 for i in $(seq 1 "$HTTP_PARSER_REPS"); do
 	"$OUT/bench_http_parser" 1 >"$OUT/parser.$i.txt" || die "bench_http_parser failed"
+done
+
+# ---- c. JWT verification ------------------------------------------------------
+# (run before the gateways: no load of ours on the machine yet)
+
+log "c: JWT verification (RS256 and EdDSA, keys and tokens made with openssl)"
+cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -Iagent tests/bench/bench_jwt.c agent/jwks.c \
+	-ljson-c -lcrypto -o "$OUT/bench_jwt" 2>"$OUT/cc-jwt.err" ||
+	{ cat "$OUT/cc-jwt.err" >&2; die "cannot build bench_jwt"; }
+J=$OUT/jwt
+mkdir -p "$J"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$J/rsa.pem" 2>/dev/null &&
+	openssl genpkey -algorithm ED25519 -out "$J/ed.pem" 2>/dev/null || die "openssl genpkey failed"
+python3 - "$J" <<'PY' || die "cannot make the JWKS and tokens"
+import base64, json, subprocess, sys, time
+d = sys.argv[1]
+b64u = lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")
+mod = subprocess.run(["openssl", "rsa", "-in", d + "/rsa.pem", "-noout", "-modulus"], capture_output=True, text=True, check=True).stdout
+n = int(mod.strip().split("=", 1)[1], 16)
+der = subprocess.run(["openssl", "pkey", "-in", d + "/ed.pem", "-pubout", "-outform", "DER"], capture_output=True, check=True).stdout
+keys = [{"kty": "RSA", "kid": "r", "n": b64u(n.to_bytes(256, "big")), "e": "AQAB"},
+        {"kty": "OKP", "crv": "Ed25519", "kid": "e", "x": b64u(der[-32:])}]
+open(d + "/jwks.json", "w").write(json.dumps({"keys": keys}))
+claims = b64u(json.dumps({"sub": "bench", "iss": "https://idp", "exp": int(time.time()) + 3600, "scope": "read write"}).encode())
+for alg, kid, cmd in (("RS256", "r", ["openssl", "dgst", "-sha256", "-sign", d + "/rsa.pem"]),
+                      ("EdDSA", "e", ["openssl", "pkeyutl", "-sign", "-inkey", d + "/ed.pem", "-rawin", "-in", d + "/in"])):
+    data = b64u(json.dumps({"alg": alg, "kid": kid}).encode()) + "." + claims
+    open(d + "/in", "w").write(data)
+    sig = subprocess.run(cmd, input=data.encode(), capture_output=True, check=True).stdout
+    open(d + "/" + alg + ".jwt", "w").write(data + "." + b64u(sig))
+PY
+for alg in RS256 EdDSA; do
+	"$OUT/bench_jwt" "$J/jwks.json" "$J/$alg.jwt" 2000 >"$OUT/jwt.$alg.txt" || die "bench_jwt $alg failed"
 done
 
 # ---- b. gateways under wrk ---------------------------------------------------
@@ -168,6 +203,14 @@ while IFS= read -r c; do
 	vals=$(grep -h -F "$c:" "$OUT"/parser.*.txt | sed -n 's/.*: *\([0-9.]*\) MB\/s.*/\1/p')
 	echo "| $(echo "$c" | tr -s ' ') | $(echo "$vals" | median) | $(echo "$vals" | sort -n | head -1) | $(echo "$vals" | sort -n | tail -1) |"
 done <<<"$cases"
+echo
+echo "JWT verification (tests/bench/bench_jwt.c, CPU ns per token, 2048-bit RSA and Ed25519 keys made by openssl): a full verification (signature, exp/nbf) and the agent's path with the verdict cache warm (SHA-256 of the token, one lookup)."
+echo
+echo "| alg | verify ns/token | cached ns/token |"
+echo "|---|---:|---:|"
+for alg in RS256 EdDSA; do
+	echo "| $alg | $(awk '/^verify:/ {print $2}' "$OUT/jwt.$alg.txt") | $(awk '/^cached:/ {print $2}' "$OUT/jwt.$alg.txt") |"
+done
 echo
 echo "Gateways: wrk -t2 -c64 for $HTTP_SECONDS s to the gateway, nginx backend (\`return 200\`), $HTTP_REPS runs each way, alternating."
 echo "With the agent: \`wirespan agent --output stdout --port FRONT --port BACK\`, spans to /dev/null."

@@ -185,9 +185,18 @@ def accuracy_test(kind):
         log("%s link accuracy: %s", kind, "; ".join(report))
         check(total[1] >= 0.99 * total[0], "%s: correct parent for %d of %d upstream spans (< 99%%): %s",
               kind, total[1], total[0], "; ".join(report))
-        # one address, identical requests: only timing is left (see
-        # docs/ARCHITECTURE.md for the numbers); a floor, not the target
-        check(ok1 >= 0.6 * n1, "%s, one client address: correct parent for %d of %d", kind, ok1, n1)
+        # one address, identical requests: only the order of syscalls on
+        # the threads is left (docs/ARCHITECTURE.md has the numbers: nginx
+        # 100 %, caddy 87-94 % on the shared machine); a floor, not the target
+        check(ok1 >= 0.75 * n1, "%s, one client address: correct parent for %d of %d", kind, ok1, n1)
+        # every link is counted under the evidence its span names
+        st = res.agent_metrics["http"]
+        named = collections.Counter(c.a("wirespan.link.evidence") for c in res.spans
+                                    if c.kind == CLIENT and c.a("wirespan.link.evidence"))
+        for ev in ("traceparent", "thread", "heuristic", "thread_order", "dial", "queue", "ambiguous",
+                   "response_thread"):
+            check(st["link_" + ev] == named[ev], "%s: agent_metrics.http.link_%s = %s, %d spans say %s",
+                  kind, ev, st["link_" + ev], named[ev], ev)
         backend = [s for s in res.spans if s.kind == SERVER and s.exe not in ("caddy", "nginx")]
         n = sum(len(r["requests"]) for _, r in phases) + len(same_ip["requests"])
         check(len(backend) == n, "%s: %d backend server spans for %d requests", kind, len(backend), n)
@@ -269,6 +278,90 @@ def test_http_curl_hey_wrk():
         st = res.agent_metrics["http"]
         for k in ("end_evicted", "pending_dropped", "pending_evicted", "orphan_responses", "gap_messages", "nomem"):
             check(st[k] == 0, "wrk: agent_metrics.http.%s = %s", k, st[k])
+
+
+def _b64u(b):
+    return base64.urlsafe_b64encode(b).decode().rstrip("=")
+
+
+def _rsa_key(env, name):
+    """A fresh RSA-2048 key (openssl) and its JWK public half."""
+    pem = env.path(name + ".pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", pem],
+                   check=True, capture_output=True, timeout=60)
+    out = subprocess.run(["openssl", "rsa", "-in", pem, "-noout", "-modulus"], check=True, capture_output=True,
+                         text=True, timeout=30).stdout
+    n = int(out.strip().split("=", 1)[1], 16)
+    return pem, {"kty": "RSA", "n": _b64u(n.to_bytes((n.bit_length() + 7) // 8, "big")), "e": "AQAB"}
+
+
+def _rs256(pem, header, claims):
+    """An RS256 JWT signed by openssl (PKCS#1 v1.5, SHA-256)."""
+    data = _b64u(json.dumps(header).encode()) + "." + _b64u(json.dumps(claims).encode())
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", pem], input=data.encode(), check=True,
+                         capture_output=True, timeout=30).stdout
+    return data + "." + _b64u(sig)
+
+
+def _send(url, seq, token):
+    import http.client
+    host, port = url.split("//")[1].split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    c.request("GET", "/text/10", headers={"X-Test-Seq": seq, "Authorization": "Bearer " + token})
+    r = c.getresponse()
+    r.read()
+    c.close()
+    check(r.status == 200, "request %s: status %s", seq, r.status)
+
+
+def test_http_jwks_verified():
+    """http.jwks_file through caddy: a good RS256 token is verified, a forged, expired or alg=none one is not (with the reason); the key set is read again when the file changes."""
+    with Env("http-jwks") as env:
+        good_pem, good_jwk = _rsa_key(env, "good")
+        evil_pem, evil_jwk = _rsa_key(env, "evil")
+        jwks = env.path("jwks.json")
+        jwks.write_text(json.dumps({"keys": [dict(good_jwk, kid="k1", use="sig")]}))
+        gw = Gateway(env, "caddy", ["--set", "http.jwks_file=%s" % jwks, "--set", "http.jwt_issuers=https://idp.test"])
+        now = int(time.time())
+        claims = {"sub": "alice", "iss": "https://idp.test", "exp": now + 600, "scope": "read write"}
+        hdr = {"alg": "RS256", "typ": "JWT", "kid": "k1"}
+        toks = {
+            "good": _rs256(good_pem, hdr, claims),
+            "forged": _rs256(evil_pem, hdr, dict(claims, sub="mallory")),
+            "expired": _rs256(good_pem, hdr, dict(claims, exp=now - 3600)),
+            "issuer": _rs256(good_pem, hdr, dict(claims, iss="https://evil.test")),
+            "none": _b64u(b'{"alg":"none","kid":"k1"}') + "." + _b64u(json.dumps(claims).encode()) + ".",
+        }
+        for name, t in toks.items():
+            _send(gw.url, "a-" + name, t)
+        # the file changes: now only the other key is trusted
+        time.sleep(0.1)
+        jwks.write_text(json.dumps({"keys": [dict(evil_jwk, kid="k1")]}))
+        time.sleep(2.5)
+        _send(gw.url, "b-good", toks["good"])
+        _send(gw.url, "b-forged", toks["forged"])
+        res = gw.stop()
+        res.check_well_formed()
+        servers, _ = gateway_spans(res, "caddy")
+        by_seq = {s.a(SEQ): s for s in servers}
+        want = {"a-good": (True, None, "alice"), "a-forged": (False, "bad_signature", "mallory"),
+                "a-expired": (False, "expired", "alice"), "a-issuer": (False, "wrong_issuer", "alice"),
+                "a-none": (False, "alg_none", "alice"),
+                "b-good": (False, "bad_signature", "alice"), "b-forged": (True, None, "mallory")}
+        got = {}
+        for seq in want:
+            s = by_seq.get(seq)
+            check(s is not None, "no gateway server span for %s", seq)
+            got[seq] = (s.a("wirespan.auth.verified"), s.a("wirespan.auth.verify_error"), s.a("enduser.id"))
+        log("jwks verdicts: %s", got)
+        check(got == want, "verdicts %s, expected %s", got, want)
+        jm = res.agent_metrics["http"]["jwt"]
+        check(jm["jwks_loads"] == 2 and jm["jwks_keys"] == 1 and jm["jwks_load_errors"] == 0, "jwt metrics %s", jm)
+        check(jm["verified"] >= 2 and jm["bad_signature"] >= 2 and jm["alg_none"] >= 1 and jm["cache_hits"] >= 1,
+              "jwt metrics %s", jm)
+        for t in toks.values():
+            check(t.split(".")[2] == "" or t.split(".")[2] not in res.stdout.decode(errors="replace"),
+                  "a token signature left the host")
 
 
 SECRETS = [

@@ -68,7 +68,8 @@ static const char *get(struct hset *hs, const char *k)
 
 static void apply(const struct ws_http_auth_cfg *cfg, struct hset *hs)
 {
-	ws_http_auth_apply(cfg, &hs->h, &hs->a, &hs->st);
+	ws_http_auth_apply(cfg, &hs->h, 1700000000ull * 1000000000ull, &hs->a,
+			   &hs->st);
 }
 
 static void cfg_with_secret(struct ws_http_auth_cfg *cfg)

@@ -106,8 +106,9 @@ static void restart(void)
 	start(&fx.cfg);
 }
 
-static struct ws_http_conn *conn_at(uint32_t tgid, uint8_t role, uint16_t port,
-				    uint64_t open_ns)
+/* Made at open_ns by thread tid. */
+static struct ws_http_conn *conn_by(uint32_t tgid, uint8_t role, uint16_t port,
+				    uint64_t open_ns, uint32_t tid)
 {
 	struct ws_http_conn_info in = {.tgid = tgid, .fd = 5, .role = role};
 
@@ -116,8 +117,15 @@ static struct ws_http_conn *conn_at(uint32_t tgid, uint8_t role, uint16_t port,
 	in.lport = role == WS_ROLE_SERVER ? 8080 : port;
 	in.rport = role == WS_ROLE_SERVER ? port : 9000;
 	in.open_ns = open_ns;
+	in.open_tid = tid;
 	in.resource = fx.res;
 	return ws_http_conn_new(fx.b, &in);
+}
+
+static struct ws_http_conn *conn_at(uint32_t tgid, uint8_t role, uint16_t port,
+				    uint64_t open_ns)
+{
+	return conn_by(tgid, role, port, open_ns, 0);
 }
 
 static struct ws_http_conn *conn(uint32_t tgid, uint8_t role, uint16_t port)
@@ -793,26 +801,207 @@ static void hop_event_loop(void **state)
 
 /* An event loop that connects from the handler and writes later: the
  * request read last before the connect is the parent. */
+static const struct ws_span *find_span(uint8_t kind, const char *key, int64_t v,
+				       const char *path);
+static const struct ws_span *inbound(int i);
+static void finish(struct ws_http_conn **c, size_t n);
+
 static void hop_connect_time(void **state)
 {
-	struct ws_http_conn *a = conn(50, WS_ROLE_SERVER, 40000),
-			    *b = conn(50, WS_ROLE_SERVER, 40001), *u1, *u2;
-	struct ws_span *c1, *c2;
+	struct ws_http_conn *c[4];
 
-	feed(a, IN, "GET /x HTTP/1.1\r\n\r\n", 1, 10);
-	u1 = conn_at(50, WS_ROLE_CLIENT, 41000, 11); /* a's handler */
-	feed(b, IN, "GET /x HTTP/1.1\r\n\r\n", 1, 20);
-	u2 = conn_at(50, WS_ROLE_CLIENT, 41001, 21); /* b's handler */
-	c2 = exchange_spans(u2, "GET /x HTTP/1.1\r\n\r\n", 1, 30);
-	c1 = exchange_spans(u1, "GET /x HTTP/1.1\r\n\r\n", 1, 40);
-	feed(a, EG, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1, 50);
-	feed(b, EG, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1, 60);
-	assert_child(c1, fx.out.s[2], "heuristic");
-	assert_child(c2, fx.out.s[3], "heuristic");
-	ws_http_conn_close(a, 70);
-	ws_http_conn_close(b, 70);
-	ws_http_conn_close(u1, 70);
-	ws_http_conn_close(u2, 70);
+	(void)state;
+	c[0] = conn(50, WS_ROLE_SERVER, 40000);
+	c[1] = conn(50, WS_ROLE_SERVER, 40001);
+	feed(c[0], IN, "GET /x HTTP/1.1\r\n\r\n", 1, 10);
+	c[2] = conn_at(50, WS_ROLE_CLIENT, 41000, 11); /* a's handler */
+	feed(c[1], IN, "GET /x HTTP/1.1\r\n\r\n", 1, 20);
+	c[3] = conn_at(50, WS_ROLE_CLIENT, 41001, 21); /* b's handler */
+	feed(c[3], EG, "GET /u2 HTTP/1.1\r\n\r\n", 1, 30);
+	feed(c[2], EG, "GET /u1 HTTP/1.1\r\n\r\n", 1, 40);
+	/* (responses read by a thread that answers nobody: no settling) */
+	feed(c[3], IN, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2, 45);
+	feed(c[2], IN, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2, 46);
+	feed(c[0], EG, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1, 50);
+	feed(c[1], EG, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1, 60);
+	finish(c, 4);
+	/* each connection was made right after its request was read */
+	assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u1"), inbound(0),
+		     "dial");
+	assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u2"), inbound(1),
+		     "dial");
+}
+
+static struct ws_http_conn *loop_end(uint32_t tgid, uint8_t role, uint16_t port,
+				     bool preexisting);
+
+/* The span of kind with attribute key = v (int) or path (url.path). */
+static const struct ws_span *find_span(uint8_t kind, const char *key, int64_t v,
+				       const char *path)
+{
+	size_t i;
+
+	for (i = 0; i < (size_t)fx.out.n; i++) {
+		const struct ws_span *s = fx.out.s[i];
+
+		if (s->kind != kind)
+			continue;
+		if (path ? !strcmp(attr_s(s, "url.path"), path)
+			 : attr_i(s, key) == v)
+			return s;
+	}
+	fail_msg("no span with %s", path ? path : key);
+	return NULL;
+}
+
+/* The inbound request on port 40000 + i of process 50. */
+static const struct ws_span *inbound(int i)
+{
+	return find_span(WS_SPAN_KIND_SERVER, "network.peer.port", 40000 + i,
+			 NULL);
+}
+
+/* Every connection closed, every held call out. */
+static void finish(struct ws_http_conn **c, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		ws_http_conn_close(c[i], 90);
+	ws_http_spans_end_all(fx.b, 100);
+}
+
+#define GET(p) "GET " p " HTTP/1.1\r\n\r\n"
+#define OK "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+/*
+ * A Go gateway: goroutines move between threads. A handler's upstream
+ * write follows its read on one thread (thread_order); a request whose
+ * thread moved on waits and is served oldest first (queue, or ambiguous
+ * when several wait); a fresh connection belongs to the request its
+ * connecting thread read last (dial). Responses are read by threads that
+ * write no inbound response, so no call is settled by its response thread.
+ */
+static void hop_thread_order(void **state)
+{
+	struct ws_http_conn *c[10];
+	const struct ws_span *cl3, *cl4;
+	const struct ws_http_spans_stats *st;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < 7; i++)
+		c[i] = conn(50, WS_ROLE_SERVER, (uint16_t)(40000 + i));
+	c[7] = conn(50, WS_ROLE_CLIENT, 41000);
+	c[8] = conn(50, WS_ROLE_CLIENT, 41001);
+	/* thread 1 reads a, then b, and writes for b: a waits, alone */
+	feed(c[0], IN, GET("/x"), 1, 10);
+	feed(c[1], IN, GET("/x"), 1, 12);
+	feed(c[8], EG, GET("/u1"), 1, 14);
+	feed(c[7], EG, GET("/u0"), 3, 16);
+	feed(c[8], IN, OK, 3, 18);
+	feed(c[7], IN, OK, 3, 19);
+	/* c is read, then thread 1 writes a's response: c waits, alone */
+	feed(c[2], IN, GET("/x"), 1, 20);
+	feed(c[0], EG, OK, 1, 22);
+	feed(c[7], EG, GET("/u2"), 3, 30);
+	feed(c[7], IN, OK, 3, 32);
+	/* d and e both wait: the first write is ambiguous, the second is
+	 * for the one left */
+	feed(c[3], IN, GET("/x"), 1, 40);
+	feed(c[4], IN, GET("/x"), 2, 41);
+	feed(c[1], EG, OK, 2, 42);
+	feed(c[2], EG, OK, 1, 43);
+	feed(c[8], EG, GET("/u3"), 3, 50);
+	feed(c[8], IN, OK, 3, 52);
+	feed(c[7], EG, GET("/u4"), 3, 54);
+	feed(c[7], IN, OK, 3, 56);
+	feed(c[3], EG, OK, 2, 57);
+	feed(c[4], EG, OK, 2, 58);
+	/* f on thread 1, g on thread 2, then thread 1 connects: the fresh
+	 * connection is f's although g was read last */
+	feed(c[5], IN, GET("/x"), 1, 60);
+	feed(c[6], IN, GET("/x"), 2, 61);
+	c[9] = conn_by(50, WS_ROLE_CLIENT, 41002, 62, 1);
+	feed(c[9], EG, GET("/u5"), 4, 70);
+	feed(c[9], IN, OK, 4, 72);
+	feed(c[5], EG, OK, 1, 80);
+	finish(c, 10);
+	assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u0"), inbound(0),
+		     "queue");
+	assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u1"), inbound(1),
+		     "thread_order");
+	assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u2"), inbound(2),
+		     "queue");
+	cl3 = find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u3");
+	cl4 = find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u4");
+	assert_string_equal(attr_s(cl3, "wirespan.link.evidence"), "ambiguous");
+	assert_string_equal(attr_s(cl4, "wirespan.link.evidence"), "queue");
+	/* d and e: one each */
+	assert_true(!memcmp(cl3->parent_span_id, inbound(3)->span_id, 8) ||
+		    !memcmp(cl3->parent_span_id, inbound(4)->span_id, 8));
+	assert_memory_not_equal(cl3->parent_span_id, cl4->parent_span_id, 8);
+	assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u5"), inbound(5),
+		     "dial");
+	st = ws_http_spans_stats(fx.b);
+	assert_int_equal(st->link_thread_order, 1);
+	assert_int_equal(st->link_queue, 3);
+	assert_int_equal(st->link_ambiguous, 1);
+	assert_int_equal(st->link_dial, 1);
+	assert_int_equal(st->link_response_thread, 0);
+}
+
+/*
+ * d and e wait; both upstream calls are ambiguous. The thread that reads
+ * a call's response writes the inbound response next (Go's readLoop hands
+ * it to the handler goroutine): that settles each parent, whichever the
+ * guess was, in both orders. The same-host server span at the other end
+ * follows its caller into the settled trace.
+ */
+static void hop_response_thread(void **state)
+{
+	struct ws_http_conn *c[7];
+	const struct ws_span *u0, *u1, *d, *e, *back0;
+	const struct ws_http_spans_stats *st;
+	int order;
+	size_t i;
+
+	(void)state;
+	for (order = 0; order < 2; order++) {
+		for (i = 0; i < 4; i++)
+			c[i] = conn(50, WS_ROLE_SERVER, (uint16_t)(40000 + i));
+		/* c[4]'s other end is the backend, process 60, c[6] */
+		c[4] = loop_end(50, WS_ROLE_CLIENT, 41000, false);
+		c[5] = conn(50, WS_ROLE_CLIENT, 41001);
+		c[6] = loop_end(60, WS_ROLE_SERVER, 41000, false);
+		feed(c[0], IN, GET("/x"), 1, 10); /* d */
+		feed(c[1], IN, GET("/x"), 2, 11); /* e */
+		feed(c[2], IN, GET("/x"), 1, 12); /* d waits */
+		feed(c[3], IN, GET("/x"), 2, 13); /* e waits */
+		feed(c[4], EG, GET("/u0"), 3, 20);
+		feed(c[6], IN, GET("/u0"), 9, 21);
+		feed(c[5], EG, GET("/u1"), 3, 22);
+		feed(c[6], EG, OK, 9, 23);
+		/* u0's response to thread 4, which answers e (order 0) or d */
+		feed(c[4], IN, OK, 4, 30);
+		feed(c[order ? 0 : 1], EG, OK, 4, 31);
+		feed(c[5], IN, OK, 5, 32);
+		feed(c[order ? 1 : 0], EG, OK, 5, 33);
+		finish(c, 7);
+		u0 = find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u0");
+		u1 = find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u1");
+		d = inbound(0);
+		e = inbound(1);
+		assert_child(u0, order ? d : e, "response_thread");
+		assert_child(u1, order ? e : d, "response_thread");
+		back0 = find_span(WS_SPAN_KIND_SERVER, NULL, 0, "/u0");
+		assert_memory_equal(back0->trace_id, u0->trace_id, 16);
+		assert_memory_equal(back0->parent_span_id, u0->span_id, 8);
+		st = ws_http_spans_stats(fx.b);
+		assert_int_equal(st->link_response_thread, 2 * (order + 1));
+		assert_int_equal(st->link_ambiguous + st->link_queue, 0);
+		out_free(&fx.out);
+	}
 }
 
 static void hop_none(void **state)
@@ -1130,6 +1319,8 @@ int main(void)
 		T(hop_same_thread),
 		T(hop_event_loop),
 		T(hop_connect_time),
+		T(hop_thread_order),
+		T(hop_response_thread),
 		T(hop_none),
 		T(hop_same_host),
 		T(nats_parent_lookup),
