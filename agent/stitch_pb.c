@@ -75,11 +75,16 @@ struct fld {
 	uint64_t v;   /* WT_VARINT, WT_I64 */
 };
 
-static bool varint(const uint8_t *b, size_t *p, size_t end, uint64_t *v)
+static inline bool varint(const uint8_t *b, size_t *p, size_t end,
+			  uint64_t *v)
 {
 	uint64_t x = 0;
 	unsigned shift;
 
+	if (*p < end && b[*p] < 0x80) { /* most tags and lengths */
+		*v = b[(*p)++];
+		return true;
+	}
 	for (shift = 0; shift < 70 && *p < end; shift += 7) {
 		uint8_t c = b[(*p)++];
 
@@ -93,7 +98,8 @@ static bool varint(const uint8_t *b, size_t *p, size_t end, uint64_t *v)
 }
 
 /* The field at *p (< end); false if it is not well formed. */
-static bool next_field(const uint8_t *b, size_t *p, size_t end, struct fld *f)
+static inline bool next_field(const uint8_t *b, size_t *p, size_t end,
+			      struct fld *f)
 {
 	uint64_t key, n;
 
@@ -228,6 +234,10 @@ static int key_value(const uint8_t *b, size_t p, size_t end, struct aval *av)
 			val_len = f.len;
 		}
 	}
+	/* most keys are none of these: by length and first byte first */
+	if (key_len < akeys[A_PPORT].n || key_len > akeys[A_FP].n ||
+	    (b[key] != 'w' && b[key] != 'n'))
+		return 0;
 	for (i = 0; i < A_N; i++)
 		if (key_len == akeys[i].n &&
 		    !memcmp(b + key, akeys[i].s, key_len))
