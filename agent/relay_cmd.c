@@ -135,10 +135,9 @@ static int forward(struct relay *rl, const char *subject, const uint8_t *data,
 				      : WS_RELAY_DELIVERED);
 		return rc;
 	}
-	rc = spans == SIZE_MAX
-		     ? ws_relay_push(rl->r, data, len, token, now)
-		     : ws_relay_push_checked(rl->r, data, len, spans, token,
-					     now);
+	rc = spans == SIZE_MAX ? ws_relay_push(rl->r, data, len, token, now)
+			       : ws_relay_push_checked(rl->r, data, len, spans,
+						       token, now);
 	*bad = ws_relay_stats(rl->r)->dropped_messages[WS_DROP_BAD_MESSAGE];
 	return rc;
 }

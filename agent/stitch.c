@@ -70,7 +70,7 @@ struct ent {
 	uint8_t delivery[8];
 	bool has_delivery;
 	uint8_t reply_id[8];
-	bool has_reply_id; /* and in the by_reply index */
+	bool has_reply_id;		 /* and in the by_reply index */
 	uint64_t http_key, http_cli_key; /* 0: none */
 	const char *evidence;
 	char ev_buf[64];

@@ -105,7 +105,7 @@ struct ws_stitch_cfg {
 struct ws_stitch_stats {
 	uint64_t messages, spans;
 	uint64_t joins_delivery, joins_fingerprint, joins_http;
-	uint64_t joins_reply; /* reply deliver spans given their responder */
+	uint64_t joins_reply;  /* reply deliver spans given their responder */
 	uint64_t ambiguous;    /* fingerprint joins with several candidates */
 	uint64_t trace_follow; /* spans that took a rewritten parent's trace */
 	uint64_t timeouts;     /* seekers that left unjoined */

@@ -41,7 +41,7 @@ enum wt { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 struct ws_stitch_pb_cont {
 	size_t hdr, hdr_len; /* its length varint */
 	size_t body_len;
-	uint32_t up; /* a ScopeSpans' ResourceSpans; NO_UP */
+	uint32_t up;  /* a ScopeSpans' ResourceSpans; NO_UP */
 	size_t grow;  /* bytes its body gains (modulo 2^64: it may shrink) */
 	bool touched; /* a span in it is edited */
 	bool done;    /* its new length written */
@@ -51,9 +51,9 @@ struct ws_stitch_pb_cont {
 struct ws_stitch_pb_loc {
 	size_t hdr, body, end; /* its length varint; its body [body, end) */
 	size_t hdr_len;
-	uint32_t cont;	       /* its ScopeSpans */
-	size_t trace;	       /* the 16 trace id bytes */
-	size_t par_val;	       /* the 8 parent bytes (in place), or NONE */
+	uint32_t cont;	/* its ScopeSpans */
+	size_t trace;	/* the 16 trace id bytes */
+	size_t par_val; /* the 8 parent bytes (in place), or NONE */
 	size_t par_field, par_field_len; /* a parent of another length */
 	size_t ins_parent; /* where a parent field goes: before field > 4 */
 	size_t ins_attr;   /* where an attribute goes: before field > 9 */
@@ -75,8 +75,7 @@ struct fld {
 	uint64_t v;   /* WT_VARINT, WT_I64 */
 };
 
-static inline bool varint(const uint8_t *b, size_t *p, size_t end,
-			  uint64_t *v)
+static inline bool varint(const uint8_t *b, size_t *p, size_t end, uint64_t *v)
 {
 	uint64_t x = 0;
 	unsigned shift;
@@ -151,7 +150,10 @@ enum akey {
 	A_N
 };
 
-#define KEY(s) {s, sizeof(s) - 1}
+#define KEY(s)                   \
+	{                        \
+		s, sizeof(s) - 1 \
+	}
 static const struct {
 	const char *s;
 	size_t n;
@@ -712,9 +714,9 @@ int ws_stitch_msg_bytes(struct ws_stitch_msg *m, uint8_t **buf, size_t *len,
 		if (!l->add_parent && !l->evidence)
 			continue;
 		if (l->add_parent)
-			l->grow += PARENT_FIELD_LEN -
-				   (l->par_field != NONE ? l->par_field_len
-							 : 0);
+			l->grow +=
+				PARENT_FIELD_LEN -
+				(l->par_field != NONE ? l->par_field_len : 0);
 		if (l->evidence)
 			l->grow += evidence_sizes(l->evidence, &kv, &any);
 		ss->grow += len_grow(l->hdr_len, l->end - l->body, l->grow);

@@ -544,6 +544,10 @@ static void test_garbage(void **state)
 			s[i].in.peer.addr_len = 1;
 			memset(s[i].in.reply_id, (int)((seed >> 15) % 5), 8);
 			s[i].in.has_reply_id = (seed >> 17) % 2;
+			/* random bytes are no valid bool */
+			s[i].in.has_parent = (seed >> 19) % 2;
+			s[i].in.has_fingerprint = (seed >> 20) % 2;
+			s[i].in.has_delivery = (seed >> 21) % 2;
 			s[i].in.seq = (int64_t)((seed >> 13) % 3) - 1;
 			s[i].in.ref = &s[i];
 			in[i] = s[i].in;
