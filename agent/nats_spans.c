@@ -1336,11 +1336,18 @@ static void on_publish(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 
 		ws_attrs_bool(&replied->span->a, "nats.reply.sent", true);
 		/* The server's hop for this reply names the PUB's derived id:
-		 * on this host, that id stands for the process span. */
-		if (derive_id(nc, "pub", f->offset, id, 8))
+		 * on this host, that id stands for the process span; for the
+		 * relay joining hosts, the span says so. */
+		if (derive_id(nc, "pub", f->offset, id, 8)) {
+			char hex[17];
+
 			ring_put(b, &b->pub_ids, id8_key(id),
 				 replied->span->trace_id,
 				 replied->span->span_id, nc->ts);
+			ws_id_hex(id, 8, hex);
+			ws_attrs_cstr(&replied->span->a,
+				      "wirespan.nats.reply_id", hex);
+		}
 		b->st.process_end_reply++;
 		pend_end(b, replied, nc->ts);
 		return;

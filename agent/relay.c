@@ -140,10 +140,7 @@ int ws_relay_push(struct ws_relay *r, const uint8_t *buf, size_t len,
 {
 	static const uint8_t empty[1];
 	size_t spans = 0;
-	struct entry *e;
 
-	r->st.messages_in++;
-	r->st.bytes_in += len;
 	if (!buf)
 		buf = empty;
 	if (ws_pb_check(
@@ -151,11 +148,23 @@ int ws_relay_push(struct ws_relay *r, const uint8_t *buf, size_t len,
 		    buf, len, WS_PB_MAX_DEPTH) ||
 	    ws_pb_count(buf, len, WS_OTLP_SPANS_PATH, WS_OTLP_SPANS_DEPTH,
 			&spans)) {
+		r->st.messages_in++;
+		r->st.bytes_in += len;
 		r->st.dropped_messages[WS_DROP_BAD_MESSAGE]++;
 		if (r->cfg.release)
 			r->cfg.release(r->cfg.ctx, token, WS_DROP_BAD_MESSAGE);
 		return -EBADMSG;
 	}
+	return ws_relay_push_checked(r, buf, len, spans, token, now_ns);
+}
+
+int ws_relay_push_checked(struct ws_relay *r, const uint8_t *buf, size_t len,
+			  size_t spans, void *token, uint64_t now_ns)
+{
+	struct entry *e;
+
+	r->st.messages_in++;
+	r->st.bytes_in += len;
 	r->st.spans_in += spans;
 	/* the oldest waiting payloads make room; the batch in flight stays */
 	while (r->head && r->st.queued_bytes + len > r->cfg.max_queue_bytes) {
@@ -181,7 +190,8 @@ int ws_relay_push(struct ws_relay *r, const uint8_t *buf, size_t len,
 	e->len = len;
 	e->spans = spans;
 	e->t_ns = now_ns;
-	memcpy(e->data, buf, len);
+	if (len)
+		memcpy(e->data, buf, len);
 	*r->tailp = e;
 	r->tailp = &e->next;
 	r->q_bytes += len;

@@ -106,6 +106,10 @@ void ws_relay_free(struct ws_relay *r);
  */
 int ws_relay_push(struct ws_relay *r, const uint8_t *buf, size_t len,
 		  void *token, uint64_t now_ns);
+/* The same for a payload the caller has checked (ws_pb_check) and whose
+ * spans it has counted: the stitcher's, which read every span already. */
+int ws_relay_push_checked(struct ws_relay *r, const uint8_t *buf, size_t len,
+			  size_t spans, void *token, uint64_t now_ns);
 /* Bytes that can be pushed without dropping anything. */
 size_t ws_relay_room(const struct ws_relay *r);
 

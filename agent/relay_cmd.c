@@ -117,9 +117,11 @@ static void on_release(void *ctx, void *token, int why)
 	natsMsg_Destroy(m);
 }
 
-/* One payload to the output (locked). Returns what the queue said. */
+/* One payload to the output (locked). Returns what the queue said.
+ * spans: counted by the caller (a checked payload), or SIZE_MAX. */
 static int forward(struct relay *rl, const char *subject, const uint8_t *data,
-		   size_t len, void *token, uint64_t now, uint64_t *bad)
+		   size_t len, size_t spans, void *token, uint64_t now,
+		   uint64_t *bad)
 {
 	int rc;
 
@@ -133,7 +135,9 @@ static int forward(struct relay *rl, const char *subject, const uint8_t *data,
 				      : WS_RELAY_DELIVERED);
 		return rc;
 	}
-	rc = ws_relay_push(rl->r, data, len, token, now);
+	rc = spans == SIZE_MAX ? ws_relay_push(rl->r, data, len, token, now)
+			       : ws_relay_push_checked(rl->r, data, len, spans,
+						       token, now);
 	*bad = ws_relay_stats(rl->r)->dropped_messages[WS_DROP_BAD_MESSAGE];
 	return rc;
 }
@@ -148,12 +152,15 @@ static void on_stitched(void *ctx, void *token, bool modified)
 	uint64_t bad;
 	bool owned = false;
 
-	if (ws_stitch_msg_bytes(m, modified, &buf, &len, &owned)) {
-		/* cannot encode the rewrite: the spans as they came */
+	(void)modified; /* in place, or m->grow */
+	if (ws_stitch_msg_bytes(m, &buf, &len, &owned)) {
+		/* no memory for the copy with the added parents and
+		 * evidence: the payload with what changed in place only
+		 * (new trace ids and 8-byte parents) */
 		rl->stitch_errors++;
-		ws_stitch_msg_bytes(m, false, &buf, &len, &owned);
 	}
-	forward(rl, m->subject, buf, len, m->token, rl->now, &bad);
+	forward(rl, m->subject, buf, len, m->wire_spans, m->token, rl->now,
+		&bad);
 	if (owned)
 		free(buf);
 	ws_stitch_msg_free(m);
@@ -182,8 +189,8 @@ static void push(struct relay *rl, natsMsg *msg, void *token)
 	if (m)
 		ws_stitch_add(rl->st, m, n, m->spans, m->n_spans, now);
 	else /* no stitching, or bad bytes: the queue counts those */
-		rc = forward(rl, natsMsg_GetSubject(msg), data, n, token, now,
-			     &bad);
+		rc = forward(rl, natsMsg_GetSubject(msg), data, n, SIZE_MAX,
+			     token, now, &bad);
 	pthread_mutex_unlock(&rl->mu);
 	if (rc == -EBADMSG && (bad <= BAD_LOGGED || bad % 1000 == 0))
 		ws_warn("relay: a %d-byte message on %s is not OTLP protobuf; "
@@ -275,6 +282,7 @@ static void print_metrics(struct relay *rl, const struct ws_natsconn_stats *ns)
 		jw_u64(&w, "joins_delivery", st->joins_delivery);
 		jw_u64(&w, "joins_fingerprint", st->joins_fingerprint);
 		jw_u64(&w, "joins_http", st->joins_http);
+		jw_u64(&w, "joins_reply", st->joins_reply);
 		jw_u64(&w, "ambiguous", st->ambiguous);
 		jw_u64(&w, "trace_follow", st->trace_follow);
 		jw_u64(&w, "timeouts", st->timeouts);

@@ -69,6 +69,8 @@ struct ent {
 	bool has_fp;
 	uint8_t delivery[8];
 	bool has_delivery;
+	uint8_t reply_id[8];
+	bool has_reply_id;		 /* and in the by_reply index */
 	uint64_t http_key, http_cli_key; /* 0: none */
 	const char *evidence;
 	char ev_buf[64];
@@ -81,6 +83,7 @@ struct ent {
 	struct link links[MAX_LINKS];
 	unsigned n_links, n_anchor;
 	UT_hash_handle hh;	   /* by span_id */
+	UT_hash_handle rh;	   /* by reply_id */
 	struct ent *prev, *next;   /* age */
 	struct ent *pprev, *pnext; /* pending */
 	struct ent *wnext;	   /* work list */
@@ -88,7 +91,7 @@ struct ent {
 
 struct ws_stitch {
 	struct ws_stitch_cfg cfg;
-	struct ent *by_id, *age, *pend;
+	struct ent *by_id, *by_reply, *age, *pend;
 	struct bucket *buckets;
 	size_t n_ents;
 	struct ws_stitch_stats st;
@@ -142,10 +145,12 @@ static uint64_t ep_key(enum bkind k, const struct ws_stitch_ep *a,
 	char buf[256];
 	int n;
 
-	if (!a->addr || (b && !b->addr) || seq < 0)
+	if (!a->addr || (b && !b->addr) || seq < 0 || a->addr_len > 64 ||
+	    (b && b->addr_len > 64))
 		return 0;
-	n = snprintf(buf, sizeof(buf), "%s|%lld|%s|%lld|%lld", a->addr,
-		     (long long)a->port, b ? b->addr : "",
+	n = snprintf(buf, sizeof(buf), "%.*s|%lld|%.*s|%lld|%lld",
+		     (int)a->addr_len, a->addr, (long long)a->port,
+		     b ? (int)b->addr_len : 0, b ? b->addr : "",
 		     (long long)(b ? b->port : 0), (long long)seq);
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		return 0;
@@ -399,8 +404,16 @@ static int resolve(struct ws_stitch *st, struct ent *e)
 		return 0;
 	}
 	HASH_FIND(hh, st->by_id, e->parent, 8, p);
-	if (!p)
-		return link_add(st, e, id_key(e->parent));
+	if (!p) {
+		/* a reply's hop names the reply's id: its responder's span */
+		HASH_FIND(rh, st->by_reply, e->parent, 8, p);
+		if (!p || p == e)
+			return link_add(st, e, id_key(e->parent));
+		memcpy(e->parent, p->span_id, 8);
+		e->joined = true;
+		e->evidence = "nats.reply_id";
+		st->st.joins_reply++;
+	}
 	if (p->pending) {
 		e->up = p;
 		DL_APPEND2(p->kids, e, kprev, knext);
@@ -443,6 +456,8 @@ static void ent_free(struct ws_stitch *st, struct ent *e)
 		settle(st, e);
 	links_drop(st, e, true);
 	HASH_DEL(st->by_id, e);
+	if (e->has_reply_id)
+		HASH_DELETE(rh, st->by_reply, e);
 	DL_DELETE(st->age, e);
 	st->n_ents--;
 	st->st.remembered--;
@@ -485,6 +500,14 @@ static struct ent *ent_new(struct ws_stitch *st, struct msg *m,
 	memcpy(e->delivery, s->delivery_id, 8);
 	e->has_delivery = s->has_delivery;
 	e->want_delivery = s->has_delivery;
+	if (s->has_reply_id) {
+		HASH_FIND(rh, st->by_reply, s->reply_id, 8, dup);
+		if (!dup) { /* the first span claiming an id keeps it */
+			memcpy(e->reply_id, s->reply_id, 8);
+			e->has_reply_id = true;
+			HASH_ADD(rh, st->by_reply, reply_id, 8, e);
+		}
+	}
 	if (s->role == WS_STITCH_HTTP_CLIENT) {
 		e->http_key = ep_key(B_HTTP, &s->local, &s->peer, s->seq);
 		e->http_cli_key = ep_key(B_HTTP_CLI, &s->local, NULL, s->seq);
@@ -588,6 +611,8 @@ int ws_stitch_add(struct ws_stitch *st, void *token, size_t bytes,
 		if (!e)
 			continue;
 		wake(st, id_key(e->span_id));
+		if (e->has_reply_id)
+			wake(st, id_key(e->reply_id));
 		if (e->role == WS_STITCH_NATS_ANCHOR && e->has_fp)
 			wake(st, key_of(B_FP_WAIT, &e->fp, sizeof(e->fp)));
 		if (e->role == WS_STITCH_HTTP_CLIENT && e->http_key)

@@ -23,7 +23,9 @@
  * Evidence, best first: nats.delivery_id (the broker's own hop, exact), then
  * nats.fingerprint (time order: the earliest unclaimed publish not later
  * than the consumer; "ambiguous" when more than one could be it), and
- * http.conn (tuple + sequence number, exact). An HTTP server span whose
+ * http.conn (tuple + sequence number, exact). A span whose parent is no
+ * span's id but a responder's reply id (the nats-server host's deliver span
+ * of a reply) gets that responder's span as parent: nats.reply_id (exact). An HTTP server span whose
  * tuple half-matches a client span (one end's address agrees, the other's
  * does not) went through NAT or a proxy: it is left alone and counted.
  *
@@ -54,9 +56,10 @@ enum ws_stitch_role {
 	WS_STITCH_HTTP_SERVER,
 };
 
-/* An endpoint as text (address) and port. */
+/* An endpoint as text (address, not NUL-terminated) and port. */
 struct ws_stitch_ep {
 	const char *addr; /* NULL: unknown */
+	size_t addr_len;
 	int64_t port;
 };
 
@@ -72,6 +75,12 @@ struct ws_stitch_span {
 	bool has_fingerprint;
 	uint8_t delivery_id[8];
 	bool has_delivery;
+	/* a responder's process span: the id nats-server's host derives for
+	 * the reply it published (wirespan.nats.reply_id), which that host's
+	 * deliver span of the reply names as its parent: such a parent is
+	 * rewritten to this span */
+	uint8_t reply_id[8];
+	bool has_reply_id;
 	/* HTTP: this side's local and peer endpoints, and the sequence */
 	struct ws_stitch_ep local, peer;
 	int64_t seq;
@@ -96,6 +105,7 @@ struct ws_stitch_cfg {
 struct ws_stitch_stats {
 	uint64_t messages, spans;
 	uint64_t joins_delivery, joins_fingerprint, joins_http;
+	uint64_t joins_reply;  /* reply deliver spans given their responder */
 	uint64_t ambiguous;    /* fingerprint joins with several candidates */
 	uint64_t trace_follow; /* spans that took a rewritten parent's trace */
 	uint64_t timeouts;     /* seekers that left unjoined */

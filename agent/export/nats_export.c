@@ -303,6 +303,9 @@ static int set_headers(natsMsg *m, struct ws_nats_export *e, uint64_t seq,
 
 	snprintf(id, sizeof(id), "%s:%s:%" PRIu64, e->node, e->boot, seq);
 	s = natsMsgHeader_Set(m, "Content-Type", "application/x-protobuf");
+	/* what the otelnats Collector receiver routes by (docs/RELAY.md) */
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(m, "Otel-Signal", "traces");
 	if (s == NATS_OK)
 		s = natsMsgHeader_Set(m, "Wirespan-Node", e->node);
 	if (s == NATS_OK)

@@ -19,11 +19,21 @@ pool of distinct ones, by pairs: --spans NATS publish spans (PRODUCER, a
 wirespan.message.fingerprint each), then the --spans process spans
 (CONSUMER, no parent) of the same fingerprints on other traces, so every
 consumer joins (decode, join, rewrite, encode again). Ids repeat only after
-the pool (--pool payloads), well past the window.
+the pool (--pool payloads), well past the window. --stitch-payloads sends
+that pool without --stitch (the same bytes, for comparing the cost).
+
+--messages N publishes exactly N payloads (instead of --seconds) and waits
+until the relay has sent them all (its metrics, asked for with SIGUSR1)
+before stopping it; --wrap CMD runs the relay under CMD, e.g. for an
+instruction count that does not depend on the machine's load:
+
+  python3 tests/bench/relay_bench.py --stitch --messages 2000 \
+      --wrap "valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out"
 """
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -105,6 +115,9 @@ def main():
     ap.add_argument("--max-queue-bytes", default="67108864")
     ap.add_argument("--stitch", action="store_true")
     ap.add_argument("--pool", type=int, default=4000)
+    ap.add_argument("--stitch-payloads", action="store_true")
+    ap.add_argument("--messages", type=int, default=0)
+    ap.add_argument("--wrap", default="")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wirespan-relay-bench-"))
     procs = []
@@ -118,30 +131,34 @@ def main():
                                       stdout=subprocess.DEVNULL))
         time.sleep(0.5)
         err = open(tmp / "relay.err", "w")
-        relay = subprocess.Popen([WIRESPAN, "relay", "--nats-url", "nats://127.0.0.1:%d" % nport,
+        relay = subprocess.Popen(shlex.split(a.wrap) + [WIRESPAN, "relay", "--nats-url", "nats://127.0.0.1:%d" % nport,
                                   "-e", "http://127.0.0.1:%d" % hport, "--max-queue-bytes", a.max_queue_bytes,
                                   "--backoff", "200", "--backoff-max", "1000"]
                                  + (["--stitch", "--stitch-window", "1000"] if a.stitch else []), stderr=err)
         procs.append(relay)
         while "ready" not in (tmp / "relay.err").read_text():
             time.sleep(0.05)
-        if a.stitch:
+        pool = a.stitch or a.stitch_payloads
+        if pool:
             bodies = [stitch_request(a.spans, k, k % 2) for k in range(a.pool)]
-            chunks = [b"".join(b"PUB otel.traces.nats.bench %d\r\n" % len(b) + b + b"\r\n"
-                               for b in bodies[j:j + 100]) for j in range(0, a.pool, 100)]
         else:
-            body = request(a.spans)
-            chunks = [(b"PUB otel.traces.nats.bench %d\r\n" % len(body) + body + b"\r\n") * 100]
-        body = bodies[0] if a.stitch else body
+            bodies = [request(a.spans)]
+        frames = [b"PUB otel.traces.nats.bench %d\r\n" % len(b) + b + b"\r\n" for b in bodies]
+        chunks = [b"".join(frames[(j + i) % len(frames)] for i in range(100)) for j in range(0, len(frames), 100)]
+        body = bodies[0]
         s = socket.create_connection(("127.0.0.1", nport))
         s.recv(4096)
         s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
         sent = 0
         t0 = time.monotonic()
         up = not a.down
-        while time.monotonic() - t0 < a.seconds:
-            s.sendall(chunks[(sent // 100) % len(chunks)] + b"PING\r\n")
-            sent += 100
+        while (sent < a.messages) if a.messages else (time.monotonic() - t0 < a.seconds):
+            n = min(100, a.messages - sent) if a.messages else 100
+            chunk = chunks[(sent // 100) % len(chunks)]
+            if n < 100:
+                chunk = b"".join(frames[(sent + i) % len(frames)] for i in range(n))
+            s.sendall(chunk + b"PING\r\n")
+            sent += n
             while b"PONG" not in s.recv(4096):
                 pass
             if not up and time.monotonic() - t0 >= a.down:
@@ -150,6 +167,19 @@ def main():
                 up = True
         t_pub = time.monotonic() - t0
         s.close()
+        if a.messages:
+            # until every payload went out (the stitcher and the queue empty)
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and relay.poll() is None:
+                relay.send_signal(signal.SIGUSR1)
+                time.sleep(0.5)
+                lines = [l for l in (tmp / "relay.err").read_text().splitlines() if '"relay_metrics"' in l]
+                if not lines:
+                    continue
+                m = json.loads(lines[-1])
+                done = m["messages_in"] + m["dropped_messages"]["bad_message"] >= sent or m["nats"]["dropped"]
+                if done and not m["queued_messages"] and not (m.get("stitch") or {}).get("held_messages"):
+                    break
         # what is queued drains (--drain-timeout 5) before the relay exits
         relay.send_signal(signal.SIGINT)
         _, status, ru = os.wait4(relay.pid, 0)

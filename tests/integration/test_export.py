@@ -253,6 +253,7 @@ def check_headers(by_id, node, prefix="otel"):
     for mid, m in by_id.items():
         h = m["headers"]
         check(h.get("Content-Type") == "application/x-protobuf", "Content-Type %r", h.get("Content-Type"))
+        check(h.get("Otel-Signal") == "traces", "Otel-Signal %r", h.get("Otel-Signal"))
         check(h.get("Wirespan-Node") == node, "Wirespan-Node %r, expected %r", h.get("Wirespan-Node"), node)
         seq = int(h["Wirespan-Seq"])
         check(mid == "%s:%s:%d" % (node, h["Wirespan-Boot"], seq), "Nats-Msg-Id %r is not node:boot:seq (%s)", mid, h)

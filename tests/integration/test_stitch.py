@@ -8,8 +8,11 @@ known, and let go once the agents are ready) and exporting over NATS to a
 telemetry nats-server on the root namespace; the relay stitches into the
 fake OTLP backend (tests/peers/py/otlpbackend.py). Asserted: every consumer,
 responder and HTTP server span ends up in its producer's, requester's or
-client's trace with the right parent, N of N; for identical payloads sent
-concurrently the relay's ambiguity counters are logged."""
+client's trace with the right parent, N of N; the server's hop of each
+reply is the child of its responder's span (wirespan.nats.reply_id), joined
+at once: no span waits the window for a parent (parent_timeouts 0); for
+identical payloads sent concurrently the relay's ambiguity counters are
+logged."""
 import collections
 import json
 import os
@@ -240,8 +243,23 @@ def test_stitch_multi_host():
         check_joined(spans, lambda s: s in consumers and s not in from_pub,
                      lambda s: is_(s, pidset(*twins), "publish "), "identical payloads -> sub", 2 * N)
         # request/reply: the responder's process span in the requester's trace
-        check_joined(spans, lambda s: is_(s, pidset(rep), "process "), lambda s: is_(s, pidset(req), "send "),
-                     "request -> responder", N)
+        responders = check_joined(spans, lambda s: is_(s, pidset(rep), "process "),
+                                  lambda s: is_(s, pidset(req), "send "), "request -> responder", N)
+        # the server's hop of each reply: the child of the responder's span
+        # (its agent named the reply PUB's derived id), joined at once
+        srv_pid = g.procs["srv"][0][1].pid
+        for p in responders:
+            hops = [s for s in spans if pid_of(s) == srv_pid and s["name"].startswith("deliver ")
+                    and s["parent_span_id"] == p["span_id"]]
+            check(len(hops) == 1, "reply of %s: %d deliver spans with it as parent; the server's deliver spans "
+                  "not under a publish/send/process: %s", p["span_id"], len(hops),
+                  [(s["name"], s["parent_span_id"], s["attributes"].get("wirespan.stitch.evidence")) for s in spans
+                   if pid_of(s) == srv_pid and s["name"].startswith("deliver ")
+                   and by_id.get(s["parent_span_id"], {}).get("kind") not in (3, 4)][:6])
+            check(hops[0]["trace_id"] == p["trace_id"], "reply hop %s: trace %s, its responder's %s",
+                  hops[0]["span_id"], hops[0]["trace_id"], p["trace_id"])
+            check(hops[0]["attributes"].get("wirespan.stitch.evidence") == "nats.reply_id",
+                  "reply hop %s: evidence %s", hops[0]["span_id"], hops[0]["attributes"])
         # HTTP: the server's span is the child of the client's
         servers = check_joined(spans, lambda s: pid_of(s) == web.pid and s["kind"] == 2,
                                lambda s: pid_of(s) == curl.pid and s["kind"] == 3, "HTTP client -> server", N)
@@ -250,6 +268,8 @@ def test_stitch_multi_host():
                   s["span_id"], s["attributes"].get("wirespan.stitch.evidence"))
         st = m["stitch"]
         check(st["joins_http"] == N, "joins_http %s", st["joins_http"])
+        check(st["joins_reply"] == N, "joins_reply %s", st)
+        check(st["parent_timeouts"] == 0, "spans waited the window for a parent that never came: %s", st)
         check(st["joins_delivery"] + st["joins_fingerprint"] >= 4 * N, "NATS joins %s", st)
         log("identical payloads: %d ambiguous of %d fingerprint joins, %d by the broker's hop",
             st["ambiguous"], st["joins_fingerprint"], st["joins_delivery"])

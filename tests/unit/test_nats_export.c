@@ -140,6 +140,7 @@ static void batches_and_headers(void **state)
 		assert_non_null(m);
 		assert_string_equal(hdr(m, "Content-Type"),
 				    "application/x-protobuf");
+		assert_string_equal(hdr(m, "Otel-Signal"), "traces");
 		assert_string_equal(hdr(m, "Wirespan-Node"),
 				    "host-1_example_com");
 		assert_int_equal(atoi(hdr(m, "Wirespan-Seq")), i);

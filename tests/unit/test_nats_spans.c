@@ -326,6 +326,76 @@ static void request_reply(void **state)
 	ws_nats_conn_close(rsp, 200);
 }
 
+/* The responder and nats-server on different hosts (two builders): the
+ * server host's deliver span of the reply names the reply PUB's derived id
+ * as its parent, and the responder's process span, which the reply ends,
+ * carries that id as wirespan.nats.reply_id (the relay maps one to the
+ * other). */
+static void reply_id_across_hosts(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_spans_cfg cfg;
+	struct out srv_out = {0};
+	struct ws_nats_spans *srv;
+	struct ws_nats_conn *rsp, *sa, *sb;
+	struct ws_span *proc = NULL, *dlv = NULL;
+	uint8_t id[8];
+	const char *hex;
+	int i;
+
+	ws_nats_spans_cfg_init(&cfg);
+	srv = ws_nats_spans_new(&cfg, collect, &srv_out);
+	assert_non_null(srv);
+	rsp = conn(f, 20, WS_ROLE_CLIENT, 6000);
+	{
+		struct ws_nats_conn_info in = {.tgid = 1,
+					       .fd = 7,
+					       .role = WS_ROLE_SERVER,
+					       .lport = 4222};
+
+		snprintf(in.laddr, sizeof(in.laddr), "10.0.0.1");
+		snprintf(in.raddr, sizeof(in.raddr), "10.0.0.2");
+		in.rport = 5000;
+		sa = ws_nats_conn_new(srv, &in); /* the requester's */
+		in.fd = 8;
+		in.rport = 6000;
+		sb = ws_nats_conn_new(srv, &in); /* the responder's */
+	}
+	feed(sa, WS_DIR_EGRESS, INFO(1), 2, 10);
+	feed(sb, WS_DIR_EGRESS, INFO(2), 2, 11);
+	feed(rsp, WS_DIR_INGRESS, INFO(2), 20, 12);
+	feed(rsp, WS_DIR_EGRESS, "CONNECT {}\r\nSUB svc.time 4\r\n", 20, 13);
+	feed(sb, WS_DIR_INGRESS, "CONNECT {}\r\nSUB svc.time 4\r\n", 2, 14);
+	feed(sa, WS_DIR_INGRESS,
+	     "CONNECT {}\r\nSUB _INBOX.Nx.* 1\r\nPUB svc.time _INBOX.Nx.7 0\r\n"
+	     "\r\n",
+	     2, 100);
+	feed(sb, WS_DIR_EGRESS, "MSG svc.time 4 _INBOX.Nx.7 0\r\n\r\n", 2, 105);
+	feed(rsp, WS_DIR_INGRESS, "MSG svc.time 4 _INBOX.Nx.7 0\r\n\r\n", 21,
+	     110);
+	feed(rsp, WS_DIR_EGRESS, "PUB _INBOX.Nx.7 2\r\nok\r\n", 21, 150);
+	feed(sb, WS_DIR_INGRESS, "PUB _INBOX.Nx.7 2\r\nok\r\n", 2, 155);
+	feed(sa, WS_DIR_EGRESS, "MSG _INBOX.Nx.7 1 2\r\nok\r\n", 2, 158);
+	proc = find(&f->out, "process svc.time");
+	for (i = 0; i < srv_out.n; i++)
+		if (!strncmp(srv_out.s[i]->name, "deliver _INBOX", 14))
+			dlv = srv_out.s[i];
+	assert_non_null(proc);
+	assert_non_null(dlv);
+	hex = attr_s(proc, "wirespan.nats.reply_id");
+	assert_non_null(hex);
+	assert_int_equal(ws_id_parse(hex, strlen(hex), id, 8), 0);
+	assert_true(dlv->has_parent);
+	assert_memory_equal(dlv->parent_span_id, id, 8);
+	/* and the reply's id is not the process span's own */
+	assert_memory_not_equal(proc->span_id, id, 8);
+	ws_nats_conn_close(rsp, 200);
+	ws_nats_conn_close(sa, 200);
+	ws_nats_conn_close(sb, 200);
+	ws_nats_spans_free(srv, 0);
+	out_free(&srv_out);
+}
+
 /* No responders: a 503 status reply fails the request. */
 static void no_responders(void **state)
 {
@@ -612,6 +682,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(broker_hop_links_many, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(request_reply, setup, teardown),
+		cmocka_unit_test_setup_teardown(reply_id_across_hosts, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(no_responders, setup, teardown),
 		cmocka_unit_test_setup_teardown(request_timeout, setup,
 						teardown),

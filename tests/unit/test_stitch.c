@@ -120,8 +120,10 @@ static void http(struct tspan *t, uint8_t trace, uint8_t span, uint8_t role,
 	ids(t, trace, span);
 	t->in.role = role;
 	t->in.local.addr = laddr;
+	t->in.local.addr_len = strlen(laddr);
 	t->in.local.port = lport;
 	t->in.peer.addr = paddr;
+	t->in.peer.addr_len = strlen(paddr);
 	t->in.peer.port = pport;
 	t->in.seq = seq;
 	t->in.start_ns = 1000;
@@ -194,6 +196,70 @@ static void test_nats_delivery_exact(void **state)
 	assert_int_equal(ws_stitch_stats(w.st)->held_spans, 0);
 	assert_int_equal(ws_stitch_stats(w.st)->held_bytes, 0);
 	ws_stitch_free(w.st);
+}
+
+/*
+ * Request/reply over three hosts: the requester's send span, the server
+ * host's deliver span of the request (parent: the send) and of the reply
+ * (parent: the reply PUB's derived id), the responder's process span with
+ * the request's delivery id and the reply's id. The reply's hop is joined
+ * to the responder's span at once, whatever the order, never left to wait
+ * the window.
+ */
+static void reply_case(const int *order)
+{
+	struct world w;
+	struct tspan req, dreq, proc, drep, *all[4], *v[1];
+	int i;
+
+	world_init(&w, WIN, 0, 0);
+	nats(&req, 1, 0x11, WS_STITCH_NATS_ANCHOR, 7, 1000);
+	nats(&dreq, 2, 0x22, WS_STITCH_PLAIN, 7, 1100);
+	child_of(&dreq, &req);
+	nats(&proc, 3, 0x33, WS_STITCH_NATS_SEEKER, 7, 1200);
+	memset(proc.in.delivery_id, 0x22, 8);
+	proc.in.has_delivery = true;
+	memset(proc.in.reply_id, 0x44, 8);
+	proc.in.has_reply_id = true;
+	nats(&drep, 4, 0x55, WS_STITCH_PLAIN, 8, 1300);
+	memset(drep.in.parent_span_id, 0x44, 8); /* the reply PUB's id */
+	drep.in.has_parent = true;
+	all[0] = &req;
+	all[1] = &dreq;
+	all[2] = &proc;
+	all[3] = &drep;
+	for (i = 0; i < 4; i++) {
+		v[0] = all[order[i]];
+		add(&w, order[i], v, 1, (uint64_t)i);
+	}
+	/* all went on before any window passed */
+	for (i = 0; i < 4; i++)
+		assert_int_equal(w.ready[i], 1);
+	assert_child(&dreq, &req);
+	assert_child(&proc, &dreq);
+	assert_child(&drep, &proc);
+	assert_memory_equal(drep.trace, req.trace, 16);
+	assert_string_equal(drep.evidence, "nats.reply_id");
+	assert_true(w.modified[3]);
+	assert_int_equal(ws_stitch_stats(w.st)->joins_reply, 1);
+	assert_int_equal(ws_stitch_stats(w.st)->joins_delivery, 1);
+	assert_int_equal(ws_stitch_stats(w.st)->orphan_timeouts, 0);
+	assert_int_equal(ws_stitch_stats(w.st)->timeouts, 0);
+	assert_int_equal(ws_stitch_stats(w.st)->held_spans, 0);
+	ws_stitch_free(w.st);
+}
+
+static void test_nats_reply(void **state)
+{
+	static const int orders[][4] = {
+		{0, 1, 2, 3}, {3, 2, 1, 0}, {3, 0, 1, 2},
+		{2, 3, 0, 1}, {1, 3, 2, 0}, {0, 3, 1, 2},
+	};
+	size_t i;
+	(void)state;
+
+	for (i = 0; i < sizeof(orders) / sizeof(orders[0]); i++)
+		reply_case(orders[i]);
 }
 
 /* no broker hop: by fingerprint, producer after or before the consumer */
@@ -473,7 +539,15 @@ static void test_garbage(void **state)
 			s[i].in.role = (uint8_t)((seed >> 7) % 6);
 			s[i].in.fingerprint = (seed >> 9) % 3;
 			s[i].in.local.addr = (seed >> 11) % 2 ? "a" : NULL;
+			s[i].in.local.addr_len = 1;
 			s[i].in.peer.addr = "b";
+			s[i].in.peer.addr_len = 1;
+			memset(s[i].in.reply_id, (int)((seed >> 15) % 5), 8);
+			s[i].in.has_reply_id = (seed >> 17) % 2;
+			/* random bytes are no valid bool */
+			s[i].in.has_parent = (seed >> 19) % 2;
+			s[i].in.has_fingerprint = (seed >> 20) % 2;
+			s[i].in.has_delivery = (seed >> 21) % 2;
 			s[i].in.seq = (int64_t)((seed >> 13) % 3) - 1;
 			s[i].in.ref = &s[i];
 			in[i] = s[i].in;
@@ -493,6 +567,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_nats_delivery_exact),
+		cmocka_unit_test(test_nats_reply),
 		cmocka_unit_test(test_nats_fingerprint),
 		cmocka_unit_test(test_nats_identical),
 		cmocka_unit_test(test_nats_timeouts),
