@@ -42,7 +42,7 @@ HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto
 # Skeletons and objects are inputs of later builds, not throwaway intermediates.
 .SECONDARY: $(BPF_OBJS) $(SKELS) $(PB_SRCS) $(PB_HDRS)
 
-.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run demo bench bench-replay reliability fuzz help install uninstall dist
+.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run demo bench bench-replay reliability kernels fuzz help install uninstall dist
 
 all: $(OUT)/wirespan $(UNIT_BINS) $(OUT)/bench_agent_replay
 
@@ -128,6 +128,13 @@ bench: all bench-replay
 reliability: all
 	$(Q)python3 tests/reliability/run.py $(RELIABILITY_ARGS)
 
+# Debian 12's own 6.1 kernel under qemu (TCG) and this host's kernel: every
+# program loads and attaches, a NATS exchange is captured byte-exact, and the
+# verifier instruction counts are tabled (docs/RELIABILITY.md, "Kernels";
+# root; KERNELS_ARGS=--record rewrites tests/kernels/verified_insns.json).
+kernels: all
+	$(Q)python3 tests/kernels/run.py $(KERNELS_ARGS)
+
 # ---- install, uninstall, dist ----
 PREFIX     ?= /usr/local
 BINDIR     := $(PREFIX)/bin
@@ -182,6 +189,7 @@ help:
 	@echo "make bench          run the benchmarks (root)"
 	@echo "make bench-replay   the agent's userspace path replayed offline"
 	@echo "make reliability    the long reliability suite (root; RELIABILITY_ARGS=--quick)"
+	@echo "make kernels        6.1 under qemu + this kernel: load, capture, verifier counts (root)"
 	@echo "make fuzz           run the libFuzzer targets (FUZZ_SECONDS=60)"
 	@echo "make vmlinux        regenerate bpf/vmlinux.h from this kernel"
 	@echo "make install        install into PREFIX (/usr/local), DESTDIR respected"
