@@ -13,7 +13,9 @@ Python standard library, nats-server and the wirespan binary:
    instruction count (verified_insns, from the capture process's
    /proc/PID/fdinfo of its program fds) and translated/JITed sizes are
    recorded; the load is repeated with WIRESPAN_NO_TASK_STORAGE=1 for the
-   hash-map variant of the syscall-argument store;
+   hash-map variant of the syscall-argument store; every count must stay
+   under --headroom of the verifier's 1M-instruction limit (default 80%), so
+   growth fails here before it fails to load;
 3. a NATS exchange with a real nats-server on 127.0.0.1:P, the client
    moving its bytes with each of the eight data syscalls (write, sendto,
    writev, sendmsg, read, recvfrom, readv, recvmsg); the captured bytes of
@@ -35,6 +37,9 @@ import sys
 import time
 
 SUBJECT = "ws.kernels"
+# The verifier gives up on a program past this many processed instructions
+# (BPF_COMPLEXITY_LIMIT_INSNS, Linux 5.2+).
+VERIFIER_LIMIT = 1000000
 LOAD_TIMEOUT = 600  # the verifier under TCG emulation on a shared machine
 
 
@@ -160,6 +165,17 @@ def load_and_measure(run, port, env_extra, tag):
     return res, (proc, out, err)
 
 
+def check_headroom(run, res, what):
+    """Every program's verifier count under the share of the limit."""
+    limit = int(run.args.headroom * VERIFIER_LIMIT)
+    over = {n: p["verified_insns"] for n, p in res.get("programs", {}).items() if p["verified_insns"] > limit}
+    unknown = [n for n, p in res.get("programs", {}).items() if p["verified_insns"] < 0]
+    if unknown:  # verified_insns is in fdinfo since Linux 5.16
+        print("  note %s: no verified_insns for %s" % (what, ", ".join(unknown)), flush=True)
+    run.check("%s: every program under %d verified instructions (%.0f%% of the verifier's limit)"
+              % (what, limit, 100 * run.args.headroom), res.get("programs") and not over, "over: %s" % over)
+
+
 def read_until(recv, want, limit=65536):
     """Call recv() until the bytes received contain want."""
     got = b""
@@ -270,6 +286,8 @@ def main():
     ap.add_argument("--bpftool", default="bpftool")
     ap.add_argument("--nats-server", default="nats-server")
     ap.add_argument("--tmp", default="/tmp/wirespan-kernels")
+    ap.add_argument("--headroom", type=float, default=0.8,
+                    help="fail when a program's verified_insns exceeds this share of the verifier's limit")
     args = ap.parse_args()
     run = Run(args)
     with open(args.programs) as f:
@@ -297,6 +315,7 @@ def main():
                   procs is not None and hashmap["attached"] == len(run.expected) and set(hashmap["programs"]) == set(run.expected),
                   hashmap.get("error") or "attached %s of %d, loaded %s" % (hashmap.get("attached"), len(run.expected),
                                                                           sorted(hashmap.get("programs", {}))))
+        check_headroom(run, hashmap, "hash-map variant")
         # the default: what the loader picks on this kernel, then traffic
         default, procs = load_and_measure(run, port, {}, "default")
         report["default"] = default
@@ -304,6 +323,7 @@ def main():
                        procs is not None and default["attached"] == len(run.expected) and set(default["programs"]) == set(run.expected),
                        default.get("error") or "attached %s of %d, loaded %s" % (default.get("attached"), len(run.expected),
                                                                                sorted(default.get("programs", {}))))
+        check_headroom(run, default, "default")
         if ok:
             proc, out, err = procs
             payload = b"hello from Linux " + platform.release().encode() + b" " + os.urandom(8).hex().encode()
