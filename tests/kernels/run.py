@@ -4,7 +4,7 @@
 this host's kernel, with per-program verifier instruction counts (issue 9,
 reliability item 8; docs/RELIABILITY.md, "Kernels").
 
-  run.py [--accel tcg|kvm] [--kernel-package NAME] [--no-host]
+  run.py [--accel tcg|kvm] [--smp N] [--kernel-package NAME] [--no-host]
          [--record] [--timeout SECONDS]
 
 1. Installs qemu-system-x86 if missing; fetches the kernel package (default:
@@ -201,10 +201,15 @@ def work_dir(tarball, programs):
     return work
 
 
-def boot(vmlinuz, initrd, root, work, accel, timeout, console_path):
+def boot(vmlinuz, initrd, root, work, accel, smp, timeout, console_path):
     """Boot, stream the console to a file; (seconds, console text, timed out)."""
     cpu = "host" if accel == "kvm" else "max"
-    cmd = ["qemu-system-x86_64", "-machine", "q35,accel=" + accel, "-cpu", cpu, "-m", "1536", "-smp", "2",
+    # One host thread runs both vCPUs in turn (thread=single): on a busy
+    # host, multi-threaded TCG lets one vCPU thread starve while the other
+    # waits for it, and the guest stalls in RCU at boot (seen here at load
+    # average 20 under nice).
+    accel_opt = "tcg,thread=single" if accel == "tcg" else accel
+    cmd = ["qemu-system-x86_64", "-machine", "q35", "-accel", accel_opt, "-cpu", cpu, "-m", "1536", "-smp", str(smp),
            "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
            "-kernel", vmlinuz, "-initrd", initrd,
            "-append", "console=ttyS0 panic=-1 loglevel=4",
@@ -320,6 +325,7 @@ def main():
     # Debian's stops at "Probing EDD" under it. TCG boots anything.
     ap.add_argument("--accel", choices=("tcg", "kvm"), default="tcg",
                     help="qemu accelerator (default tcg: software emulation)")
+    ap.add_argument("--smp", type=int, default=2, help="guest CPUs (default 2, as this host)")
     ap.add_argument("--kernel-package", default="", help="default: what linux-image-amd64 depends on")
     ap.add_argument("--no-host", action="store_true", help="skip the run on this host's kernel")
     ap.add_argument("--record", action="store_true", help="rewrite tests/kernels/verified_insns.json")
@@ -345,7 +351,7 @@ def main():
     accel = args.accel
     log("root and initramfs ready in %.1f s (modules: %s); booting %s under qemu (%s)", prep, " ".join(mods), kver, accel)
     console = os.path.join(OUT, "console-%s-%s.log" % (kver, accel))
-    boot_s, text, timed_out = boot(vmlinuz, initrd, root, work, accel, args.timeout, console)
+    boot_s, text, timed_out = boot(vmlinuz, initrd, root, work, accel, args.smp, args.timeout, console)
     gpath = os.path.join(work, "out", "guest.json")
     guest = json.load(open(gpath)) if os.path.isfile(gpath) else None
     m = re.search(r"kernels: guest userspace up at ([0-9.]+) s", text)
