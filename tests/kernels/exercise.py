@@ -19,7 +19,9 @@ Python standard library, nats-server and the wirespan binary:
 3. a NATS exchange with a real nats-server on 127.0.0.1:P, the client
    moving its bytes with each of the eight data syscalls (write, sendto,
    writev, sendmsg, read, recvfrom, readv, recvmsg); the captured bytes of
-   both ends must be exactly what the client sent and received, with no gap.
+   both ends must be exactly what the client sent and received, with no gap;
+4. `wirespan agent --output stdout --port P` and the same exchange again:
+   one publish and one process span for the client.
 
 Writes every figure and check to JSON and exits 0 only when all checks pass.
 """
@@ -277,6 +279,58 @@ def verify_exchange(run, lines, port, client_pid, sent, recvd):
     return out
 
 
+def otlp_spans(path):
+    """(name, process.pid) of every span in `wirespan agent --output stdout`'s
+    OTLP/JSON lines."""
+    out = []
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                d = json.loads(raw)
+            except ValueError:
+                continue
+            for rs in d.get("resourceSpans", []) if isinstance(d, dict) else []:
+                attrs = {a["key"]: a.get("value", {}) for a in rs.get("resource", {}).get("attributes", [])}
+                pid = attrs.get("process.pid", {}).get("intValue")
+                for ss in rs.get("scopeSpans", []):
+                    out += [(sp.get("name"), int(pid) if pid is not None else None) for sp in ss.get("spans", [])]
+    return out
+
+
+def agent_spans(run, port):
+    """`wirespan agent --output stdout` on the same kernel: the exchange's
+    publish and process spans, one each, for the client's pid."""
+    out = os.path.join(run.tmp, "agent.jsonl")
+    err = os.path.join(run.tmp, "agent.err")
+    proc = subprocess.Popen([run.args.wirespan, "agent", "--output", "stdout", "--port", str(port)],
+                            stdout=open(out, "wb"), stderr=open(err, "wb"))
+    t0 = time.monotonic()
+    ready = False
+    while time.monotonic() - t0 < LOAD_TIMEOUT and proc.poll() is None and not ready:
+        time.sleep(0.1)
+        with open(err, "rb") as f:
+            ready = re.search(rb"\bready\b", f.read()) is not None
+    if not run.check("agent loads and prints ready", ready, "stderr: %s" % open(err, "rb").read()[-1500:]):
+        stop(proc)
+        return {}
+    payload = b"spans from Linux " + platform.release().encode()
+    try:
+        nats_exchange(port, payload)
+    except OSError as e:
+        run.check("NATS exchange for the agent", False, str(e))
+    want = {("publish " + SUBJECT, os.getpid()), ("process " + SUBJECT, os.getpid())}
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not want <= set(otlp_spans(out)):
+        time.sleep(0.2)
+    rc = stop(proc)
+    spans = otlp_spans(out)
+    mine = sorted(n for n, pid in spans if pid == os.getpid())
+    run.check("agent: one publish and one process span for the client", mine == sorted(n for n, _ in want),
+              "client spans %s; all %s" % (mine, spans[:20]))
+    run.check("agent exits 0 at SIGINT", rc == 0, "rc %s" % rc)
+    return {"ready_seconds": round(time.monotonic() - t0, 1), "client_spans": mine, "spans": len(spans)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--wirespan", required=True)
@@ -348,6 +402,7 @@ def main():
             k = (metrics[-1] if metrics else {}).get("kernel", {})
             lost = {n: k.get(n, 0) for n in ("rb_full_events", "fault_events", "conn_map_full", "args_map_full", "open_lost", "close_lost")}
             run.check("no kernel-side loss counted", metrics and not any(lost.values()), "kernel %s" % lost)
+            report["agent"] = agent_spans(run, port)
     finally:
         nats.terminate()
         nats.wait(10)
