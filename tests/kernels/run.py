@@ -64,6 +64,7 @@ def host_packages():
         return
     log("installing qemu-system-x86")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    sh(["apt-get", "update", "-qq"], env=env)
     sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "qemu-system-x86"], env=env)
 
 
