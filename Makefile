@@ -42,7 +42,7 @@ HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto
 # Skeletons and objects are inputs of later builds, not throwaway intermediates.
 .SECONDARY: $(BPF_OBJS) $(SKELS) $(PB_SRCS) $(PB_HDRS)
 
-.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run demo bench bench-replay bench-nats reliability fuzz help install uninstall dist
+.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run demo bench bench-replay bench-nats reliability kernels fuzz help install uninstall dist
 
 all: $(OUT)/wirespan $(UNIT_BINS) $(OUT)/bench_agent_replay $(OUT)/bench/nats_lat $(OUT)/churn_load
 
@@ -134,6 +134,13 @@ $(OUT)/churn_load: tests/reliability/churn_load.c | $(OUT)
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) -static $< -o $@
 
+# Debian 12's own 6.1 kernel under qemu (TCG) and this host's kernel: every
+# program loads and attaches, a NATS exchange is captured byte-exact, and the
+# verifier instruction counts are tabled (docs/RELIABILITY.md, "Kernels";
+# root; KERNELS_ARGS=--record rewrites tests/kernels/verified_insns.json).
+kernels: all
+	$(Q)python3 tests/kernels/run.py $(KERNELS_ARGS)
+
 # ---- install, uninstall, dist ----
 PREFIX     ?= /usr/local
 BINDIR     := $(PREFIX)/bin
@@ -199,6 +206,7 @@ help:
 	@echo "make bench-replay   the agent's userspace path replayed offline"
 	@echo "make bench-nats     NATS pub/sub with and without the agent (root; QUICK=1)"
 	@echo "make reliability    the long reliability suite (root; RELIABILITY_ARGS=--quick)"
+	@echo "make kernels        6.1 under qemu + this kernel: load, capture, verifier counts (root)"
 	@echo "make fuzz           run the libFuzzer targets (FUZZ_SECONDS=60)"
 	@echo "make vmlinux        regenerate bpf/vmlinux.h from this kernel"
 	@echo "make install        install into PREFIX (/usr/local), DESTDIR respected"
