@@ -103,21 +103,24 @@ class Watched:
     def mark(self):
         return len(self.lines())
 
-    def wait_line(self, pattern, since, timeout):
-        """Seconds until a stderr line after `since` matches pattern, or None."""
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if any(re.search(pattern, l) for l in self.lines()[since:]):
-                return time.monotonic() - t0
-            check(self.agent.proc.poll() is None, "the %s agent exited: %s", self.mode, tail(self.agent.err, 1500))
-            time.sleep(0.02)
-        return None
-
     def caught_up(self, ops):
         """Every span of ops in and nothing left queued or in flight."""
         ex = self.agent.metrics()["export"]
         done = ex["spans_in"] >= ops and not ex["queue_batches"] and not ex["inflight"]
         return done, ex
+
+
+def _wait_lines(agents, pattern, marks, t0, timeout):
+    """Per agent: seconds from t0 to the first stderr line after marks[mode]
+    matching pattern (None if none within timeout of t0); all polled at once."""
+    out = {a.mode: None for a in agents}
+    while any(v is None for v in out.values()) and time.monotonic() - t0 < timeout:
+        for a in agents:
+            if out[a.mode] is None and any(re.search(pattern, l) for l in a.lines()[marks[a.mode]:]):
+                out[a.mode] = round(time.monotonic() - t0, 3)
+            check(a.agent.proc.poll() is None, "the %s agent exited: %s", a.mode, tail(a.agent.err, 1500))
+        time.sleep(0.02)
+    return out
 
 
 def _agents(env, tel_url, app_port, core_queue, extra=()):
@@ -257,15 +260,11 @@ def kill_outage(outage_s=5.0, before_s=3.0, after_s=3.0, core_queue=256 * 1024):
         tel.kill()
         tel.wait(5)
         t_kill = time.monotonic()
-        detect = {a.mode: a.wait_line(r"nats: disconnected", marks[a.mode], outage_s) for a in agents}
+        detect = _wait_lines(agents, r"nats: disconnected", marks, t_kill, outage_s)
         time.sleep(max(0.0, outage_s - (time.monotonic() - t_kill)))
         tel = tel_server(env, jetstream=True, port=port, store=store)
         t_back = time.monotonic()
-        reconnect = {}
-        for a in agents:
-            d = a.wait_line(r"nats: reconnected", marks[a.mode], 30)
-            reconnect[a.mode] = None if d is None else time.monotonic() - t_back
-        reconnect = {k: (None if v is None else round(v, 3)) for k, v in reconnect.items()}
+        reconnect = _wait_lines(agents, r"nats: reconnected", marks, t_back, 30)
         drained = _wait_drained(agents, t_back, 60)
         time.sleep(max(0.0, after_s - (time.monotonic() - t_back)))
         ops = load.stop()
@@ -273,7 +272,7 @@ def kill_outage(outage_s=5.0, before_s=3.0, after_s=3.0, core_queue=256 * 1024):
         problems = ["%s: no reconnect within 30 s of the restart" % m for m, v in reconnect.items() if v is None]
         problems += ["%s: backlog not sent within 60 s of the restart" % m for m, v in drained.items() if v is None]
         problems += ["%s: not caught up within 90 s" % m for m, v in caught.items() if v is None]
-        extra = {m: {"outage_s": outage_s, "detect_s": None if detect[m] is None else round(detect[m], 3),
+        extra = {m: {"outage_s": outage_s, "detect_s": detect[m],
                      "reconnect_s": reconnect[m], "drained_s": drained[m]} for m in reconnect}
         time.sleep(0.5)
         return _finish("kill_outage", agents, ops, sub.stop, lambda: read_stream(env, tel.url, "OTEL_J"), extra, problems)
@@ -366,12 +365,18 @@ def _ns_stream(env, ns):
     return [m for m in lines if "subject" in m]
 
 
-def blackhole(blackhole_s=30.0, before_s=3.0, after_s=3.0, core_queue=256 * 1024):
+def blackhole(blackhole_s=30.0, before_s=3.0, after_s=3.0, core_queue=256 * 1024, ping_ms=None, write_deadline_ms=None):
     """The telemetry server in a network namespace; every packet between it
     and the agents dropped for blackhole_s, then the path restored. Each
-    agent must notice (a disconnect, or at least failed flushes / PubAck
-    timeouts), count what it drops and catch up after the restore; core:
-    received = sent, in = sent + counted; JetStream: exactly once."""
+    agent must drop the stale connection within 1.5 s more than the larger
+    of (max_pings_out + 1) PING intervals (export.nats.ping_interval_ms:
+    ping_ms, default 5 s) and the write deadline (a full socket buffer;
+    export.nats.write_deadline_ms: write_deadline_ms, default 5 s), reconnect
+    once the path is back, count what it drops and catch up; core: received
+    = sent, in = sent + counted; JetStream: every span stored exactly once."""
+    ping, wd = ping_ms or 5000, write_deadline_ms or 5000
+    bound = max((2 + 1) * ping, wd) / 1000.0 + 1.5
+    opts = ["--set", "export.nats.ping_interval_ms=%d" % ping, "--set", "export.nats.write_deadline_ms=%d" % wd]
     ns = Netns()
     try:
         with Env("outage-blackhole") as env:
@@ -380,30 +385,21 @@ def blackhole(blackhole_s=30.0, before_s=3.0, after_s=3.0, core_queue=256 * 1024
             url = "nats://%s:4222" % ns.ns_ip
             _create_stream(env, url)
             sub = _NsSub(env, ns, ["--subject", "otel.traces.*.nodec", "--reconnect-wait", 20])
-            core, js = agents = _agents(env, url, app.port, core_queue)
+            core, js = agents = _agents(env, url, app.port, core_queue, opts)
             load = Load(env, app.url)
             time.sleep(before_s)
             marks = {a.mode: a.mark() for a in agents}
             ns.blackhole(True)
             t_cut = time.monotonic()
             try:
-                detect = {}
-                for a in agents:
-                    left = blackhole_s - (time.monotonic() - t_cut)
-                    d = a.wait_line(r"nats: disconnected", marks[a.mode], max(0.0, left))
-                    detect[a.mode] = None if d is None else round(time.monotonic() - t_cut, 2)
+                detect = _wait_lines(agents, r"nats: disconnected", marks, t_cut, blackhole_s)
                 mid = {a.mode: a.agent.metrics()["export"] for a in agents}
                 time.sleep(max(0.0, blackhole_s - (time.monotonic() - t_cut)))
             finally:
                 ns.blackhole(False)
             t_back = time.monotonic()
-            reconnect = {}
-            for a in agents:
-                if detect[a.mode] is None:
-                    reconnect[a.mode] = None  # never disconnected: nothing to reconnect
-                    continue
-                d = a.wait_line(r"nats: reconnected", marks[a.mode], 120)
-                reconnect[a.mode] = None if d is None else round(time.monotonic() - t_back, 2)
+            # an agent that never disconnected has nothing to reconnect
+            reconnect = _wait_lines([a for a in agents if detect[a.mode] is not None], r"nats: reconnected", marks, t_back, 120)
             drained = _wait_drained(agents, t_back, 300)
             time.sleep(max(0.0, after_s - (time.monotonic() - t_back)))
             ops = load.stop()
@@ -412,12 +408,15 @@ def blackhole(blackhole_s=30.0, before_s=3.0, after_s=3.0, core_queue=256 * 1024
             problems += ["%s: not caught up after the load" % m for m, v in caught.items() if v is None]
             for a in agents:
                 m = mid[a.mode]
+                if blackhole_s > bound and (detect[a.mode] is None or detect[a.mode] > bound):
+                    problems.append("%s: the stale connection was not dropped within %.1f s of the blackhole (detected: %s)"
+                                    % (a.mode, bound, detect[a.mode]))
                 if detect[a.mode] is None and not (m["flush_errors"] or m["js_timeouts"]):
                     problems.append("%s: the blackhole went unnoticed for %.0f s (no disconnect, no failed flush or PubAck "
                                     "timeout): %s" % (a.mode, blackhole_s, m))
-                if detect[a.mode] is not None and reconnect[a.mode] is None:
+                if detect[a.mode] is not None and reconnect.get(a.mode) is None:
                     problems.append("%s: disconnected, no reconnect within 120 s of the restore" % a.mode)
-            extra = {a.mode: {"blackhole_s": blackhole_s, "detect_s": detect[a.mode], "reconnect_s": reconnect[a.mode],
+            extra = {a.mode: {"blackhole_s": blackhole_s, "ping_ms": ping, "write_deadline_ms": wd, "detect_s": detect[a.mode], "reconnect_s": reconnect.get(a.mode),
                               "drained_s": drained[a.mode], "during": {k: mid[a.mode][k] for k in (
                                   "connected", "flush_errors", "js_timeouts", "resent", "dropped_spans", "queue_bytes")}}
                      for a in agents}
@@ -438,7 +437,7 @@ class SlowReader:
     most `chunk` bytes per `tick` through a small receive buffer. Counts the
     messages it got and how it ended (the server's -ERR, EOF)."""
 
-    def __init__(self, port, subject="otel.traces.>", chunk=2048, tick=0.05):
+    def __init__(self, port, subject="otel.traces.>", chunk=1024, tick=0.1):
         self.msgs = 0
         self.bytes = 0
         self.ended = None
@@ -504,7 +503,7 @@ def _http_json(port, path):
         return json.load(r)
 
 
-def slow_consumer(load_s=15.0, max_pending=256 * 1024):
+def slow_consumer(load_s=30.0, max_pending=256 * 1024):
     """A reader of the telemetry that cannot keep up (SlowReader) next to a
     normal one (sub.js), nats-server with max_pending = max_pending: the
     server cuts the slow one off (slow_consumers in /varz, reason in /connz),
@@ -513,7 +512,7 @@ def slow_consumer(load_s=15.0, max_pending=256 * 1024):
     with Env("outage-slow") as env:
         app = app_server(env)
         mport = free_port()
-        tel = tel_server(env, conf='http: "127.0.0.1:%d"\nmax_pending: %d\nwrite_deadline: "2s"' % (mport, max_pending))
+        tel = tel_server(env, conf='http: "127.0.0.1:%d"\nmax_payload: %d\nmax_pending: %d\nwrite_deadline: "2s"' % (mport, max_pending // 4, max_pending))
         sub = Sub(env, tel.url, ["--subject", "otel.traces.*.nodec"])
         agent = Watched(env, "core", ["--nats-url", tel.url, "--port", app.port, "--node", "nodec",
                                       "--set", "export.batch.max_delay_ms=50"])
@@ -566,3 +565,42 @@ def slow_consumer(load_s=15.0, max_pending=256 * 1024):
         log("slow_consumer: %s", json.dumps(report))
         check(not problems, "%s\n(report %s)", "\n".join(problems), json.dumps(report))
         return report
+
+
+# --------------------------------------------------------------------------
+# markdown tables for docs/RELIABILITY.md (tests/reliability/run.py)
+
+
+def _fmt(v, unit=""):
+    return "-" if v is None else "%s%s" % (v, unit)
+
+
+def tables(results):
+    """results: run.py's [{"name", "report"}]; the rows of this module's runs."""
+    def drops(d):
+        return ", ".join("%s %s" % (k, v) for k, v in sorted(d.items())) or "none"
+
+    out = []
+    rows = [(r["name"], a) for r in results if r["report"] and r["report"]["test"] in ("kill_outage", "blackhole") for a in r["report"]["agents"]]
+    if rows:
+        out += ["| run | mode | operations | spans in | delivered (distinct) | duplicate msgs | drops counted | unaccounted | "
+                "outage seen after | reconnected after | backlog sent after | resent | queue peak / bound | VmHWM ready -> end |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name, a in rows:
+            out.append("| %s | %s | %d | %d | %d | %d | %s | %d | %s | %s | %s | %d | %d / %d KiB | %d -> %d KiB |" % (
+                name, a["mode"], a["operations"], a["spans_in"], a["out"], a["duplicate_msgs"], drops(a["drops"]), a["unaccounted"],
+                _fmt(a.get("detect_s"), " s"), _fmt(a.get("reconnect_s"), " s"), _fmt(a.get("drained_s"), " s"), a["resent"],
+                a["queue_peak_bytes"] // 1024, a["queue_max_bytes"] // 1024, a["vmhwm_ready_kib"], a["vmhwm_kib"]))
+        out.append("")
+    slow = [(r["name"], r["report"]["agents"][0]) for r in results if r["report"] and r["report"]["test"] == "slow_consumer"]
+    if slow:
+        out += ["| run | operations | spans in | received by the normal consumer | agent drops / flush errors / disconnects | unaccounted | "
+                "agent messages | to the slow reader before the cut | read by it | server: slow_consumers, close reason | VmHWM ready -> end |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name, a in slow:
+            out.append("| %s | %d | %d | %d | %s / %d / %d | %d | %d | %s | %d | %s, %s | %d -> %d KiB |" % (
+                name, a["operations"], a["spans_in"], a["out"], drops(a["drops"]), a["flush_errors"], a["disconnects"], a["unaccounted"],
+                a["agent_msgs"], _fmt(a["server_out_msgs_to_reader"]), a["slow_reader_msgs"], a["server_slow_consumers"],
+                a["server_close_reason"], a["vmhwm_ready_kib"], a["vmhwm_kib"]))
+        out.append("")
+    return "\n".join(out)
