@@ -48,41 +48,54 @@ SUBJECT = "orders.outage"
 # the load: nats.go publishers, one after the other, until stopped
 
 
-class Load:
-    """natsrole pub processes in a row (count per process, flush + sleep
-    after each message) until stop(); operations = messages published."""
+class Repeat:
+    """A peer (argv) run again and again, one at a time, in a thread until
+    stop(); `total` sums the field `key` of their JSON result lines. A failed
+    run stops the loop and fails stop(), unless keep_going (the soak, whose
+    servers restart under the clients): then it is counted in `failed`."""
 
-    def __init__(self, env, url, subject=SUBJECT, count=200, interval="5ms", size=64):
-        from harness import start_peer
-
-        self._start = lambda: start_peer(env, GO + ["--url", url, "--mode", "pub", "--subject", subject, "--count", count,
-                                                    "--interval", interval, "--size", size, "--timeout", "120s"], "pub-go")
-        self.published = 0
+    def __init__(self, env, argv, name, key, pause=0.0, keep_going=False):
+        self.env, self.argv, self.name, self.key, self.pause = env, argv, name, key, pause
+        self.keep_going = keep_going
+        self.total = 0
         self.runs = 0
+        self.failed = 0
         self.errors = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
 
     def _run(self):
-        from harness import finish_peer
+        from harness import finish_peer, start_peer
 
         while not self._stop.is_set():
-            p = self._start()
             try:
-                r = finish_peer(p, timeout=150)
-                self.published += r.get("published", 0)
+                r = finish_peer(start_peer(self.env, self.argv, self.name), timeout=150)
+                self.total += r.get(self.key, 0)
                 self.runs += 1
             except TestFailure as e:
-                self.errors.append(str(e))
-                return
+                if not self.keep_going:
+                    self.errors.append(str(e))
+                    return
+                self.failed += 1
+                self._stop.wait(0.5)
+            self._stop.wait(self.pause)
 
     def stop(self):
         self._stop.set()
         self._t.join(180)
-        check(not self._t.is_alive(), "the load did not stop")
-        check(not self.errors, "a publisher failed: %s", self.errors[:1])
-        return self.published
+        check(not self._t.is_alive(), "%s did not stop", self.name)
+        check(not self.errors, "%s failed: %s", self.name, self.errors[:1])
+        return self.total
+
+
+class Load(Repeat):
+    """nats.go publishers in a row (count per process, flush + sleep after
+    each message); stop() returns the messages published."""
+
+    def __init__(self, env, url, subject=SUBJECT, count=200, interval="5ms", size=64):
+        super().__init__(env, GO + ["--url", url, "--mode", "pub", "--subject", subject, "--count", count, "--interval", interval,
+                                    "--size", size, "--timeout", "120s"], "pub-go", "published")
 
 
 # --------------------------------------------------------------------------
