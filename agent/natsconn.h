@@ -37,7 +37,7 @@ struct ws_natsconn_cfg {
 	const char *name;		/* connection name the server shows */
 	/* Keep trying when the first connect fails (reconnect forever). */
 	bool retry_on_failed_connect;
-	int reconnect_wait_ms;	 /* 0: 250 ms */
+	int reconnect_wait_ms; /* 0: 250 ms */
 	/*
 	 * A server that stops answering without closing the connection (a
 	 * blackhole: cable cut, dropping firewall, frozen host) is found by
@@ -48,9 +48,9 @@ struct ws_natsconn_cfg {
 	 * the connection's lock, and a full send buffer stops every publish
 	 * and the PING timer until TCP gives up (about 15 minutes).
 	 */
-	int ping_interval_ms;  /* 0: WS_NATS_PING_INTERVAL_MS */
-	int max_pings_out;     /* 0: WS_NATS_MAX_PINGS_OUT */
-	int write_deadline_ms; /* 0: WS_NATS_WRITE_DEADLINE_MS */
+	int ping_interval_ms;	 /* 0: WS_NATS_PING_INTERVAL_MS */
+	int max_pings_out;	 /* 0: WS_NATS_MAX_PINGS_OUT */
+	int write_deadline_ms;	 /* 0: WS_NATS_WRITE_DEADLINE_MS */
 	int reconnect_buf_bytes; /* nats.c's reconnect buffer; 0: its default */
 };
 
