@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -142,6 +143,21 @@ class Consumer:
         self._t.join(5)
 
 
+def agent_metrics(agent, timeout=30.0):
+    """SIGUSR1 -> the agent's next agent_metrics line, or None after timeout
+    (a starved agent on a loaded machine answers late; ExportAgent.metrics
+    gives it 5 s)."""
+    n = len(agent._all())
+    agent.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ms = agent._all()
+        if len(ms) > n:
+            return ms[-1]
+        time.sleep(0.1)
+    return None
+
+
 def proc_sample(pid):
     st = {}
     with open("/proc/%d/status" % pid) as f:
@@ -223,16 +239,21 @@ def soak(duration, restart_every, down, sample_every):
         t0 = time.monotonic()
         samples, restarts, problems = [], [], []
         next_sample, next_restart, which = 0.0, restart_every, 0
+        late, prev = 0, {}
         while time.monotonic() - t0 < duration:
             t = time.monotonic() - t0
             if agent.proc.poll() is not None:
                 problems.append("the agent exited (%s) at %.0f s" % (agent.proc.returncode, t))
                 break
             if t >= next_sample:
-                ex = agent.metrics()["export"]
                 s = {"t": round(t, 1), "load1": os.getloadavg()[0]}
                 s.update(proc_sample(pid))
-                s.update({k: ex[k] for k in ("spans_in", "sent_spans", "dropped_spans", "queue_bytes", "reconnects", "connected")})
+                m = agent_metrics(agent)
+                if m is None:
+                    late += 1
+                    m = {"export": prev}
+                prev = m["export"]
+                s.update({k: prev.get(k, 0) for k in ("spans_in", "sent_spans", "dropped_spans", "queue_bytes", "reconnects")})
                 samples.append(s)
                 harness.log("sample %s", s)
                 next_sample += sample_every
@@ -259,8 +280,8 @@ def soak(duration, restart_every, down, sample_every):
         # let the queue empty, then stop
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and agent.proc.poll() is None:
-            ex = agent.metrics()["export"]
-            if ex["connected"] and not ex["queue_batches"] and not ex["inflight"]:
+            m = agent_metrics(agent)
+            if m and m["export"]["connected"] and not m["export"]["queue_batches"] and not m["export"]["inflight"]:
                 break
             time.sleep(0.5)
         last = proc_sample(pid) if agent.proc.poll() is None else {}
@@ -300,6 +321,7 @@ def soak(duration, restart_every, down, sample_every):
         "fds": {"first": fds[0] if fds else None, "min": min(fds, default=None), "max": max(fds, default=None),
                 "last": last.get("fds"), "growth_per_hour": slope_per_hour(samples, "fds")},
         "samples": samples,
+        "metrics_late": late,
         "problems": problems,
     }
 
@@ -327,6 +349,7 @@ def markdown(meta, r):
                 r["rss_kib"]["first"], r["rss_kib"]["min"], r["rss_kib"]["max"], r["rss_kib"]["last"]),
             "| RSS growth (least squares after the first fifth) | %s KiB/h |" % r["rss_kib"]["growth_per_hour"],
             "| VmHWM at the end | %s KiB |" % r["hwm_kib_last"],
+            "| samples (metrics answered late, > 30 s) | %d (%d) |" % (len(r["samples"]), r["metrics_late"]),
             "| fds first / min / max / last; growth | %s / %s / %s / %s; %s per hour |" % (
                 r["fds"]["first"], r["fds"]["min"], r["fds"]["max"], r["fds"]["last"], r["fds"]["growth_per_hour"]),
             ""]
