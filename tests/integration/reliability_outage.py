@@ -37,7 +37,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from harness import NATS_SERVER, NODE, Env, TestFailure, check, free_port, log, tail, wait_port
+from harness import NATS_SERVER, NODE, Env, TestFailure, check, finish_peer, free_port, log, start_peer, tail, wait_port
 from reliability import _proc_stat
 from test_export import GO, SUB_JS, ExportAgent, Sub, app_server, check_once, node_js, read_stream, spans_of, tel_server
 
@@ -66,8 +66,6 @@ class Repeat:
         self._t.start()
 
     def _run(self):
-        from harness import finish_peer, start_peer
-
         while not self._stop.is_set():
             try:
                 r = finish_peer(start_peer(self.env, self.argv, self.name), timeout=150)
