@@ -159,13 +159,26 @@ def agent_metrics(agent, timeout=30.0):
 
 
 def proc_sample(pid):
+    """VmRSS, VmHWM, threads, fds; and from smaps the RSS of the BPF map
+    mappings (the ring buffer, mapped at start) and of the heap and other
+    anonymous memory (what malloc holds: where a leak would show)."""
     st = {}
     with open("/proc/%d/status" % pid) as f:
         for ln in f:
             k, _, v = ln.partition(":")
-            if k in ("VmRSS", "VmHWM", "Threads"):
+            if k in ("VmRSS", "VmHWM", "Threads", "RssAnon"):
                 st[k] = int(v.split()[0])
-    return {"rss_kib": st["VmRSS"], "hwm_kib": st["VmHWM"], "threads": st["Threads"], "fds": len(os.listdir("/proc/%d/fd" % pid))}
+    bpf, name = 0, ""
+    with open("/proc/%d/smaps" % pid) as f:
+        for ln in f:
+            first = ln.split(None, 1)[0]
+            if "-" in first and not first.endswith(":"):
+                parts = ln.split()
+                name = parts[5] if len(parts) > 5 else ""
+            elif first == "Rss:" and name.startswith("anon_inode:bpf"):
+                bpf += int(ln.split()[1])
+    return {"rss_kib": st["VmRSS"], "hwm_kib": st["VmHWM"], "anon_kib": st["RssAnon"], "bpf_maps_kib": bpf,
+            "threads": st["Threads"], "fds": len(os.listdir("/proc/%d/fd" % pid))}
 
 
 def slope_per_hour(samples, key, skip_frac=0.2):
@@ -254,6 +267,8 @@ def soak(duration, restart_every, down, sample_every):
                     m = {"export": prev}
                 prev = m["export"]
                 s.update({k: prev.get(k, 0) for k in ("spans_in", "sent_spans", "dropped_spans", "queue_bytes", "reconnects")})
+                ident = m.get("identity")
+                s["identity_cached"] = ident["cached"] if ident else (samples[-1]["identity_cached"] if samples else 0)
                 samples.append(s)
                 harness.log("sample %s", s)
                 next_sample += sample_every
@@ -298,6 +313,7 @@ def soak(duration, restart_every, down, sample_every):
         problems.append("the consumer received %d distinct spans; the agent sent %d (+ %d unconfirmed drops)"
                         % (consumer.spans, ex["sent_spans"], unconfirmed))
     rss = [s["rss_kib"] for s in samples]
+    anon = [s["anon_kib"] for s in samples]
     fds = [s["fds"] for s in samples]
     return {
         "duration_s": duration,
@@ -317,6 +333,9 @@ def soak(duration, restart_every, down, sample_every):
         "agent_metrics_final": am,
         "rss_kib": {"first": rss[0] if rss else None, "min": min(rss, default=None), "max": max(rss, default=None),
                     "last": last.get("rss_kib"), "growth_per_hour": slope_per_hour(samples, "rss_kib")},
+        "anon_kib": {"first": anon[0] if anon else None, "max": max(anon, default=None), "last": last.get("anon_kib"),
+                     "growth_per_hour": slope_per_hour(samples, "anon_kib")},
+        "bpf_maps_kib_last": last.get("bpf_maps_kib"),
         "hwm_kib_last": last.get("hwm_kib"),
         "fds": {"first": fds[0] if fds else None, "min": min(fds, default=None), "max": max(fds, default=None),
                 "last": last.get("fds"), "growth_per_hour": slope_per_hour(samples, "fds")},
@@ -348,18 +367,21 @@ def markdown(meta, r):
             "| RSS first / min / max / last | %s / %s / %s / %s KiB |" % (
                 r["rss_kib"]["first"], r["rss_kib"]["min"], r["rss_kib"]["max"], r["rss_kib"]["last"]),
             "| RSS growth (least squares after the first fifth) | %s KiB/h |" % r["rss_kib"]["growth_per_hour"],
+            "| of which BPF map mappings (ring buffer) at the end | %s KiB |" % r["bpf_maps_kib_last"],
+            "| anonymous RSS (malloc) first / max / last; growth | %s / %s / %s KiB; %s KiB/h |" % (
+                r["anon_kib"]["first"], r["anon_kib"]["max"], r["anon_kib"]["last"], r["anon_kib"]["growth_per_hour"]),
             "| VmHWM at the end | %s KiB |" % r["hwm_kib_last"],
             "| samples (metrics answered late, > 30 s) | %d (%d) |" % (len(r["samples"]), r["metrics_late"]),
             "| fds first / min / max / last; growth | %s / %s / %s / %s; %s per hour |" % (
                 r["fds"]["first"], r["fds"]["min"], r["fds"]["max"], r["fds"]["last"], r["fds"]["growth_per_hour"]),
             ""]
     step = max(1, len(r["samples"]) // 12)
-    out += ["| t (s) | RSS (KiB) | fds | threads | spans in | sent | dropped | queue bytes | reconnects | load1 |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    out += ["| t (s) | RSS (KiB) | anon RSS (KiB) | fds | threads | identities cached | spans in | sent | dropped | queue bytes | reconnects | load1 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in r["samples"][::step] + ([r["samples"][-1]] if r["samples"] and (len(r["samples"]) - 1) % step else []):
-        out.append("| %.0f | %d | %d | %d | %d | %d | %d | %d | %d | %.1f |" % (
-            s["t"], s["rss_kib"], s["fds"], s["threads"], s["spans_in"], s["sent_spans"], s["dropped_spans"], s["queue_bytes"],
-            s["reconnects"], s["load1"]))
+        out.append("| %.0f | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %.1f |" % (
+            s["t"], s["rss_kib"], s["anon_kib"], s["fds"], s["threads"], s["identity_cached"], s["spans_in"], s["sent_spans"],
+            s["dropped_spans"], s["queue_bytes"], s["reconnects"], s["load1"]))
     out.append("")
     return "\n".join(out)
 
