@@ -21,7 +21,9 @@ both gateways and the backend, and exports to a telemetry nats-server that a
 counting consumer (a raw NATS subscriber here, deduplicating by
 Nats-Msg-Id) reads. Every --restart-every seconds a nats-server is killed
 for --down seconds and started again on the same port: the telemetry server
-and the app server in turn.
+and the app server in turn (client runs that fail while the app server is
+away are counted, not fatal; the subscriber and the replier, which do not
+reconnect, are started again).
 
 Every --sample-every seconds: the agent's VmRSS, VmHWM, open fds, threads
 and its agent_metrics (SIGUSR1). At the end: RSS and fd growth per hour (a
@@ -238,9 +240,12 @@ def soak(duration, restart_every, down, sample_every):
         pid = agent.proc.pid
         stop_file = env.path("stop")
         long_peer = ["--stop-file", stop_file, "--count", 1 << 30, "--timeout", "%ds" % (duration + 600)]
-        # the nats.go subscriber and replier live through the app server's restarts (nats.go reconnects)
-        sub = harness.start_peer(env, GO + ["--url", app_url, "--mode", "sub", "--subject", "soak.orders"] + long_peer, "sub-go", ready=True)
-        rep = harness.start_peer(env, GO + ["--url", app_url, "--mode", "reply", "--subject", "soak.rpc"] + long_peer, "reply-go", ready=True)
+        # the nats.go subscriber and replier (natsrole does not reconnect): started again after each app server restart
+        def long_peers():
+            return [harness.start_peer(env, GO + ["--url", app_url, "--mode", mode, "--subject", subj] + long_peer, name, ready=True)
+                    for mode, subj, name in (("sub", "soak.orders", "sub-go"), ("reply", "soak.rpc", "reply-go"))]
+
+        longs = long_peers()
         loops = {
             "nats_published": Repeat(env, GO + ["--url", app_url, "--mode", "pub", "--subject", "soak.orders", "--count", 200,
                                                 "--interval", "20ms", "--timeout", "120s"], "pub-go", "published", keep_going=True),
@@ -283,6 +288,9 @@ def soak(duration, restart_every, down, sample_every):
                     tel = tel_server(env, port=tel_port)
                 else:
                     app = app_server()
+                    for p in longs:
+                        harness.stop_process(p)  # disconnected for good
+                    longs = long_peers()
                 restarts.append({"t": round(t, 1), "server": name, "down_s": down})
                 next_restart += restart_every
             time.sleep(0.2)
@@ -290,7 +298,7 @@ def soak(duration, restart_every, down, sample_every):
         runs = sum(l.runs for l in loops.values())
         failed_runs = {k: l.failed for k, l in loops.items() if l.failed}
         stop_file.write_text("stop")
-        for p in (sub, rep):
+        for p in longs:
             p.wait(30)
         # let the queue empty, then stop
         deadline = time.monotonic() + 60
