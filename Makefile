@@ -42,7 +42,7 @@ HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto
 # Skeletons and objects are inputs of later builds, not throwaway intermediates.
 .SECONDARY: $(BPF_OBJS) $(SKELS) $(PB_SRCS) $(PB_HDRS)
 
-.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run demo bench bench-replay bench-nats reliability kernels fuzz help install uninstall dist
+.PHONY: all deps test unit-test integration-test check format lint clean vmlinux run demo bench bench-replay bench-nats reliability kernels soak fuzz help install uninstall dist
 
 all: $(OUT)/wirespan $(UNIT_BINS) $(OUT)/bench_agent_replay $(OUT)/bench/nats_lat $(OUT)/churn_load
 
@@ -141,6 +141,12 @@ $(OUT)/churn_load: tests/reliability/churn_load.c | $(OUT)
 kernels: all
 	$(Q)python3 tests/kernels/run.py $(KERNELS_ARGS)
 
+# The soak (issue 9 item 7; root): mixed load, nats-server restarts, RSS and
+# fds over time. Results in build/reliability/soak.{json,md}.
+DURATION   ?= 600
+soak: all
+	$(Q)python3 tests/reliability/soak.py --duration $(DURATION) $(SOAK_ARGS)
+
 # ---- install, uninstall, dist ----
 PREFIX     ?= /usr/local
 BINDIR     := $(PREFIX)/bin
@@ -207,6 +213,7 @@ help:
 	@echo "make bench-nats     NATS pub/sub with and without the agent (root; QUICK=1)"
 	@echo "make reliability    the long reliability suite (root; RELIABILITY_ARGS=--quick)"
 	@echo "make kernels        6.1 under qemu + this kernel: load, capture, verifier counts (root)"
+	@echo "make soak           mixed load + NATS restarts for DURATION s (600; root)"
 	@echo "make fuzz           run the libFuzzer targets (FUZZ_SECONDS=60)"
 	@echo "make vmlinux        regenerate bpf/vmlinux.h from this kernel"
 	@echo "make install        install into PREFIX (/usr/local), DESTDIR respected"

@@ -89,6 +89,9 @@ static const struct key keys[] = {
 	STR("export.nats.tls.cert", tls_cert, F_FILE),
 	STR("export.nats.tls.key", tls_key, F_FILE),
 	U64("export.nats.reconnect_wait_ms", reconnect_wait_ms, 10, 60000, 0),
+	U64("export.nats.ping_interval_ms", ping_interval_ms, 100, 3600000, 0),
+	U64("export.nats.max_pings_out", max_pings_out, 1, 100, 0),
+	U64("export.nats.write_deadline_ms", write_deadline_ms, 100, 600000, 0),
 	STR("export.subject.prefix", prefix, 0),
 	STR("export.subject.template", subject_template, 0),
 	STR("export.node", node, 0),
@@ -192,6 +195,9 @@ void ws_config_init(struct ws_config *c)
 	c->prefix = strdup(WS_EXPORT_DEFAULT_PREFIX);
 	c->subject_template = strdup(WS_EXPORT_DEFAULT_TEMPLATE);
 	c->reconnect_wait_ms = 250;
+	c->ping_interval_ms = WS_NATS_PING_INTERVAL_MS;
+	c->max_pings_out = WS_NATS_MAX_PINGS_OUT;
+	c->write_deadline_ms = WS_NATS_WRITE_DEADLINE_MS;
 	c->mode = WS_EXPORT_CORE;
 	c->batch_max_spans = 1024;
 	c->batch_max_bytes = 1024 * 1024;
@@ -885,6 +891,9 @@ void ws_config_export_cfg(const struct ws_config *c,
 	o->conn.tls_cert = c->tls_cert;
 	o->conn.tls_key = c->tls_key;
 	o->conn.reconnect_wait_ms = (int)c->reconnect_wait_ms;
+	o->conn.ping_interval_ms = (int)c->ping_interval_ms;
+	o->conn.max_pings_out = (int)c->max_pings_out;
+	o->conn.write_deadline_ms = (int)c->write_deadline_ms;
 	o->prefix = c->prefix;
 	o->subject_template = c->subject_template;
 	o->node = c->node;

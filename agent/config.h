@@ -52,6 +52,7 @@ struct ws_config {
 	bool tls;
 	char *tls_ca, *tls_cert, *tls_key;
 	uint64_t reconnect_wait_ms;
+	uint64_t ping_interval_ms, max_pings_out, write_deadline_ms;
 	char *prefix, *subject_template, *node;
 	uint64_t mode; /* enum ws_export_mode */
 	uint64_t batch_max_spans, batch_max_bytes, batch_max_delay_ms;

@@ -370,6 +370,18 @@ int ws_natsconn_open(const struct ws_natsconn_cfg *cfg,
 		s = natsOptions_SetReconnectWait(
 			o,
 			cfg->reconnect_wait_ms ? cfg->reconnect_wait_ms : 250);
+	if (s == NATS_OK)
+		s = natsOptions_SetPingInterval(
+			o, cfg->ping_interval_ms ? cfg->ping_interval_ms
+						 : WS_NATS_PING_INTERVAL_MS);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxPingsOut(
+			o, cfg->max_pings_out ? cfg->max_pings_out
+					      : WS_NATS_MAX_PINGS_OUT);
+	if (s == NATS_OK)
+		s = natsOptions_SetWriteDeadline(
+			o, cfg->write_deadline_ms ? cfg->write_deadline_ms
+						  : WS_NATS_WRITE_DEADLINE_MS);
 	if (s == NATS_OK && cfg->reconnect_buf_bytes)
 		s = natsOptions_SetReconnectBufSize(o,
 						    cfg->reconnect_buf_bytes);

@@ -21,6 +21,9 @@
 #include <nats/nats.h>
 
 #define WS_NATS_DEFAULT_URL "nats://127.0.0.1:4222"
+#define WS_NATS_PING_INTERVAL_MS 5000
+#define WS_NATS_MAX_PINGS_OUT 2
+#define WS_NATS_WRITE_DEADLINE_MS 5000
 
 struct ws_natsconn_cfg {
 	const char *urls;	     /* comma-separated; NULL: the default */
@@ -34,7 +37,20 @@ struct ws_natsconn_cfg {
 	const char *name;		/* connection name the server shows */
 	/* Keep trying when the first connect fails (reconnect forever). */
 	bool retry_on_failed_connect;
-	int reconnect_wait_ms;	 /* 0: 250 ms */
+	int reconnect_wait_ms; /* 0: 250 ms */
+	/*
+	 * A server that stops answering without closing the connection (a
+	 * blackhole: cable cut, dropping firewall, frozen host) is found by
+	 * PING/PONG (max_pings_out PINGs unanswered, one per ping_interval_ms)
+	 * or by a socket write that makes no progress for write_deadline_ms
+	 * (nats.c then shuts the socket down); either way nats.c reconnects.
+	 * Without a write deadline nats.c writes on a blocking socket, under
+	 * the connection's lock, and a full send buffer stops every publish
+	 * and the PING timer until TCP gives up (about 15 minutes).
+	 */
+	int ping_interval_ms;	 /* 0: WS_NATS_PING_INTERVAL_MS */
+	int max_pings_out;	 /* 0: WS_NATS_MAX_PINGS_OUT */
+	int write_deadline_ms;	 /* 0: WS_NATS_WRITE_DEADLINE_MS */
 	int reconnect_buf_bytes; /* nats.c's reconnect buffer; 0: its default */
 };
 

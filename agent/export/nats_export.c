@@ -36,6 +36,7 @@ struct qent {
 	natsMsg *m; /* NULL while nats.c owns it (jetstream, in flight) */
 	uint64_t seq;
 	uint32_t spans, bytes;
+	bool published; /* core: went out in a round that was not confirmed */
 	struct qent *next;
 	UT_hash_handle hh; /* jetstream in flight, by seq */
 };
@@ -252,6 +253,8 @@ static void q_add(struct ws_nats_export *e, struct qent *q)
 		e->st.dropped_batches++;
 		e->st.dropped_spans += old->spans;
 		e->st.dropped_bytes += old->bytes;
+		if (old->published)
+			e->st.dropped_unconfirmed_spans += old->spans;
 		q_forget(e, old);
 		qent_free(old);
 	}
@@ -557,6 +560,9 @@ static void core_round(struct ws_nats_export *e)
 		e->st.flush_errors++;
 		warn_failure(e->st.flush_errors, "flush (PING/PONG)", s);
 	}
+	/* what nats.c took may have reached the server (and consumers) */
+	for (q = list; q && q != failed; q = q->next)
+		q->published = true;
 	/* a batch the server will never take would block the queue */
 	if (failed && s == NATS_MAX_PAYLOAD) {
 		struct qent **pp;
@@ -889,6 +895,7 @@ void ws_nats_export_metrics(struct ws_nats_export *e, struct ws_jsonw *w)
 	jw_u64(w, "dropped_bytes", s.dropped_bytes);
 	jw_u64(w, "exit_dropped_batches", s.exit_dropped_batches);
 	jw_u64(w, "exit_dropped_spans", s.exit_dropped_spans);
+	jw_u64(w, "dropped_unconfirmed_spans", s.dropped_unconfirmed_spans);
 	jw_u64(w, "queue_batches", s.queue_batches);
 	jw_u64(w, "queue_bytes", s.queue_bytes);
 	jw_u64(w, "queue_peak_bytes", s.queue_peak_bytes);
@@ -914,6 +921,8 @@ static void drop_left(struct ws_nats_export *e)
 	while ((q = q_pop(e))) {
 		e->st.exit_dropped_batches++;
 		e->st.exit_dropped_spans += q->spans;
+		if (q->published)
+			e->st.dropped_unconfirmed_spans += q->spans;
 		q_forget(e, q);
 		qent_free(q);
 	}

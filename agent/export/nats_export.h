@@ -93,6 +93,13 @@ struct ws_nats_export_stats {
 	uint64_t js_acks, js_duplicates, js_errors, js_timeouts;
 	uint64_t dropped_batches, dropped_spans, dropped_bytes; /* queue full */
 	uint64_t exit_dropped_batches, exit_dropped_spans; /* not drained */
+	/*
+	 * Of the dropped and exit-dropped spans, those of batches that had
+	 * been published in a core round whose PING/PONG then failed: the
+	 * server may have taken them before the connection went, so a
+	 * consumer can receive up to this many of the spans counted dropped.
+	 */
+	uint64_t dropped_unconfirmed_spans;
 	uint64_t queue_batches, queue_bytes; /* now: queued + in flight */
 	uint64_t queue_peak_bytes;
 	uint64_t inflight;

@@ -520,8 +520,10 @@ def test_export_outages():
         cspans, cdups, _ = spans_of(msgs)
         check_once(cspans, {}, "core after outages")
         check(exc["spans_in"] == n, "core agent saw %d publish spans, expected %d", exc["spans_in"], n)
-        check(exc["sent_spans"] == len(cspans), "core: sent_spans %d but the subscriber received %d distinct spans (%d duplicate messages)",
-              exc["sent_spans"], len(cspans), cdups)
+        # batches of a round whose PING/PONG failed may have arrived before they were dropped (counted as such)
+        check(exc["sent_spans"] <= len(cspans) <= exc["sent_spans"] + exc["dropped_unconfirmed_spans"],
+              "core: sent_spans %d (+ %d dropped unconfirmed) but the subscriber received %d distinct spans (%d duplicate messages)",
+              exc["sent_spans"], exc["dropped_unconfirmed_spans"], len(cspans), cdups)
         lost = exc["dropped_spans"] + exc["exit_dropped_spans"] + exc["oversize_spans"] + exc["encode_errors"]
         check(exc["spans_in"] == exc["sent_spans"] + lost, "core: %d spans in, %d sent + %d counted lost", exc["spans_in"], exc["sent_spans"], lost)
         check(exc["dropped_spans"] > 0, "core: a 30 s outage with a 256 KiB queue dropped nothing? %s", exc)

@@ -3,10 +3,13 @@
 """`make reliability`: the long versions of the reliability suite (issue 9,
 docs/RELIABILITY.md) through the integration harness (tests/integration/).
 
-  run.py [--quick] [--only TEXT] [--out FILE]
+  run.py [--quick] [--only NAME] [--out FILE]
 
 Runs ring-buffer saturation with several stop lengths, adversarial traffic
-repeated with more volume, and least privilege; prints one line per run
+repeated with more volume, least privilege, and the NATS outages
+(tests/integration/reliability_outage.py: nats-server killed 5 s and 60 s,
+blackholed 30 s, a slow consumer); --only NAME runs the runs whose name
+contains NAME. Prints one line per run
 (operations, out, drops by reason, unaccounted = seen - out - counted) and
 markdown tables for docs/RELIABILITY.md, writes every report as JSON to FILE
 (default build/reliability/results.json), and ends with `N passed, N failed`.
@@ -28,6 +31,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import harness  # noqa: E402
 import reliability  # noqa: E402
 import reliability_churn  # noqa: E402
+import reliability_outage as outage  # noqa: E402
 
 LONG = [
     ("saturation stop 1 s", reliability.saturation, dict(stop_seconds=1.0, before=0.5, after=2.0)),
@@ -42,12 +46,18 @@ LONG = [
     ("churn: 5k new/s for 60 s", reliability_churn.new_conns, dict(rate=5000, seconds=60)),
     ("churn: 1k exec/s for 60 s", reliability_churn.exec_churn, dict(rate=1000, seconds=60)),
     ("churn: capture, 5k new/s for 60 s", reliability_churn.capture_rate, dict(rate=5000, seconds=60)),
+    ("NATS killed 5 s", outage.kill_outage, dict(outage_s=5.0)),
+    ("NATS killed 60 s", outage.kill_outage, dict(outage_s=60.0)),
+    ("NATS blackholed 30 s", outage.blackhole, dict(blackhole_s=30.0)),
+    ("slow consumer", outage.slow_consumer, {}),
 ]
 QUICK = [
     ("saturation stop 2 s", reliability.saturation, dict(stop_seconds=2.0, before=0.5, after=1.0)),
     ("adversarial x1", reliability.adversarial, dict(rounds=1, random_kib=64)),
     ("least privilege", reliability.least_privilege, {}),
     ("churn: mixed, short", reliability_churn.mixed, {}),
+    ("NATS blackholed 5 s, PING 500 ms", outage.blackhole,
+     dict(blackhole_s=5.0, before_s=1.0, after_s=1.0, ping_ms=500, write_deadline_ms=1000)),
 ]
 
 
@@ -96,6 +106,7 @@ def tables(results):
         out.append("")
     out += reliability_churn.tables_md([r for r in results if r["report"] and r["report"]["test"] == "churn"])
     out += reliability_churn.capture_table_md([r for r in results if r["report"] and r["report"]["test"] == "churn_capture"])
+    out.append(outage.tables(results))
     return "\n".join(out)
 
 
@@ -103,11 +114,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(harness.BUILD, "reliability", "results.json"))
-    ap.add_argument("--only", help="run only the runs whose name contains this")
+    ap.add_argument("--only", action="append", default=[], help="run only the runs whose name contains this (repeatable)")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
     harness.VERBOSE = a.verbose or harness.VERBOSE
-    runs = [r for r in (QUICK if a.quick else LONG) if not a.only or a.only in r[0]]
+    runs = [r for r in (QUICK if a.quick else LONG) if not a.only or any(o in r[0] for o in a.only)]
     if os.geteuid() != 0:
         print("the reliability suite loads BPF programs: run it as root")
         print("0 passed, 0 failed, %d skipped" % len(runs))
@@ -115,6 +126,8 @@ def main():
     rev = subprocess.run(["git", "-C", str(harness.REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "commit": rev,
             "command": "make reliability" + (" RELIABILITY_ARGS=--quick" if a.quick else "")}
+    # the NATS peers (build/peers/) are built by the integration runner
+    subprocess.run(["bash", str(harness.REPO / "tests" / "run-integration.sh"), "--list"], stdout=subprocess.DEVNULL, check=True)
     results, passed, failed = [], 0, 0
     for name, fn, kw in runs:
         t0 = time.monotonic()
