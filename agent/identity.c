@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -571,4 +572,22 @@ void ws_identity_stats(const struct ws_identity *id,
 {
 	*out = id->stats;
 	out->cached = id->n;
+}
+
+size_t ws_identity_bytes(const struct ws_identity *id)
+{
+	const struct proc_entry *e;
+	size_t n = malloc_usable_size((void *)id);
+	unsigned i;
+
+	for (e = id->lru; e; e = e->next) {
+		n += malloc_usable_size((void *)e) + ws_resource_bytes(e->res);
+		for (i = 0; i < e->n_v; i++)
+			if (e->v[i].res != e->res)
+				n += ws_resource_bytes(e->v[i].res);
+	}
+	if (id->by_tgid)
+		n += malloc_usable_size(id->by_tgid->hh.tbl->buckets) +
+		     malloc_usable_size(id->by_tgid->hh.tbl);
+	return n;
 }

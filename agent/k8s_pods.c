@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -112,6 +113,25 @@ static void pod_free(struct ws_k8s_pod *p)
 	free(p->labels);
 	free(p->containers);
 	free(p);
+}
+
+static size_t pod_bytes(const struct ws_k8s_pod *p)
+{
+	size_t n = malloc_usable_size((void *)p);
+	unsigned i;
+
+	n += malloc_usable_size(p->uid) + malloc_usable_size(p->name) +
+	     malloc_usable_size(p->ns) + malloc_usable_size(p->node) +
+	     malloc_usable_size(p->service_account) +
+	     malloc_usable_size(p->resource_version) +
+	     malloc_usable_size(p->labels) + malloc_usable_size(p->containers);
+	for (i = 0; i < p->n_owner; i++)
+		n += malloc_usable_size(p->owner[i].name);
+	for (i = 0; i < p->n_labels; i++)
+		n += malloc_usable_size(p->labels[i].value);
+	for (i = 0; i < p->n_containers; i++)
+		n += malloc_usable_size(p->containers[i].name);
+	return n;
 }
 
 static void add_owner(struct ws_k8s_pod *p, const char *key, const char *name,
@@ -598,6 +618,30 @@ void ws_k8s_store_stats(struct ws_k8s_store *st, struct ws_k8s_store_stats *out)
 	pthread_mutex_lock(&st->lock);
 	*out = st->stats;
 	pthread_mutex_unlock(&st->lock);
+}
+
+/* The bucket array and table of a uthash hash. */
+#define HASH_TABLE_BYTES(head)                                                \
+	((head) ? malloc_usable_size((head)->hh.tbl->buckets) +               \
+			  malloc_usable_size((head)->hh.tbl)                  \
+		: 0)
+
+size_t ws_k8s_store_bytes(struct ws_k8s_store *st)
+{
+	struct ws_k8s_pod *p, *tmp;
+	size_t n = malloc_usable_size(st);
+	unsigned i;
+
+	pthread_mutex_lock(&st->lock);
+	for (i = 0; i < st->n_allow; i++)
+		n += malloc_usable_size(st->allow[i]);
+	HASH_ITER (hh, st->by_uid, p, tmp) {
+		n += pod_bytes(p);
+	}
+	n += HASH_TABLE_BYTES(st->by_uid) + HASH_TABLE_BYTES(st->by_cid) +
+	     HASH_TABLE_BYTES(st->by_ip);
+	pthread_mutex_unlock(&st->lock);
+	return n;
 }
 
 void ws_k8s_store_free(struct ws_k8s_store *st)

@@ -143,6 +143,9 @@ uint64_t ws_k8s_store_pod_gen(struct ws_k8s_store *st, const char *pod_uid);
 
 void ws_k8s_store_stats(struct ws_k8s_store *st,
 			struct ws_k8s_store_stats *out);
+/* Heap bytes the store holds (malloc_usable_size of every block, and the
+ * hash tables). O(pods): for agent_metrics, not the hot path. */
+size_t ws_k8s_store_bytes(struct ws_k8s_store *st);
 
 /* Helpers the store uses, exposed for tests. */
 /* The value of label key on pod, or NULL. */

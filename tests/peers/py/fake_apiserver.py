@@ -61,11 +61,13 @@ class State:
         pod.setdefault("metadata", {})["resourceVersion"] = str(self.rv)
         return self.rv
 
-    def put(self, pod):
+    def put(self, pod, deep=True):
         with self.lock:
             uid = pod["metadata"]["uid"]
             kind = "MODIFIED" if uid in self.pods else "ADDED"
-            pod = copy.deepcopy(pod)
+            # a generated pod (clone_pod) has its own metadata and shares
+            # the rest, which nothing here changes
+            pod = copy.deepcopy(pod) if deep else dict(pod, metadata=dict(pod["metadata"]))
             rv = self._bump(pod)
             self.pods[uid] = pod
             self.history.append((rv, kind, pod))
@@ -114,6 +116,74 @@ def synth_pod(k, node):
                        {"name": "app", "containerID": "containerd://%064x" % (2 * k + 1)},
                        {"name": "sidecar", "containerID": "containerd://%064x" % (2 * k + 2)}]},
     }
+
+
+CGROUP_SCOPE = {"containerd": "cri-containerd-%s.scope", "docker": "docker-%s.scope", "cri-o": "crio-%s.scope"}
+
+
+def clone_pod(t, k, node):
+    """Pod k made from the recorded pod t: its own uid, name, owner, IPs and
+    container ids (same runtime scheme), 50 namespaces, 500 workloads; the
+    rest (spec, managedFields, conditions...) shared with t, unchanged."""
+    tm = t["metadata"]
+    m = dict(tm)
+    base = tm.get("generateName") or tm["name"] + "-"
+    wl = k % 500
+    h = "%010x" % (0x5d00000000 + wl)
+    m["uid"] = str(uuid.UUID(int=(7 << 120) + k + 1))
+    m["namespace"] = "%s-%d" % (tm.get("namespace", "default"), k % 50)
+    m["labels"] = dict(tm.get("labels") or {})
+    refs = []
+    for r in tm.get("ownerReferences") or []:
+        r = dict(r, uid=str(uuid.UUID(int=(8 << 120) + wl)))
+        if r.get("kind") == "ReplicaSet":
+            owner = "%s-w%03d" % (r["name"].rsplit("-", 1)[0], wl)
+            r["name"] = "%s-%s" % (owner, h)
+            m["labels"]["pod-template-hash"] = h
+            m["generateName"] = r["name"] + "-"
+        else:
+            r["name"] = "%s-w%03d" % (r["name"], wl)
+            m["generateName"] = r["name"] + "-"
+        refs.append(r)
+    if refs:
+        m["ownerReferences"] = refs
+    m["name"] = "%s%05x" % (m.get("generateName") or base, k)
+    p = dict(t, metadata=m, spec=dict(t.get("spec") or {}, nodeName=node))
+    st = dict(t.get("status") or {})
+    ip = "10.%d.%d.%d" % (100 + k // 65536, (k // 256) % 256, k % 256)
+    if "podIP" in st:
+        st["podIP"] = ip
+        st["podIPs"] = [{"ip": ip}]
+    n = 0
+    for key in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
+        if key not in st:
+            continue
+        out = []
+        for c in st[key]:
+            c = dict(c)
+            if c.get("containerID"):
+                n += 1
+                c["containerID"] = "%s://%064x" % (c["containerID"].split("://", 1)[0], (k << 8) + n)
+            out.append(c)
+        st[key] = out
+    p["status"] = st
+    return p
+
+
+def cgroup_of(pod):
+    """The kubepods cgroup (systemd driver) of the first running container
+    of pod with a known runtime, relative to the cgroup2 mount, or None."""
+    qos = (pod.get("status", {}).get("qosClass") or "BestEffort").lower()
+    uid = pod["metadata"]["uid"].replace("-", "_")
+    for c in pod.get("status", {}).get("containerStatuses") or []:
+        scheme, _, cid = (c.get("containerID") or "").partition("://")
+        if scheme in CGROUP_SCOPE and cid:
+            if qos == "guaranteed":
+                pod_slice = "kubepods.slice/kubepods-pod%s.slice" % uid
+            else:
+                pod_slice = "kubepods.slice/kubepods-%s.slice/kubepods-%s-pod%s.slice" % (qos, qos, uid)
+            return pod_slice + "/" + CGROUP_SCOPE[scheme] % cid
+    return None
 
 
 def node_of(pod):
@@ -308,6 +378,10 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--fixtures", action="append", default=[], help="a pod JSON file or a directory of them")
     ap.add_argument("--synth", type=int, default=0, help="add N synthetic pods")
+    ap.add_argument("--synth-from", default="", help="make the --synth pods from the pod JSON files of this "
+                    "directory (clone_pod), not from the built-in template")
+    ap.add_argument("--index", default="", help="write one line per generated pod: uid, name, container "
+                    "cgroup (clone_pod)")
     ap.add_argument("--node", default="worker-2", help="node of the synthetic pods")
     ap.add_argument("--token", default="")
     ap.add_argument("--bookmark-interval", type=float, default=1.0)
@@ -319,8 +393,23 @@ def main():
         for path in files:
             with open(path) as fh:
                 st.put(json.load(fh))
+    templates = []
+    if a.synth_from:
+        for path in sorted(glob.glob(os.path.join(a.synth_from, "*.json"))):
+            with open(path) as fh:
+                templates.append(json.load(fh))
+    index = open(a.index, "w") if a.index else None
     for k in range(a.synth):
-        st.put(synth_pod(k, a.node))
+        if templates:
+            pod = clone_pod(templates[k % len(templates)], k, a.node)
+            st.put(pod, deep=False)
+        else:
+            pod = synth_pod(k, a.node)
+            st.put(pod)
+        if index:
+            index.write("%s %s %s\n" % (pod["metadata"]["uid"], pod["metadata"]["name"], cgroup_of(pod) or "-"))
+    if index:
+        index.close()
     srv = ThreadingHTTPServer((a.host, a.port), Handler)
     srv.daemon_threads = True
     srv.state = st
