@@ -233,7 +233,8 @@ static int id_bytes(const char *hex, uint8_t *out)
 	size_t i;
 
 	for (i = 0; i < WS_CONTAINER_ID_LEN / 2; i++) {
-		int hi = hexval(hex[2 * i]), lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+		int hi = hexval(hex[2 * i]),
+		    lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
 
 		if (lo < 0)
 			return -1;
@@ -407,7 +408,8 @@ static struct ws_k8s_pod *pod_build(const struct draft *d)
 	p->host_network = d->host_network;
 	for (i = 0; i < d->n_owner; i++) {
 		p->owner[i].key = d->owner[i].key;
-		p->owner[i].name = put_str(&b, d->owner[i].name, d->owner[i].len);
+		p->owner[i].name =
+			put_str(&b, d->owner[i].name, d->owner[i].len);
 	}
 	p->n_owner = (uint8_t)d->n_owner;
 	for (i = 0; i < d->n_labels; i++) {
@@ -498,7 +500,9 @@ static void link_pod(struct ws_k8s_store *st, struct ws_k8s_pod *p)
 
 	HASH_ADD_KEYPTR(hh, st->by_uid, p->uid, strlen(p->uid), p);
 	DL_APPEND(st->lru, p);
-	for (i = 0; i < p->n_containers; i++) {
+	/* last to first: if two containers of a pod claim one id, the regular
+	 * container wins over init and ephemeral ones */
+	for (i = p->n_containers; i-- > 0;) {
 		struct ws_k8s_container *c = &p->containers[i], *old;
 
 		if (!c->has_id)
@@ -669,9 +673,9 @@ void ws_k8s_store_stats(struct ws_k8s_store *st, struct ws_k8s_store_stats *out)
 }
 
 /* The bucket array and table of a uthash hash. */
-#define HASH_TABLE_BYTES(head)                                                \
-	((head) ? malloc_usable_size((head)->hh.tbl->buckets) +               \
-			  malloc_usable_size((head)->hh.tbl)                  \
+#define HASH_TABLE_BYTES(head)                                  \
+	((head) ? malloc_usable_size((head)->hh.tbl->buckets) + \
+			  malloc_usable_size((head)->hh.tbl)    \
 		: 0)
 
 size_t ws_k8s_store_bytes(struct ws_k8s_store *st)

@@ -71,7 +71,8 @@ struct ws_k8s_pod_ip {
 };
 
 struct ws_k8s_pod {
-	const char *uid, *name, *ns, *node, *service_account; /* ns..: or NULL */
+	const char *uid, *name, *ns, *node,
+		*service_account; /* ns..: or NULL */
 	bool host_network;
 	uint8_t n_owner, n_labels, n_containers, n_ips;
 	/* the controller chain: replicaset + deployment, job + cronjob */

@@ -7,8 +7,9 @@
 # processes"). Root. Run alone, or as part of `make bench` (part 7).
 #
 #  1. tests/peers/py/fake_apiserver.py serves MEM_PODS pods made from the
-#     recorded pods of tests/fixtures/k8s/ (--synth-from: own uid, name,
-#     owner, IPs, container ids; the rest of each object as recorded) with
+#     pods recorded from real clusters in tests/fixtures/k8s/recorded/
+#     (--synth-from: own uid, name, namespace, owner, IPs, container ids;
+#     the rest of each object, managedFields included, as recorded) with
 #     list+watch; the agent lists them in 500-pod pages and then watches.
 #  2. A real nats-server; `wirespan agent --output stdout --port <its port>
 #     --k8s-api ...` (spans to /dev/null).
@@ -86,8 +87,8 @@ cc -O2 -std=c11 -Wall -Wextra -Werror -static tests/bench/idle_clients.c -o "$ME
 	fail "could not build idle_clients: $(cat "$MEM_OUT/cc.err")"
 
 # ---- the fake API server ----------------------------------------------------
-say "fake API server: $MEM_PODS pods from tests/fixtures/k8s/"
-python3 tests/peers/py/fake_apiserver.py --synth "$MEM_PODS" --synth-from tests/fixtures/k8s \
+say "fake API server: $MEM_PODS pods from tests/fixtures/k8s/recorded/"
+python3 tests/peers/py/fake_apiserver.py --synth "$MEM_PODS" --synth-from tests/fixtures/k8s/recorded \
 	--index "$MEM_OUT/pods.txt" --node "$NODE" --bookmark-interval 5 \
 	>"$MEM_OUT/apiserver.out" 2>"$MEM_OUT/apiserver.err" &
 MY_PIDS+=($!)
@@ -133,12 +134,17 @@ agent_metrics() {
 	local n k
 	k=$(grep -c '"type":"agent_metrics"' "$MEM_OUT/agent.err")
 	kill -USR1 "$AGENT"
-	for _ in $(seq 1 100); do
+	# the new line, once whole (the agent may still be writing it)
+	for _ in $(seq 1 300); do
 		n=$(grep -c '"type":"agent_metrics"' "$MEM_OUT/agent.err")
-		[ "$n" -gt "$k" ] && break
+		if [ "$n" -gt "$k" ]; then
+			grep '"type":"agent_metrics"' "$MEM_OUT/agent.err" | tail -n1 >"$MEM_OUT/$1.json"
+			jq -e .type "$MEM_OUT/$1.json" >/dev/null 2>&1 && return 0
+		fi
 		sleep 0.1
 	done
-	grep '"type":"agent_metrics"' "$MEM_OUT/agent.err" | tail -n1 >"$MEM_OUT/$1.json"
+	say "no agent_metrics line after SIGUSR1"
+	return 1
 }
 
 kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }

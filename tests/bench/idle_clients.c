@@ -160,8 +160,8 @@ int main(int argc, char **argv)
 			l = strcspn(line, "\n");
 		line[l] = '\0';
 		snprintf(name, sizeof(name), "idle-%05d", i);
-		snprintf(subject, sizeof(subject), "bench.identity.svc%d.events",
-			 i % 500);
+		snprintf(subject, sizeof(subject),
+			 "bench.identity.svc%d.events", i % 500);
 		if (i - done >= IN_FLIGHT)
 			done += collect(pfd[0], 1, &ok);
 		kids[i] = fork();
@@ -180,8 +180,9 @@ int main(int argc, char **argv)
 					 line);
 				f = fopen(path, "w");
 				if (!f || fprintf(f, "0\n") < 0 || fclose(f)) {
-					fprintf(stderr, "idle_clients: %s: %s\n",
-						path, strerror(errno));
+					fprintf(stderr,
+						"idle_clients: %s: %s\n", path,
+						strerror(errno));
 					_exit(1);
 				}
 			}

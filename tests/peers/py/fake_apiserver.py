@@ -186,6 +186,13 @@ def cgroup_of(pod):
     return None
 
 
+def load_pods(path):
+    """The pods of a fixture file: a Pod, or the items of a PodList."""
+    with open(path) as fh:
+        obj = json.load(fh)
+    return obj.get("items") or [] if obj.get("kind") == "PodList" else [obj]
+
+
 def node_of(pod):
     return pod.get("spec", {}).get("nodeName")
 
@@ -383,6 +390,8 @@ def main():
     ap.add_argument("--index", default="", help="write one line per generated pod: uid, name, container "
                     "cgroup (clone_pod)")
     ap.add_argument("--node", default="worker-2", help="node of the synthetic pods")
+    ap.add_argument("--set-node", default="", help="put the --fixtures pods on this node (spec.nodeName): "
+                    "recorded pods name their cluster's node")
     ap.add_argument("--token", default="")
     ap.add_argument("--bookmark-interval", type=float, default=1.0)
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -391,13 +400,14 @@ def main():
     for f in a.fixtures:
         files = sorted(glob.glob(os.path.join(f, "*.json"))) if os.path.isdir(f) else [f]
         for path in files:
-            with open(path) as fh:
-                st.put(json.load(fh))
+            for pod in load_pods(path):
+                if a.set_node:
+                    pod.setdefault("spec", {})["nodeName"] = a.set_node
+                st.put(pod)
     templates = []
     if a.synth_from:
         for path in sorted(glob.glob(os.path.join(a.synth_from, "*.json"))):
-            with open(path) as fh:
-                templates.append(json.load(fh))
+            templates += load_pods(path)
     index = open(a.index, "w") if a.index else None
     for k in range(a.synth):
         if templates:
