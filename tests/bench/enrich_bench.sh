@@ -10,7 +10,7 @@
 #     (resource reference + peer attributes), RSS growth for the pods and
 #     for the cached processes.
 #  b) the real agent against tests/peers/py/fake_apiserver.py --synth
-#     ENRICH_PODS (list of 500-pod pages, then watch): its RSS once the store
+#     ENRICH_PODS (list in pages of WS_K8S_PAGE_LIMIT pods, then watch): its RSS once the store
 #     holds every pod, and the same agent with --no-k8s.
 # Knobs: ENRICH_PROCS (10000), ENRICH_PODS (10000), ENRICH_SECONDS (2),
 # ENRICH_REPS (3).

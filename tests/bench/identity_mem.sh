@@ -10,7 +10,7 @@
 #     pods recorded from real clusters in tests/fixtures/k8s/recorded/
 #     (--synth-from: own uid, name, namespace, owner, IPs, container ids;
 #     the rest of each object, managedFields included, as recorded) with
-#     list+watch; the agent lists them in 500-pod pages and then watches.
+#     list+watch; the agent lists them in pages of 50 (WS_K8S_PAGE_LIMIT) and then watches.
 #  2. A real nats-server; `wirespan agent --output stdout --port <its port>
 #     --k8s-api ...` (spans to /dev/null).
 #  3. One kubepods cgroup per pod (systemd-driver names, the pod's first

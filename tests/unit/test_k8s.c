@@ -306,7 +306,7 @@ static void watch_machine(void **state)
 	assert_int_equal(w.phase, WS_K8S_LIST);
 	assert_int_equal(ws_k8s_watch_url(&w, url, sizeof(url)), 0);
 	assert_string_equal(url, "/api/v1/pods?fieldSelector=spec.nodeName%3D"
-				 "worker-2&limit=500");
+				 "worker-2&limit=50");
 	/* page 1 of 2 */
 	snprintf(body, cap,
 		 "{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":"
