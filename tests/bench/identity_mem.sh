@@ -33,7 +33,8 @@
 # markdown section on stdout.
 
 set -uo pipefail
-cd "$(dirname "$0")/../.." || exit 1
+# WS_ROOT: the checkout (to run a copy of this script from elsewhere)
+cd "${WS_ROOT:-$(dirname "$0")/../..}" || exit 1
 ROOT=$(pwd)
 WS=$ROOT/build/wirespan
 MEM_PODS=${MEM_PODS:-10000}
@@ -71,9 +72,31 @@ cleanup() {
 		wait "$p" 2>/dev/null
 	done
 	# the cgroups, innermost first (their processes are gone)
-	if [ -s "$CGDIRS.made" ]; then
-		tac "$CGDIRS.made" | while read -r d; do rmdir "$d" 2>/dev/null; done
-	fi
+	[ -s "$CGDIRS.made" ] && rm_cgroups "$CGDIRS.made"
+}
+
+# rm_cgroups FILE: rmdir the directories FILE lists, last first (retrying
+# a few times: a cgroup goes away a moment after its last process)
+rm_cgroups() {
+	python3 - "$1" <<'EOF'
+import os, sys, time
+left = [l.strip() for l in open(sys.argv[1]) if l.strip()][::-1]
+for _ in range(20):
+    keep = []
+    for d in left:
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            keep.append(d)
+    left = keep
+    if not left:
+        break
+    time.sleep(0.5)
+if left:
+    print("identity_mem: %d cgroups not removed, e.g. %s" % (len(left), left[0]), file=sys.stderr)
+EOF
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
