@@ -29,8 +29,10 @@
 #     yet (--no-k8s, idle), pods listed (no processes), pods + processes.
 #
 # Knobs: MEM_PODS (10000), MEM_PROCS (10000), MEM_SETTLE (10 s), MEM_OUT
-# (build/bench/raw/identity-mem). Writes $MEM_OUT/result.json and prints a
-# markdown section on stdout.
+# (build/bench/raw/identity-mem), MEM_AGENT_ARGS (more agent options for
+# both agents, e.g. "--ringbuf-size 4194304" to see the ring buffer's
+# share). Writes $MEM_OUT/result.json and prints a markdown section on
+# stdout.
 
 set -uo pipefail
 # WS_ROOT: the checkout (to run a copy of this script from elsewhere)
@@ -41,6 +43,7 @@ MEM_PODS=${MEM_PODS:-10000}
 MEM_PROCS=${MEM_PROCS:-10000}
 MEM_SETTLE=${MEM_SETTLE:-10}
 MEM_OUT=${MEM_OUT:-$ROOT/build/bench/raw/identity-mem}
+MEM_AGENT_ARGS=${MEM_AGENT_ARGS:-}
 NODE=bench-node-1
 
 say() { echo "identity_mem: $*" >&2; }
@@ -181,24 +184,39 @@ snapshot() {
 	cp "/proc/$AGENT/smaps_rollup" "$d/smaps_rollup"
 	cp "/proc/$AGENT/smaps" "$d/smaps"
 	# smaps grouped: ring buffer / BPF maps, heap arenas, stacks, libraries
-	awk '
-		/^[0-9a-f]+-[0-9a-f]+ / {
-			split($1, r, "-"); name = $6
-			for (i = 7; i <= NF; i++) name = name " " $i
-			if (name ~ /bpf-ringbuf|bpf_ringbuf/) g = "bpf ring buffer"
-			else if (name ~ /anon_inode:bpf/) g = "other bpf maps"
-			else if (name == "[heap]") g = "heap (main arena)"
-			else if (name == "[stack]") g = "main thread stack"
-			else if (name ~ /\/wirespan$/) g = "wirespan binary"
-			else if (name ~ /\.so/) g = "shared libraries"
-			else if (name == "") g = "anonymous (thread arenas, stacks, big mallocs)"
-			else g = "other: " name
-			next
-		}
-		$1 == "Rss:" { rss[g] += $2 }
-		$1 == "Private_Dirty:" { pd[g] += $2 }
-		END { for (k in rss) printf "%s\t%d\t%d\n", k, rss[k], pd[k] }
-	' "$d/smaps" | sort -t"	" -k2,2nr >"$d/groups.tsv"
+	python3 - "$d/smaps" >"$d/groups.tsv" <<'EOF'
+import re, sys
+rss, pd, g = {}, {}, None
+for line in open(sys.argv[1]):
+    m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$", line)
+    if m:
+        size, name = int(m.group(2), 16) - int(m.group(1), 16), m.group(3).strip()
+        if name.startswith("anon_inode:bpf") and size > (1 << 20):
+            g = "bpf ring buffer (its data is mapped twice)"
+        elif name.startswith("anon_inode:bpf"):
+            g = "other bpf maps"
+        elif name == "[heap]":
+            g = "heap (main arena)"
+        elif name == "[stack]":
+            g = "main thread stack"
+        elif name.endswith("/wirespan"):
+            g = "wirespan binary"
+        elif ".so" in name:
+            g = "shared libraries"
+        elif name == "":
+            g = "anonymous (thread arenas, stacks, big mallocs)"
+        else:
+            g = "other: " + name
+        continue
+    f = line.split()
+    if f and f[0] == "Rss:":
+        rss[g] = rss.get(g, 0) + int(f[1])
+    elif f and f[0] == "Private_Dirty:":
+        pd[g] = pd.get(g, 0) + int(f[1])
+for k in sorted(rss, key=lambda k: -rss[k]):
+    if rss[k]:
+        print("%s\t%d\t%d" % (k, rss[k], pd.get(k, 0)))
+EOF
 	jq -n --arg name "$1" --argjson rss "$(kb "$AGENT" VmRSS)" --argjson hwm "$(kb "$AGENT" VmHWM)" \
 		--argjson anon "$(kb "$AGENT" RssAnon)" --argjson file "$(kb "$AGENT" RssFile)" \
 		--argjson m "$(cat "$d/metrics.json")" \
@@ -222,7 +240,8 @@ wait_for() {
 }
 
 say "agent: --k8s-api (fake), --port $NATS_PORT"
-"$WS" agent --output stdout --port "$NATS_PORT" --k8s-api "http://127.0.0.1:$API_PORT" --k8s-token "" \
+# shellcheck disable=SC2086 # MEM_AGENT_ARGS: words
+"$WS" agent $MEM_AGENT_ARGS --output stdout --port "$NATS_PORT" --k8s-api "http://127.0.0.1:$API_PORT" --k8s-token "" \
 	--node-name "$NODE" >/dev/null 2>"$MEM_OUT/agent.err" &
 AGENT=$!
 MY_PIDS+=("$AGENT")
@@ -265,7 +284,8 @@ grep '"type":"agent_metrics"' "$MEM_OUT/agent.err" | tail -n1 >"$MEM_OUT/final.j
 
 # the same agent without Kubernetes and without processes, for the floor
 say "agent: --no-k8s, idle"
-"$WS" agent --output stdout --port "$NATS_PORT" --no-k8s >/dev/null 2>"$MEM_OUT/agent.err" &
+# shellcheck disable=SC2086
+"$WS" agent $MEM_AGENT_ARGS --output stdout --port "$NATS_PORT" --no-k8s >/dev/null 2>"$MEM_OUT/agent.err" &
 AGENT=$!
 MY_PIDS+=("$AGENT")
 for _ in $(seq 1 600); do
@@ -291,7 +311,7 @@ mib() { jq -r "($1) / 1024 * 10 | round / 10" "$MEM_OUT/result.json"; }
 echo
 echo "#### Agent memory with $MEM_PODS pods and $MEM_PROCS cached processes ($(jq -r .date "$MEM_OUT/result.json"), commit $(jq -r .commit "$MEM_OUT/result.json"))"
 echo
-echo "\`bash tests/bench/identity_mem.sh\`; 1-min/5-min/15-min load average at the steady-state snapshot: $(jq -r .steady.load "$MEM_OUT/result.json") (2 cores, shared)."
+echo "\`${MEM_AGENT_ARGS:+MEM_AGENT_ARGS=\"$MEM_AGENT_ARGS\" }bash tests/bench/identity_mem.sh\`; 1-min/5-min/15-min load average at the steady-state snapshot: $(jq -r .steady.load "$MEM_OUT/result.json") (2 cores, shared)."
 echo "The fake API server's PodList for the node is $(mib '.podlist_bytes / 1024') MiB of JSON; the $MEM_PROCS processes took $(jq -r '.procs_start_s | . * 10 | round / 10' "$MEM_OUT/result.json") s to start and make their traffic."
 echo
 echo "| agent state | pods in store | processes cached | VmRSS | VmHWM | RssAnon | RssFile | heap in use | heap free (arenas) |"
