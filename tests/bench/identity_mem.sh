@@ -59,7 +59,8 @@ for t in jq nats-server python3 cc; do
 done
 CGROOT=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/self/mounts)
 [ -n "$CGROOT" ] || fail "no cgroup2 mount"
-rm -rf "$MEM_OUT" && mkdir -p "$MEM_OUT" || fail "cannot create $MEM_OUT"
+rm -rf "$MEM_OUT"
+mkdir -p "$MEM_OUT" || fail "cannot create $MEM_OUT"
 
 MY_PIDS=()
 CGDIRS=$MEM_OUT/cgroups.txt
