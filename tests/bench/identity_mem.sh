@@ -282,6 +282,8 @@ kill -INT "$AGENT"
 wait "$AGENT"
 echo $? >"$MEM_OUT/agent.rc"
 grep '"type":"agent_metrics"' "$MEM_OUT/agent.err" | tail -n1 >"$MEM_OUT/final.json"
+grep '"type":"metrics"' "$MEM_OUT/agent.err" | tail -n1 >"$MEM_OUT/final-capture.json"
+mv "$MEM_OUT/agent.err" "$MEM_OUT/agent-k8s.err"
 
 # the same agent without Kubernetes and without processes, for the floor
 say "agent: --no-k8s, idle"
@@ -300,12 +302,14 @@ wait "$AGENT"
 
 jq -n --slurpfile f "$MEM_OUT/floor/snap.json" --slurpfile p "$MEM_OUT/pods/snap.json" \
 	--slurpfile s "$MEM_OUT/steady/snap.json" --slurpfile fin "$MEM_OUT/final.json" \
+	--slurpfile cap "$MEM_OUT/final-capture.json" \
 	--argjson pods "$MEM_PODS" --argjson procs "$MEM_PROCS" --argjson api_bytes "$API_BYTES" \
 	--arg date "$(date -u +%Y-%m-%dT%H:%MZ)" --arg commit "$(git rev-parse --short HEAD)" \
 	--arg start_s "$(echo "$T1 - $T0" | bc)" --arg rc "$(cat "$MEM_OUT/agent.rc")" \
 	'{date: $date, commit: $commit, pods: $pods, procs: $procs, podlist_bytes: $api_bytes,
 	  procs_start_s: ($start_s | tonumber), agent_rc: ($rc | tonumber),
-	  floor: $f[0], with_pods: $p[0], steady: $s[0], final_metrics: $fin[0]}' >"$MEM_OUT/result.json"
+	  floor: $f[0], with_pods: $p[0], steady: $s[0], final_metrics: $fin[0],
+	  rb_full_events: ($cap[0].kernel.rb_full_events // null)}' >"$MEM_OUT/result.json"
 
 # ---- report -------------------------------------------------------------------
 mib() { jq -r "($1) / 1024 * 10 | round / 10" "$MEM_OUT/result.json"; }
@@ -313,7 +317,7 @@ echo
 echo "#### Agent memory with $MEM_PODS pods and $MEM_PROCS cached processes ($(jq -r .date "$MEM_OUT/result.json"), commit $(jq -r .commit "$MEM_OUT/result.json"))"
 echo
 echo "\`${MEM_AGENT_ARGS:+MEM_AGENT_ARGS=\"$MEM_AGENT_ARGS\" }bash tests/bench/identity_mem.sh\`; 1-min/5-min/15-min load average at the steady-state snapshot: $(jq -r .steady.load "$MEM_OUT/result.json") (2 cores, shared)."
-echo "The fake API server's PodList for the node is $(mib '.podlist_bytes / 1024') MiB of JSON; the $MEM_PROCS processes took $(jq -r '.procs_start_s | . * 10 | round / 10' "$MEM_OUT/result.json") s to start and make their traffic."
+echo "The fake API server's PodList for the node is $(mib '.podlist_bytes / 1024') MiB of JSON; the $MEM_PROCS processes took $(jq -r '.procs_start_s | . * 10 | round / 10' "$MEM_OUT/result.json") s to start and make their traffic (ring-buffer events lost meanwhile: $(jq -r '.rb_full_events' "$MEM_OUT/result.json"))."
 echo
 echo "| agent state | pods in store | processes cached | VmRSS | VmHWM | RssAnon | RssFile | heap in use | heap free (arenas) |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
