@@ -38,7 +38,8 @@ set -uo pipefail
 # WS_ROOT: the checkout (to run a copy of this script from elsewhere)
 cd "${WS_ROOT:-$(dirname "$0")/../..}" || exit 1
 ROOT=$(pwd)
-WS=$ROOT/build/wirespan
+# WS_BIN: another wirespan binary to measure (e.g. an older build)
+WS=${WS_BIN:-$ROOT/build/wirespan}
 MEM_PODS=${MEM_PODS:-10000}
 MEM_PROCS=${MEM_PROCS:-10000}
 MEM_SETTLE=${MEM_SETTLE:-10}
