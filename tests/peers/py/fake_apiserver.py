@@ -2,8 +2,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """A small Kubernetes API server for the pod watcher's tests (stdlib only).
 
-It serves pods (from JSON fixtures, tests/fixtures/k8s/*.json, and/or N
-synthetic pods) with the list+watch semantics of the real API server:
+It serves pods (from JSON fixtures: Pod or PodList files, e.g.
+tests/fixtures/k8s/*.json and the pods recorded from real clusters in
+tests/fixtures/k8s/recorded/, optionally moved to one node with --set-node;
+and/or N generated pods: --synth N from a built-in template, or with
+--synth-from DIR cloned from the recorded pods of DIR, see clone_pod; --index
+FILE lists their uids and container cgroups) with the list+watch semantics
+of the real API server:
 
   GET /api/v1/pods?fieldSelector=spec.nodeName=N&limit=L[&continue=T]
       a PodList page with metadata.resourceVersion and metadata.continue;
