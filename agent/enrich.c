@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -178,6 +179,30 @@ size_t ws_enrich_sweep(struct ws_enrich *en)
 	return ws_identity_sweep(en->ids) + ws_peers_sweep(en->peers);
 }
 
+/* The agent's heap (mallinfo2: every arena) and what the pod store and the
+ * process cache hold of it (docs/BENCHMARKS.md, agent memory). */
+static void put_memory(struct ws_enrich *en, struct ws_jsonw *w)
+{
+	struct mallinfo2 mi = mallinfo2();
+	struct ws_k8s_store_stats ss = {0};
+	struct ws_identity_stats is;
+
+	ws_identity_stats(en->ids, &is);
+	if (en->store)
+		ws_k8s_store_stats(en->store, &ss);
+	jw_obj_open(w, "memory");
+	jw_u64(w, "heap_arena", mi.arena);
+	jw_u64(w, "heap_mmap", mi.hblkhd);
+	jw_u64(w, "heap_in_use", mi.uordblks);
+	jw_u64(w, "heap_free", mi.fordblks);
+	jw_u64(w, "identity_bytes", ws_identity_bytes(en->ids));
+	jw_u64(w, "identity_procs", is.cached);
+	jw_u64(w, "k8s_store_bytes",
+	       en->store ? ws_k8s_store_bytes(en->store) : 0);
+	jw_u64(w, "k8s_pods", ss.pods);
+	jw_obj_close(w);
+}
+
 void ws_enrich_metrics(struct ws_enrich *en, struct ws_jsonw *w)
 {
 	struct ws_identity_stats is;
@@ -239,6 +264,7 @@ void ws_enrich_metrics(struct ws_enrich *en, struct ws_jsonw *w)
 		jw_u64(w, "nomem", ss.nomem);
 		jw_obj_close(w);
 	}
+	put_memory(en, w);
 	ws_peers_stats(en->peers, &ps);
 	jw_obj_open(w, "peers");
 	jw_u64(w, "lookups", ps.lookups);

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,18 +24,20 @@ struct variant {
 	struct ws_resource *res;
 };
 
+/* One cached process: 10k of them must stay small (docs/BENCHMARKS.md,
+ * agent memory). Its resource is compacted (ws_resource_compact). */
 struct proc_entry {
 	uint32_t tgid;
+	uint8_t n_v;
+	bool in_container; /* a container id or pod uid was found */
 	uint64_t cgroup_id;
 	char comm[16], comm_alt[16]; /* comm at build; a thread's other comm */
 	char pod_uid[WS_POD_UID_LEN + 1];
-	char cid[WS_CONTAINER_ID_LEN + 1];
-	const char *runtime;
 	uint64_t pod_gen;  /* the pod's generation the resource was built on */
 	uint64_t seen_gen; /* the store's generation at the last check */
 	struct ws_resource *res;
-	struct variant v[WS_IDENTITY_MAX_VARIANTS];
-	uint8_t n_v;
+	/* WS_IDENTITY_MAX_VARIANTS, allocated at the first (port rules) */
+	struct variant *v;
 	UT_hash_handle hh;
 	struct proc_entry *prev, *next; /* LRU: head is least recent */
 };
@@ -159,6 +162,8 @@ static void entry_put_resources(struct proc_entry *e)
 	for (i = 0; i < e->n_v; i++)
 		ws_resource_put(e->v[i].res);
 	e->n_v = 0;
+	free(e->v);
+	e->v = NULL;
 }
 
 static void entry_free(struct ws_identity *id, struct proc_entry *e)
@@ -221,10 +226,10 @@ static void put_creation_time(struct ws_identity *id, struct ws_attrs *a,
 }
 
 /* The container and pod of the process: from its cgroup id, else from
- * /proc/<pid>/cgroup. */
-static void find_container(struct ws_identity *id, struct proc_entry *e)
+ * /proc/<pid>/cgroup (ci zeroed if none). */
+static void find_container(struct ws_identity *id, struct proc_entry *e,
+			   struct ws_cgroup_info *ci)
 {
-	struct ws_cgroup_info ci;
 	char path[PATH_MAX];
 	int n = -ENOENT;
 
@@ -240,11 +245,8 @@ static void find_container(struct ws_identity *id, struct proc_entry *e)
 		if (n > 0)
 			id->stats.cgroup_by_proc++;
 	}
-	if (n <= 0 || ws_cgroup_parse(path, (size_t)n, &ci))
-		return;
-	memcpy(e->cid, ci.container_id, sizeof(e->cid));
-	memcpy(e->pod_uid, ci.pod_uid, sizeof(e->pod_uid));
-	e->runtime = ci.runtime;
+	if (n <= 0 || ws_cgroup_parse(path, (size_t)n, ci))
+		memset(ci, 0, sizeof(*ci));
 }
 
 void ws_identity_pod_attrs(const struct ws_identity *id, struct ws_attrs *a,
@@ -283,6 +285,7 @@ struct build_ctx {
 	struct ws_identity *id;
 	struct proc_entry *e;
 	struct ws_resource *r;
+	const char *runtime;
 	struct ws_service_facts facts;
 };
 
@@ -306,8 +309,8 @@ static int with_pod(const struct ws_k8s_pod *pod,
 	char inst[600];
 
 	ws_identity_pod_attrs(b->id, &b->r->a, pod, c);
-	if (c && c->runtime && !b->e->runtime)
-		b->e->runtime = c->runtime;
+	if (c && c->runtime && !b->runtime)
+		b->runtime = c->runtime;
 	b->e->pod_gen = pod->gen;
 	b->facts.ns = pod->ns;
 	b->facts.container = c ? c->name : NULL;
@@ -326,7 +329,8 @@ static struct ws_resource *build(struct ws_identity *id, struct proc_entry *e,
 {
 	char path[PATH_MAX], buf[4096], exe[PATH_MAX];
 	struct build_ctx b = {.id = id, .e = e};
-	struct ws_resource *r;
+	struct ws_resource *r, *small;
+	struct ws_cgroup_info ci;
 	const char *name = comm, *f;
 	uint64_t start = 0;
 	struct stat st;
@@ -387,21 +391,23 @@ static struct ws_resource *build(struct ws_identity *id, struct proc_entry *e,
 	ws_attrs_cstr(&r->a, "host.name", id->host_name);
 	b.facts.exe = name;
 	b.facts.port = port;
-	e->runtime = NULL;
 	e->pod_gen = 0;
-	e->cid[0] = e->pod_uid[0] = '\0';
-	find_container(id, e);
-	if (e->cid[0])
-		ws_attrs_cstr(&r->a, "container.id", e->cid);
+	find_container(id, e, &ci);
+	memcpy(e->pod_uid, ci.pod_uid, sizeof(e->pod_uid));
+	e->in_container = ci.container_id[0] || ci.pod_uid[0];
+	b.runtime = ci.runtime;
+	if (ci.container_id[0])
+		ws_attrs_cstr(&r->a, "container.id", ci.container_id);
 	if (id->k8s)
 		e->seen_gen = ws_k8s_store_gen(id->k8s);
-	if (id->k8s && (e->cid[0] || e->pod_uid[0]) &&
-	    !ws_k8s_store_with_pod(id->k8s, e->pod_uid, e->cid, with_pod, &b)) {
+	if (id->k8s && e->in_container &&
+	    !ws_k8s_store_with_pod(id->k8s, e->pod_uid, ci.container_id,
+				   with_pod, &b)) {
 		id->stats.pods++;
 	} else {
 		char inst[300];
 
-		if (id->k8s && (e->cid[0] || e->pod_uid[0]))
+		if (id->k8s && e->in_container)
 			id->stats.pod_unknown++;
 		if (e->pod_uid[0])
 			ws_attrs_cstr(&r->a, "k8s.pod.uid", e->pod_uid);
@@ -410,11 +416,16 @@ static struct ws_resource *build(struct ws_identity *id, struct proc_entry *e,
 		snprintf(inst, sizeof(inst), "%s/%u", id->host_name, e->tgid);
 		put_service(&b, inst);
 	}
-	if (e->runtime)
-		ws_attrs_cstr(&r->a, "container.runtime", e->runtime);
-	if (e->cid[0])
+	if (b.runtime)
+		ws_attrs_cstr(&r->a, "container.runtime", b.runtime);
+	if (ci.container_id[0])
 		id->stats.containers++;
-	return r;
+	/* kept while the process lives: one block sized to fit */
+	small = ws_resource_compact(r);
+	if (!small)
+		return r;
+	ws_resource_put(r);
+	return small;
 }
 
 void ws_cmdline_redact(const char *argv, size_t len, char *out, size_t cap)
@@ -462,7 +473,7 @@ static int revalidate(struct ws_identity *id, struct proc_entry *e,
 		}
 		snprintf(e->comm_alt, sizeof(e->comm_alt), "%s", q->comm);
 	}
-	if (id->k8s && (e->cid[0] || e->pod_uid[0])) {
+	if (id->k8s && e->in_container) {
 		uint64_t g = ws_k8s_store_gen(id->k8s);
 
 		if (g != e->seen_gen) {
@@ -497,7 +508,9 @@ static struct ws_resource *variant(struct ws_identity *id, struct proc_entry *e,
 		ws_resource_put(r);
 		r = ws_resource_get(e->res);
 	}
-	if (e->n_v >= WS_IDENTITY_MAX_VARIANTS) {
+	if (!e->v)
+		e->v = calloc(WS_IDENTITY_MAX_VARIANTS, sizeof(*e->v));
+	if (!e->v || e->n_v >= WS_IDENTITY_MAX_VARIANTS) {
 		id->stats.variants_dropped++;
 		ws_resource_put(r);
 		return e->res;
@@ -596,4 +609,23 @@ void ws_identity_stats(const struct ws_identity *id,
 {
 	*out = id->stats;
 	out->cached = id->n;
+}
+
+size_t ws_identity_bytes(const struct ws_identity *id)
+{
+	const struct proc_entry *e;
+	size_t n = malloc_usable_size((void *)id);
+	unsigned i;
+
+	for (e = id->lru; e; e = e->next) {
+		n += malloc_usable_size((void *)e) + ws_resource_bytes(e->res) +
+		     malloc_usable_size(e->v);
+		for (i = 0; i < e->n_v; i++)
+			if (e->v[i].res != e->res)
+				n += ws_resource_bytes(e->v[i].res);
+	}
+	if (id->by_tgid)
+		n += malloc_usable_size(id->by_tgid->hh.tbl->buckets) +
+		     malloc_usable_size(id->by_tgid->hh.tbl);
+	return n;
 }

@@ -103,6 +103,9 @@ size_t ws_identity_sweep(struct ws_identity *id);
 void ws_cmdline_redact(const char *argv, size_t len, char *out, size_t cap);
 void ws_identity_stats(const struct ws_identity *id,
 		       struct ws_identity_stats *out);
+/* Heap bytes the process cache holds (entries, their resources, the hash
+ * table). O(processes): for agent_metrics, not the hot path. */
+size_t ws_identity_bytes(const struct ws_identity *id);
 
 /*
  * Resource attributes of a pod (and container, may be NULL) into a: the

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -81,50 +82,46 @@ static struct json_object *jobj(struct json_object *o, const char *key)
 	return v;
 }
 
-static char *dup_or_null(const char *s, bool *oom)
-{
-	char *d;
-
-	if (!s)
-		return NULL;
-	d = strdup(s);
-	if (!d)
-		*oom = true;
-	return d;
-}
+/*
+ * What pod_parse takes from a Pod object: pointers into the JSON tree
+ * (valid while it lives), measured, then copied into the pod's one block.
+ */
+struct draft {
+	const char *uid, *name, *ns, *node, *sa;
+	bool host_network;
+	struct {
+		const char *key, *name;
+		size_t len;
+	} owner[2];
+	unsigned n_owner;
+	struct {
+		const char *key, *value;
+	} labels[WS_K8S_MAX_LABELS];
+	unsigned n_labels;
+	struct {
+		const char *name, *cid; /* cid: "<scheme>://<id>" or NULL */
+	} cont[WS_K8S_MAX_CONTAINERS];
+	unsigned n_cont;
+	uint8_t ips[WS_K8S_MAX_IPS][16];
+	unsigned n_ips;
+};
 
 static void pod_free(struct ws_k8s_pod *p)
 {
-	unsigned i;
-
-	free(p->uid);
-	free(p->name);
-	free(p->ns);
-	free(p->node);
-	free(p->service_account);
-	free(p->resource_version);
-	for (i = 0; i < p->n_owner; i++)
-		free(p->owner[i].name);
-	for (i = 0; i < p->n_labels; i++)
-		free(p->labels[i].value);
-	for (i = 0; i < p->n_containers; i++)
-		free(p->containers[i].name);
-	free(p->labels);
-	free(p->containers);
 	free(p);
 }
 
-static void add_owner(struct ws_k8s_pod *p, const char *key, const char *name,
-		      size_t len, bool *oom)
+static size_t pod_bytes(const struct ws_k8s_pod *p)
 {
-	char *n = strndup(name, len);
+	return malloc_usable_size((void *)p);
+}
 
-	if (!n) {
-		*oom = true;
-		return;
-	}
-	p->owner[p->n_owner].key = key;
-	p->owner[p->n_owner++].name = n;
+static void add_owner(struct draft *d, const char *key, const char *name,
+		      size_t len)
+{
+	d->owner[d->n_owner].key = key;
+	d->owner[d->n_owner].name = name;
+	d->owner[d->n_owner++].len = len;
 }
 
 /* Does s end with "-" + suffix? */
@@ -155,8 +152,8 @@ static size_t cronjob_len(const char *job)
 
 /* The controller owner reference: replicaset -> deployment (the
  * pod-template-hash suffix stripped), job -> cronjob. */
-static void parse_owner(struct ws_k8s_pod *p, struct json_object *meta,
-			const char *template_hash, bool *oom)
+static void parse_owner(struct draft *d, struct json_object *meta,
+			const char *template_hash)
 {
 	struct json_object *refs = jobj(meta, "ownerReferences");
 	size_t i, n = refs && json_object_is_type(refs, json_type_array)
@@ -174,22 +171,22 @@ static void parse_owner(struct ws_k8s_pod *p, struct json_object *meta,
 			continue;
 		len = strlen(name);
 		if (!strcmp(kind, "ReplicaSet")) {
-			add_owner(p, "k8s.replicaset.name", name, len, oom);
+			add_owner(d, "k8s.replicaset.name", name, len);
 			if (dash_suffix(name, template_hash))
-				add_owner(p, "k8s.deployment.name", name,
-					  len - strlen(template_hash) - 1, oom);
+				add_owner(d, "k8s.deployment.name", name,
+					  len - strlen(template_hash) - 1);
 		} else if (!strcmp(kind, "StatefulSet")) {
-			add_owner(p, "k8s.statefulset.name", name, len, oom);
+			add_owner(d, "k8s.statefulset.name", name, len);
 		} else if (!strcmp(kind, "DaemonSet")) {
-			add_owner(p, "k8s.daemonset.name", name, len, oom);
+			add_owner(d, "k8s.daemonset.name", name, len);
 		} else if (!strcmp(kind, "Job")) {
-			add_owner(p, "k8s.job.name", name, len, oom);
+			add_owner(d, "k8s.job.name", name, len);
 			if (cronjob_len(name))
-				add_owner(p, "k8s.cronjob.name", name,
-					  cronjob_len(name), oom);
+				add_owner(d, "k8s.cronjob.name", name,
+					  cronjob_len(name));
 		} else if (!strcmp(kind, "ReplicationController")) {
-			add_owner(p, "k8s.replicationcontroller.name", name,
-				  len, oom);
+			add_owner(d, "k8s.replicationcontroller.name", name,
+				  len);
 		} else {
 			continue;
 		}
@@ -197,35 +194,53 @@ static void parse_owner(struct ws_k8s_pod *p, struct json_object *meta,
 	}
 }
 
-static void parse_labels(struct ws_k8s_store *st, struct ws_k8s_pod *p,
-			 struct json_object *meta, bool *oom)
+static void parse_labels(struct ws_k8s_store *st, struct draft *d,
+			 struct json_object *meta)
 {
 	struct json_object *labels = jobj(meta, "labels");
 	size_t i;
 
 	if (!labels || !json_object_is_type(labels, json_type_object))
 		return;
-	p->labels = calloc(st->n_allow < WS_K8S_MAX_LABELS ? st->n_allow
-							   : WS_K8S_MAX_LABELS,
-			   sizeof(*p->labels));
-	if (!p->labels) {
-		*oom = true;
-		return;
-	}
 	for (i = 0; i < st->n_allow; i++) {
 		const char *v = jstr(labels, st->allow[i]);
 
 		if (!v)
 			continue;
-		if (p->n_labels >= WS_K8S_MAX_LABELS) {
+		if (d->n_labels >= WS_K8S_MAX_LABELS) {
 			st->stats.labels_dropped++;
 			continue;
 		}
-		p->labels[p->n_labels].key = st->allow[i];
-		p->labels[p->n_labels].value = dup_or_null(v, oom);
-		if (p->labels[p->n_labels].value)
-			p->n_labels++;
+		d->labels[d->n_labels].key = st->allow[i];
+		d->labels[d->n_labels++].value = v;
 	}
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* WS_CONTAINER_ID_LEN hex digits (then the end) into bytes; 0 or -1. */
+static int id_bytes(const char *hex, uint8_t *out)
+{
+	size_t i;
+
+	for (i = 0; i < WS_CONTAINER_ID_LEN / 2; i++) {
+		int hi = hexval(hex[2 * i]),
+		    lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+
+		if (lo < 0)
+			return -1;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return hex[WS_CONTAINER_ID_LEN] ? -1 : 0;
 }
 
 /* "containerd://<64 hex>" -> id and runtime */
@@ -242,9 +257,9 @@ static void parse_container_id(struct ws_k8s_container *c, const char *cid)
 	const char *sep = cid ? strstr(cid, "://") : NULL;
 	size_t i;
 
-	if (!sep || strlen(sep + 3) != WS_CONTAINER_ID_LEN)
+	if (!sep || id_bytes(sep + 3, c->id))
 		return;
-	memcpy(c->id, sep + 3, WS_CONTAINER_ID_LEN + 1);
+	c->has_id = true;
 	for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
 		if (!strncmp(cid, schemes[i].scheme, strlen(schemes[i].scheme)))
 			c->runtime = schemes[i].runtime;
@@ -252,8 +267,8 @@ static void parse_container_id(struct ws_k8s_container *c, const char *cid)
 
 /* Containers from spec (names) and status (ids): a container's id only
  * exists once it started, so every spec container is kept by name. */
-static void parse_containers(struct ws_k8s_store *st, struct ws_k8s_pod *p,
-			     struct json_object *pod, bool *oom)
+static void parse_containers(struct ws_k8s_store *st, struct draft *d,
+			     struct json_object *pod)
 {
 	static const char *const lists[] = {"containers", "initContainers",
 					    "ephemeralContainers"};
@@ -262,23 +277,8 @@ static void parse_containers(struct ws_k8s_store *st, struct ws_k8s_pod *p,
 		"ephemeralContainerStatuses"};
 	struct json_object *spec = jobj(pod, "spec");
 	struct json_object *status = jobj(pod, "status");
-	size_t l, i, k, total = 0;
+	size_t l, i, k;
 
-	for (l = 0; l < 3; l++) {
-		struct json_object *arr = jobj(spec, lists[l]);
-
-		if (arr && json_object_is_type(arr, json_type_array))
-			total += json_object_array_length(arr);
-	}
-	if (total > WS_K8S_MAX_CONTAINERS)
-		total = WS_K8S_MAX_CONTAINERS;
-	if (!total)
-		return;
-	p->containers = calloc(total, sizeof(*p->containers));
-	if (!p->containers) {
-		*oom = true;
-		return;
-	}
 	for (l = 0; l < 3; l++) {
 		struct json_object *arr = jobj(spec, lists[l]);
 		struct json_object *sarr = jobj(status, status_lists[l]);
@@ -290,60 +290,54 @@ static void parse_containers(struct ws_k8s_store *st, struct ws_k8s_pod *p,
 				    : 0;
 
 		for (i = 0; i < n; i++) {
-			struct json_object *c =
-				json_object_array_get_idx(arr, i);
-			const char *name = jstr(c, "name");
-			struct ws_k8s_container *kc;
+			const char *name =
+				jstr(json_object_array_get_idx(arr, i), "name");
 
 			if (!name)
 				continue;
-			if (p->n_containers >= WS_K8S_MAX_CONTAINERS) {
+			if (d->n_cont >= WS_K8S_MAX_CONTAINERS) {
 				st->stats.containers_dropped++;
 				continue;
 			}
-			kc = &p->containers[p->n_containers];
-			kc->pod = p;
-			kc->name = dup_or_null(name, oom);
-			if (!kc->name)
-				continue;
-			p->n_containers++;
+			d->cont[d->n_cont].name = name;
+			d->cont[d->n_cont].cid = NULL;
 			for (k = 0; k < sn; k++) {
 				struct json_object *s =
 					json_object_array_get_idx(sarr, k);
 				const char *sname = jstr(s, "name");
 
 				if (sname && !strcmp(sname, name))
-					parse_container_id(
-						kc, jstr(s, "containerID"));
+					d->cont[d->n_cont].cid =
+						jstr(s, "containerID");
 			}
+			d->n_cont++;
 		}
 	}
 }
 
-static void add_ip(struct ws_k8s_pod *p, const char *ip)
+static void add_ip(struct draft *d, const char *ip)
 {
-	struct ws_k8s_pod_ip *e;
+	uint8_t *a;
 	struct in_addr a4;
 	unsigned i;
 
-	if (!ip || p->n_ips >= WS_K8S_MAX_IPS)
+	if (!ip || d->n_ips >= WS_K8S_MAX_IPS)
 		return;
-	e = &p->ips[p->n_ips];
-	memset(e->addr, 0, sizeof(e->addr));
+	a = d->ips[d->n_ips];
+	memset(a, 0, 16);
 	if (inet_pton(AF_INET, ip, &a4) == 1) {
-		e->addr[10] = e->addr[11] = 0xff;
-		memcpy(e->addr + 12, &a4, 4);
-	} else if (inet_pton(AF_INET6, ip, e->addr) != 1) {
+		a[10] = a[11] = 0xff;
+		memcpy(a + 12, &a4, 4);
+	} else if (inet_pton(AF_INET6, ip, a) != 1) {
 		return;
 	}
-	for (i = 0; i < p->n_ips; i++)
-		if (!memcmp(p->ips[i].addr, e->addr, 16))
+	for (i = 0; i < d->n_ips; i++)
+		if (!memcmp(d->ips[i], a, 16))
 			return;
-	e->pod = p;
-	p->n_ips++;
+	d->n_ips++;
 }
 
-static void parse_ips(struct ws_k8s_pod *p, struct json_object *pod)
+static void parse_ips(struct draft *d, struct json_object *pod)
 {
 	struct json_object *status = jobj(pod, "status");
 	struct json_object *ips = jobj(status, "podIPs");
@@ -351,9 +345,92 @@ static void parse_ips(struct ws_k8s_pod *p, struct json_object *pod)
 			      ? json_object_array_length(ips)
 			      : 0;
 
-	add_ip(p, jstr(status, "podIP"));
+	add_ip(d, jstr(status, "podIP"));
 	for (i = 0; i < n; i++)
-		add_ip(p, jstr(json_object_array_get_idx(ips, i), "ip"));
+		add_ip(d, jstr(json_object_array_get_idx(ips, i), "ip"));
+}
+
+/* Bump allocation of a pod's strings inside its block. */
+struct strbuf {
+	char *p;
+};
+
+static size_t slen(const char *s)
+{
+	return s ? strlen(s) + 1 : 0;
+}
+
+static const char *put_str(struct strbuf *b, const char *s, size_t len)
+{
+	char *out = b->p;
+
+	memcpy(out, s, len);
+	out[len] = '\0';
+	b->p += len + 1;
+	return out;
+}
+
+static const char *put_cstr(struct strbuf *b, const char *s)
+{
+	return s ? put_str(b, s, strlen(s)) : NULL;
+}
+
+/* The pod's block from the draft. */
+static struct ws_k8s_pod *pod_build(const struct draft *d)
+{
+	size_t i, size = sizeof(struct ws_k8s_pod) +
+			 d->n_cont * sizeof(struct ws_k8s_container) +
+			 d->n_ips * sizeof(struct ws_k8s_pod_ip) +
+			 d->n_labels * sizeof(struct ws_k8s_label);
+	struct ws_k8s_pod *p;
+	struct strbuf b;
+
+	size += slen(d->uid) + slen(d->name) + slen(d->ns) + slen(d->node) +
+		slen(d->sa);
+	for (i = 0; i < d->n_owner; i++)
+		size += d->owner[i].len + 1;
+	for (i = 0; i < d->n_labels; i++)
+		size += slen(d->labels[i].value);
+	for (i = 0; i < d->n_cont; i++)
+		size += slen(d->cont[i].name);
+	p = calloc(1, size);
+	if (!p)
+		return NULL;
+	p->containers = (struct ws_k8s_container *)(p + 1);
+	p->ips = (struct ws_k8s_pod_ip *)(p->containers + d->n_cont);
+	p->labels = (struct ws_k8s_label *)(p->ips + d->n_ips);
+	b.p = (char *)(p->labels + d->n_labels);
+	p->uid = put_cstr(&b, d->uid);
+	p->name = put_cstr(&b, d->name);
+	p->ns = put_cstr(&b, d->ns);
+	p->node = put_cstr(&b, d->node);
+	p->service_account = put_cstr(&b, d->sa);
+	p->host_network = d->host_network;
+	for (i = 0; i < d->n_owner; i++) {
+		p->owner[i].key = d->owner[i].key;
+		p->owner[i].name =
+			put_str(&b, d->owner[i].name, d->owner[i].len);
+	}
+	p->n_owner = (uint8_t)d->n_owner;
+	for (i = 0; i < d->n_labels; i++) {
+		p->labels[i].key = d->labels[i].key;
+		p->labels[i].value = put_cstr(&b, d->labels[i].value);
+	}
+	p->n_labels = (uint8_t)d->n_labels;
+	for (i = 0; i < d->n_cont; i++) {
+		struct ws_k8s_container *c = &p->containers[i];
+
+		c->pod = p;
+		c->name = put_cstr(&b, d->cont[i].name);
+		parse_container_id(c, d->cont[i].cid);
+	}
+	p->n_containers = (uint8_t)d->n_cont;
+	for (i = 0; i < d->n_ips; i++) {
+		p->ips[i].pod = p;
+		memcpy(p->ips[i].addr, d->ips[i], 16);
+	}
+	p->n_ips = (uint8_t)d->n_ips;
+	return p;
 }
 
 /* A new pod from a Pod object; NULL with *err set. */
@@ -362,38 +439,29 @@ static struct ws_k8s_pod *pod_parse(struct ws_k8s_store *st,
 {
 	struct json_object *meta = jobj(o, "metadata"), *spec = jobj(o, "spec");
 	struct json_object *hn = jobj(spec, "hostNetwork");
-	const char *uid = jstr(meta, "uid"), *name = jstr(meta, "name");
-	const char *sa = jstr(spec, "serviceAccountName");
 	struct ws_k8s_pod *p;
-	bool oom = false;
+	struct draft d;
 
-	if (!uid || !*uid || !name) {
+	memset(&d, 0, sizeof(d));
+	d.uid = jstr(meta, "uid");
+	d.name = jstr(meta, "name");
+	if (!d.uid || !*d.uid || !d.name) {
 		*err = -EINVAL;
 		return NULL;
 	}
-	p = calloc(1, sizeof(*p));
-	if (!p) {
+	d.ns = jstr(meta, "namespace");
+	d.node = jstr(spec, "nodeName");
+	d.sa = jstr(spec, "serviceAccountName");
+	if (!d.sa)
+		d.sa = jstr(spec, "serviceAccount");
+	d.host_network = hn && json_object_get_boolean(hn);
+	parse_owner(&d, meta, jstr(jobj(meta, "labels"), "pod-template-hash"));
+	parse_labels(st, &d, meta);
+	parse_containers(st, &d, o);
+	parse_ips(&d, o);
+	p = pod_build(&d);
+	if (!p)
 		*err = -ENOMEM;
-		return NULL;
-	}
-	p->uid = dup_or_null(uid, &oom);
-	p->name = dup_or_null(name, &oom);
-	p->ns = dup_or_null(jstr(meta, "namespace"), &oom);
-	p->node = dup_or_null(jstr(spec, "nodeName"), &oom);
-	p->service_account =
-		dup_or_null(sa ? sa : jstr(spec, "serviceAccount"), &oom);
-	p->resource_version = dup_or_null(jstr(meta, "resourceVersion"), &oom);
-	p->host_network = hn && json_object_get_boolean(hn);
-	parse_owner(p, meta, jstr(jobj(meta, "labels"), "pod-template-hash"),
-		    &oom);
-	parse_labels(st, p, meta, &oom);
-	parse_containers(st, p, o, &oom);
-	parse_ips(p, o);
-	if (oom) {
-		pod_free(p);
-		*err = -ENOMEM;
-		return NULL;
-	}
 	return p;
 }
 
@@ -408,10 +476,10 @@ static void unlink_pod(struct ws_k8s_store *st, struct ws_k8s_pod *p)
 	for (i = 0; i < p->n_containers; i++) {
 		struct ws_k8s_container *c = &p->containers[i], *cur;
 
-		if (!c->id[0])
+		if (!c->has_id)
 			continue;
 		/* another pod may hold the same id (a stale pod) */
-		HASH_FIND_STR(st->by_cid, c->id, cur);
+		HASH_FIND(hh, st->by_cid, c->id, sizeof(c->id), cur);
 		if (cur == c)
 			HASH_DEL(st->by_cid, c);
 	}
@@ -432,15 +500,17 @@ static void link_pod(struct ws_k8s_store *st, struct ws_k8s_pod *p)
 
 	HASH_ADD_KEYPTR(hh, st->by_uid, p->uid, strlen(p->uid), p);
 	DL_APPEND(st->lru, p);
-	for (i = 0; i < p->n_containers; i++) {
+	/* last to first: if two containers of a pod claim one id, the regular
+	 * container wins over init and ephemeral ones */
+	for (i = p->n_containers; i-- > 0;) {
 		struct ws_k8s_container *c = &p->containers[i], *old;
 
-		if (!c->id[0])
+		if (!c->has_id)
 			continue;
-		HASH_FIND_STR(st->by_cid, c->id, old);
+		HASH_FIND(hh, st->by_cid, c->id, sizeof(c->id), old);
 		if (old)
 			HASH_DEL(st->by_cid, old);
-		HASH_ADD_STR(st->by_cid, id, c);
+		HASH_ADD(hh, st->by_cid, id, sizeof(c->id), c);
 	}
 	/* a pod IP is reused by later pods: the newest update wins */
 	if (!p->host_network)
@@ -544,12 +614,14 @@ int ws_k8s_store_with_pod(struct ws_k8s_store *st, const char *pod_uid,
 			  const char *container_id, ws_k8s_pod_fn fn, void *ctx)
 {
 	struct ws_k8s_container *c = NULL;
+	uint8_t id[WS_CONTAINER_ID_LEN / 2];
 	struct ws_k8s_pod *p = NULL;
 	int rc = -ENOENT;
+	bool by_id = container_id && !id_bytes(container_id, id);
 
 	pthread_mutex_lock(&st->lock);
-	if (container_id && *container_id)
-		HASH_FIND_STR(st->by_cid, container_id, c);
+	if (by_id)
+		HASH_FIND(hh, st->by_cid, id, sizeof(id), c);
 	if (c)
 		p = c->pod;
 	else if (pod_uid && *pod_uid)
@@ -598,6 +670,30 @@ void ws_k8s_store_stats(struct ws_k8s_store *st, struct ws_k8s_store_stats *out)
 	pthread_mutex_lock(&st->lock);
 	*out = st->stats;
 	pthread_mutex_unlock(&st->lock);
+}
+
+/* The bucket array and table of a uthash hash. */
+#define HASH_TABLE_BYTES(head)                                  \
+	((head) ? malloc_usable_size((head)->hh.tbl->buckets) + \
+			  malloc_usable_size((head)->hh.tbl)    \
+		: 0)
+
+size_t ws_k8s_store_bytes(struct ws_k8s_store *st)
+{
+	struct ws_k8s_pod *p, *tmp;
+	size_t n = malloc_usable_size(st);
+	unsigned i;
+
+	pthread_mutex_lock(&st->lock);
+	for (i = 0; i < st->n_allow; i++)
+		n += malloc_usable_size(st->allow[i]);
+	HASH_ITER (hh, st->by_uid, p, tmp) {
+		n += pod_bytes(p);
+	}
+	n += HASH_TABLE_BYTES(st->by_uid) + HASH_TABLE_BYTES(st->by_cid) +
+	     HASH_TABLE_BYTES(st->by_ip);
+	pthread_mutex_unlock(&st->lock);
+	return n;
 }
 
 void ws_k8s_store_free(struct ws_k8s_store *st)

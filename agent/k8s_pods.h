@@ -39,23 +39,29 @@
 
 struct ws_k8s_pod;
 
+/*
+ * A pod is one allocation (10k of them must stay small; docs/BENCHMARKS.md,
+ * agent memory): the struct, then its containers, IPs and labels, then
+ * every string it keeps. Nothing else of the Pod object is kept.
+ */
 struct ws_k8s_container {
 	struct ws_k8s_pod *pod;
-	char *name;
-	char id[WS_CONTAINER_ID_LEN + 1];
+	const char *name;
 	const char *runtime; /* from containerID's scheme; NULL if unknown */
-	UT_hash_handle hh;   /* by id (only containers with an id) */
+	uint8_t id[WS_CONTAINER_ID_LEN / 2]; /* binary; has_id */
+	bool has_id;
+	UT_hash_handle hh; /* by id (only containers with an id) */
 };
 
 struct ws_k8s_label {
 	const char *key; /* points into the store's allow-list */
-	char *value;
+	const char *value;
 };
 
 /* The workload that owns a pod, as k8s.<kind>.name resource keys. */
 struct ws_k8s_owner {
 	const char *key; /* "k8s.deployment.name", ... ; NULL if none */
-	char *name;
+	const char *name;
 };
 
 struct ws_k8s_pod_ip {
@@ -65,19 +71,16 @@ struct ws_k8s_pod_ip {
 };
 
 struct ws_k8s_pod {
-	char *uid, *name, *ns, *node, *service_account;
-	char *resource_version;
+	const char *uid, *name, *ns, *node,
+		*service_account; /* ns..: or NULL */
 	bool host_network;
+	uint8_t n_owner, n_labels, n_containers, n_ips;
 	/* the controller chain: replicaset + deployment, job + cronjob */
 	struct ws_k8s_owner owner[2];
-	uint8_t n_owner;
-	/* allocated to size: 10k pods must stay small */
+	/* in the pod's block, sized to fit */
 	struct ws_k8s_label *labels;
-	uint8_t n_labels;
 	struct ws_k8s_container *containers;
-	uint8_t n_containers;
-	struct ws_k8s_pod_ip ips[WS_K8S_MAX_IPS];
-	uint8_t n_ips;
+	struct ws_k8s_pod_ip *ips;
 	uint64_t gen;	/* store generation of its last update */
 	uint64_t epoch; /* list epoch it was last seen in */
 	UT_hash_handle hh;
@@ -143,6 +146,9 @@ uint64_t ws_k8s_store_pod_gen(struct ws_k8s_store *st, const char *pod_uid);
 
 void ws_k8s_store_stats(struct ws_k8s_store *st,
 			struct ws_k8s_store_stats *out);
+/* Heap bytes the store holds (malloc_usable_size of every block, and the
+ * hash tables). O(pods): for agent_metrics, not the hot path. */
+size_t ws_k8s_store_bytes(struct ws_k8s_store *st);
 
 /* Helpers the store uses, exposed for tests. */
 /* The value of label key on pod, or NULL. */

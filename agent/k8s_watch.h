@@ -5,7 +5,7 @@
  * request the machine asks for and feeds back what came; unit tests feed
  * canned responses.
  *
- *   LIST  GET /api/v1/pods?fieldSelector=spec.nodeName=<node>&limit=500
+ *   LIST  GET /api/v1/pods?fieldSelector=spec.nodeName=<node>&limit=50
  *         [&continue=<token>]; every page's pods are upserted with the
  *         list's epoch; after the last page the pods the list did not name
  *         are purged and the watch starts from the list's resourceVersion.
@@ -30,9 +30,13 @@
 
 /* One watch event line at most; longer lines are skipped (counted). */
 #define WS_K8S_MAX_EVENT (4u << 20)
-/* One list page at most (limit=500 pods). */
+/* One list page at most (limit=WS_K8S_PAGE_LIMIT pods). */
 #define WS_K8S_MAX_PAGE (64u << 20)
-#define WS_K8S_PAGE_LIMIT 500
+/* Pods per list page. A page is parsed whole (json-c), and a real pod's
+ * tree (managedFields: many small objects) is ~70x its JSON: 500 recorded
+ * pods of tests/fixtures/k8s/recorded/ (2 MiB) made a 150 MiB tree; 50 keep
+ * the peak near 15 MiB (docs/BENCHMARKS.md, agent memory). */
+#define WS_K8S_PAGE_LIMIT 50
 #define WS_K8S_WATCH_TIMEOUT_S 300
 #define WS_K8S_BACKOFF_MIN_NS 500000000ull
 #define WS_K8S_BACKOFF_MAX_NS 30000000000ull

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -690,7 +691,8 @@ void ws_span_set_resource(struct ws_span *s, struct ws_resource *r)
 
 struct ws_resource *ws_resource_new(uint64_t key)
 {
-	struct ws_resource *r = calloc(1, sizeof(*r));
+	struct ws_resource *r = calloc(
+		1, sizeof(*r) + WS_RESOURCE_MAX_ATTRS * sizeof(struct ws_attr));
 
 	if (!r)
 		return NULL;
@@ -698,6 +700,56 @@ struct ws_resource *ws_resource_new(uint64_t key)
 	r->key = key;
 	ws_attrs_init(&r->a, r->attrs, WS_RESOURCE_MAX_ATTRS);
 	return r;
+}
+
+static size_t attr_slen(const struct ws_attr *at)
+{
+	return at->slen ? at->slen : strlen(at->s);
+}
+
+struct ws_resource *ws_resource_compact(const struct ws_resource *src)
+{
+	size_t i, size = sizeof(*src) + src->a.n * sizeof(struct ws_attr);
+	struct ws_resource *r;
+	char *p;
+
+	for (i = 0; i < src->a.n; i++)
+		if (src->a.v[i].type == WS_ATTR_STR)
+			size += attr_slen(&src->a.v[i]) + 1;
+	r = malloc(size);
+	if (!r)
+		return NULL;
+	r->refs = 1;
+	r->key = src->key;
+	r->a = src->a;
+	r->a.v = r->attrs;
+	r->a.cap = src->a.n;
+	r->a.pool = NULL;
+	p = (char *)&r->attrs[src->a.n];
+	for (i = 0; i < src->a.n; i++) {
+		struct ws_attr *at = &r->attrs[i];
+
+		*at = src->a.v[i];
+		if (at->type != WS_ATTR_STR)
+			continue;
+		/* in the block: ws_attrs_clear must not free it */
+		at->flags |= WS_ATTR_F_POOLED;
+		memcpy(p, src->a.v[i].s, attr_slen(at) + 1);
+		at->s = p;
+		p += attr_slen(at) + 1;
+	}
+	return r;
+}
+
+size_t ws_resource_bytes(const struct ws_resource *r)
+{
+	size_t i, n = malloc_usable_size((void *)r);
+
+	for (i = 0; i < r->a.n; i++)
+		if (r->a.v[i].type == WS_ATTR_STR &&
+		    !(r->a.v[i].flags & WS_ATTR_F_POOLED))
+			n += malloc_usable_size(r->a.v[i].s);
+	return n;
 }
 
 struct ws_resource *ws_resource_get(struct ws_resource *r)

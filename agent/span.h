@@ -118,8 +118,10 @@ struct ws_span_event {
 struct ws_resource {
 	unsigned refs;
 	uint64_t key; /* identifies the emitter (e.g. tgid + start time) */
-	struct ws_attr attrs[WS_RESOURCE_MAX_ATTRS];
 	struct ws_attrs a;
+	/* WS_RESOURCE_MAX_ATTRS from ws_resource_new, a.n from
+	 * ws_resource_compact */
+	struct ws_attr attrs[];
 };
 
 struct ws_span {
@@ -203,6 +205,15 @@ void ws_span_set_resource(struct ws_span *s, struct ws_resource *r);
 /* ---- resources ---- */
 
 struct ws_resource *ws_resource_new(uint64_t key);
+/*
+ * A copy of r in one allocation sized to fit (its attributes and their
+ * strings; for resources kept long, e.g. one per cached process). Its
+ * attributes can be replaced but no new key added (-ENOSPC). NULL if out of
+ * memory.
+ */
+struct ws_resource *ws_resource_compact(const struct ws_resource *r);
+/* Heap bytes r holds (malloc_usable_size of its blocks). */
+size_t ws_resource_bytes(const struct ws_resource *r);
 struct ws_resource *ws_resource_get(struct ws_resource *r);
 void ws_resource_put(struct ws_resource *r);
 

@@ -7,7 +7,9 @@ names (kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>
 .slice/cri-containerd-<id>.scope), real NATS processes moved into them
 before they exec (their cgroup.procs), and a fake API server
 (tests/peers/py/fake_apiserver.py) serving the pods of tests/fixtures/k8s/
-with real list+watch semantics. `wirespan agent --k8s-api URL` must then put
+and the pods recorded from real clusters in tests/fixtures/k8s/recorded/
+(moved to this node: spec.nodeName is the only change) with real
+list+watch semantics. `wirespan agent --k8s-api URL` must then put
 the right pod, container, owner, labels and service.name on every span, and
 the right peer on the client spans; and it must get through a dropped watch
 connection and a 410 Gone (re-list), visible in its counters.
@@ -39,6 +41,7 @@ from harness import (
 )
 
 FIXTURES = REPO / "tests" / "fixtures" / "k8s"
+RECORDED = FIXTURES / "recorded"
 FAKE_API = PEERS_SRC / "py" / "fake_apiserver.py"
 NODE = "worker-2"
 
@@ -56,11 +59,28 @@ def fixture(name):
     return json.loads((FIXTURES / (name + ".json")).read_text())
 
 
-def container_id(pod, cname):
-    for c in pod["status"]["containerStatuses"]:
-        if c["name"] == cname:
-            return c["containerID"].split("://", 1)[1]
+def recorded(name, item=0):
+    """A recorded pod (a Pod file, or item of a PodList file), on our node."""
+    obj = json.loads((RECORDED / (name + ".json")).read_text())
+    pod = obj["items"][item] if obj.get("kind") == "PodList" else obj
+    pod["spec"]["nodeName"] = NODE
+    return pod
+
+
+def container_status(pod, cname):
+    for key in ("containerStatuses", "initContainerStatuses"):
+        for c in pod["status"].get(key, []):
+            if c["name"] == cname:
+                return c
     raise TestFailure("fixture %s has no container %s" % (pod["metadata"]["name"], cname))
+
+
+def container_id(pod, cname):
+    return container_status(pod, cname)["containerID"].split("://", 1)[1]
+
+
+# systemd-driver scope of a container, by the runtime of its containerID
+SCOPE = {"containerd": "cri-containerd-%s.scope", "docker": "docker-%s.scope", "cri-o": "crio-%s.scope"}
 
 
 class Cgroups:
@@ -70,10 +90,15 @@ class Cgroups:
         self.root = root
         self.made = []
 
-    def container(self, pod, cname, qos="burstable"):
+    def container(self, pod, cname):
+        """The cgroup the kubelet's systemd driver makes for container cname
+        of pod (its QoS class and runtime from the pod's status)."""
         uid = pod["metadata"]["uid"].replace("-", "_")
-        rel = "kubepods.slice/kubepods-%s.slice/kubepods-%s-pod%s.slice/cri-containerd-%s.scope" % (
-            qos, qos, uid, container_id(pod, cname))
+        qos = pod["status"].get("qosClass", "Burstable").lower()
+        scheme, cid = container_status(pod, cname)["containerID"].split("://", 1)
+        pod_slice = ("kubepods.slice/kubepods-pod%s.slice" % uid if qos == "guaranteed" else
+                     "kubepods.slice/kubepods-%s.slice/kubepods-%s-pod%s.slice" % (qos, qos, uid))
+        rel = pod_slice + "/" + SCOPE[scheme] % cid
         path = self.root
         for part in rel.split("/"):
             path = path / part
@@ -117,7 +142,8 @@ class FakeApi:
         self.token_path = tok
         self.proc = start_peer(env, [PYTHON, FAKE_API, "--fixtures", FIXTURES / "checkout.json",
                                      "--fixtures", FIXTURES / "nats.json", "--fixtures", FIXTURES / "orders.json",
-                                     "--fixtures", FIXTURES / "fluentbit.json", "--token", token,
+                                     "--fixtures", FIXTURES / "fluentbit.json", "--fixtures", RECORDED,
+                                     "--set-node", NODE, "--token", token,
                                      "--bookmark-interval", "0.5"], "fake-apiserver", ready=True)
         first = Path(self.proc.wirespan_out).read_text().splitlines()[0]
         self.url = "http://127.0.0.1:%d" % json.loads(first)["port"]
@@ -184,6 +210,13 @@ def test_k8s_pod_identity():
             cg_pub = cgs.container(checkout, "checkout")
             cg_sub = cgs.container(orders, "orders")
             cg_pay = cgs.container(payments, "payments")
+            # pods recorded from real clusters: cri-o (OpenShift, a
+            # statefulset), containerd (kind, a native sidecar: an init
+            # container that keeps running), docker (an old replicaset hash)
+            workbench, sleep, kairosdb = (recorded("odh-dashboard-workbench-podlist"), recorded("k9s-po_sidecar"),
+                                          recorded("fluent-bit-kairosdb"))
+            rec = [(workbench, "workbench"), (sleep, "sidecar"), (kairosdb, "kairosdb")]
+            cg_rec = [cgs.container(p, c) for p, c in rec]
 
             # nats-server runs in the nats-0 pod's "nats" container
             srv = start_nats(env)  # a real server, started normally
@@ -192,7 +225,7 @@ def test_k8s_pod_identity():
             agent = Agent(env, ["--port", srv.port, "--k8s-api", api.url, "--k8s-token", api.token_path,
                                 "--node-name", NODE, "--k8s-label", "tier",
                                 "--service-rule", "billing=namespace:shop,container:payments"])
-            k = wait_k8s(agent, lambda k: k.get("pods") == 4 and k.get("lists", 0) >= 1, "the 4 listed pods")
+            k = wait_k8s(agent, lambda k: k.get("pods") == 8 and k.get("lists", 0) >= 1, "the 8 listed pods")
             log("k8s after list: %s", k)
 
             subj = "ws.k8s.orders"
@@ -203,6 +236,10 @@ def test_k8s_pod_identity():
                                                                  "--subject", subj, "--count", n, "--size", 64]),
                                          "pub-go"))
             subr = finish_peer(sub)
+            rec_pubs = [finish_peer(start_peer(env, in_cgroup(cg, [ROLE_C_PEER, "--url", srv.url, "--mode", "pub",
+                                                                   "--subject", "ws.k8s.rec", "--count", 2,
+                                                                   "--size", 16]), "pub-rec-%d" % i))
+                        for i, cg in enumerate(cg_rec)]
 
             # the watch: a dropped connection, then (while the agent backs
             # off) the cluster compacts: the re-watch gets 410 and re-lists;
@@ -212,15 +249,16 @@ def test_k8s_pod_identity():
             wait_k8s(agent, lambda k: k.get("watch_dropped", 0) >= 1 and k.get("gone", 0) >= 1 and k.get("lists", 0) >= 2,
                      "a dropped watch, a 410 and a re-list")
             api.post("add", payments)
-            wait_k8s(agent, lambda k: k.get("pods") == 5 and k.get("added", 0) >= 1, "the payments pod added by a watch event")
+            wait_k8s(agent, lambda k: k.get("pods") == 9 and k.get("added", 0) >= 1, "the payments pod added by a watch event")
             pay = finish_peer(start_peer(env, in_cgroup(cg_pay, [ROLE_GO_PEER, "--url", srv.url, "--mode", "pub",
                                                                  "--subject", "ws.k8s.pay", "--count", 3, "--size", 32]),
                                          "pay-go"))
             # a pod deleted: gone from the store
             api.post("delete", {"uid": fixture("fluentbit")["metadata"]["uid"]})
-            wait_k8s(agent, lambda k: k.get("pods") == 4 and k.get("deleted", 0) >= 1, "the fluent-bit pod deleted")
+            wait_k8s(agent, lambda k: k.get("pods") == 8 and k.get("deleted", 0) >= 1, "the fluent-bit pod deleted")
             agent.wait_counts({("publish " + subj, pub["_pid"]): n, ("process " + subj, subr["_pid"]): n,
-                               ("deliver " + subj, srv.pid): n, ("publish ws.k8s.pay", pay["_pid"]): 3})
+                               ("deliver " + subj, srv.pid): n, ("publish ws.k8s.pay", pay["_pid"]): 3,
+                               **{("publish ws.k8s.rec", r["_pid"]): 2 for r in rec_pubs}})
             res = agent.stop()
             res.check_well_formed()
             am = res.agent_metrics
@@ -246,6 +284,16 @@ def test_k8s_pod_identity():
             check_res(res.by_pid(pay["_pid"]), dict(base, **{
                 "k8s.pod.name": payments["metadata"]["name"], "k8s.container.name": "payments",
                 "service.name": "billing"}), "payments (added by a watch event; service rule)")
+            for r, (pod, cname), want in zip(rec_pubs, rec, (
+                    {"k8s.namespace.name": "project", "k8s.statefulset.name": "workbench",
+                     "k8s.serviceaccount.name": "workbench", "service.name": "workbench", "container.runtime": "cri-o"},
+                    {"k8s.namespace.name": "default", "service.name": "sidecar", "container.runtime": "containerd"},
+                    {"k8s.namespace.name": "default", "k8s.replicaset.name": "kairosdb-914055854",
+                     "k8s.deployment.name": "kairosdb", "service.name": "kairosdb", "container.runtime": "docker"})):
+                check_res(res.by_pid(r["_pid"]), dict(want, **{
+                    "k8s.node.name": NODE, "k8s.pod.name": pod["metadata"]["name"],
+                    "k8s.pod.uid": pod["metadata"]["uid"], "k8s.container.name": cname,
+                    "container.id": container_id(pod, cname)}), "recorded pod %s" % pod["metadata"]["name"])
             for s in res.spans:
                 check("k8s.pod.label.pod-template-hash" not in s.resource, "a label outside the allow-list was exported: %r", s)
             # peers: the clients' spans name the nats-server's pod and service

@@ -278,6 +278,49 @@ static void attrs_copy(void **state)
 	ws_span_free(s);
 }
 
+/* A compacted resource: every attribute and string of the original, one
+ * block, no room for a new key, and a replaced value freed correctly. */
+static void resource_compact(void **state)
+{
+	struct ws_resource *r = ws_resource_new(42), *c;
+	const struct ws_attr *a;
+	char long_s[3000];
+
+	memset(long_s, 'x', sizeof(long_s) - 1);
+	long_s[sizeof(long_s) - 1] = '\0';
+	assert_int_equal(ws_attrs_cstr(&r->a, "service.name", "checkout"), 0);
+	assert_int_equal(ws_attrs_int(&r->a, "process.pid", 4242), 0);
+	assert_int_equal(ws_attrs_cstr(&r->a, "process.command_line", long_s),
+			 0);
+	assert_int_equal(ws_attrs_cstr(&r->a, "k8s.pod.name", ""), 0);
+	assert_int_equal(ws_attrs_bool(&r->a, "b", true), 0);
+	c = ws_resource_compact(r);
+	assert_non_null(c);
+	assert_int_equal(c->key, 42);
+	assert_int_equal(c->refs, 1);
+	assert_int_equal(c->a.n, r->a.n);
+	assert_int_equal(c->a.cut, 1); /* the long value was cut */
+	assert_string_equal(ws_attrs_get(&c->a, "service.name")->s, "checkout");
+	assert_int_equal(ws_attrs_get(&c->a, "process.pid")->i, 4242);
+	a = ws_attrs_get(&c->a, "process.command_line");
+	assert_int_equal(strlen(a->s), WS_SPAN_MAX_STR);
+	assert_string_equal(ws_attrs_get(&c->a, "k8s.pod.name")->s, "");
+	assert_true(ws_attrs_get(&c->a, "b")->b);
+	/* smaller than the original, in one block */
+	assert_true(ws_resource_bytes(c) < ws_resource_bytes(r));
+	/* its strings are its own: the original can go */
+	ws_resource_put(r);
+	assert_string_equal(ws_attrs_get(&c->a, "service.name")->s, "checkout");
+	assert_int_equal(ws_attrs_cstr(&c->a, "new.key", "v"), -ENOSPC);
+	assert_int_equal(c->a.dropped, 1);
+	/* replacing a value: the new one is malloc'd, freed with c */
+	assert_int_equal(ws_attrs_cstr(&c->a, "service.name", "other"), 0);
+	assert_string_equal(ws_attrs_get(&c->a, "service.name")->s, "other");
+	assert_non_null(ws_resource_get(c));
+	ws_resource_put(c);
+	ws_resource_put(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -287,6 +330,7 @@ int main(void)
 		cmocka_unit_test(span_strings),
 		cmocka_unit_test(attrs_copy),
 		cmocka_unit_test(otlp_json_roundtrip),
+		cmocka_unit_test(resource_compact),
 	};
 
 	return cmocka_run_group_tests_name("span", tests, NULL, NULL);

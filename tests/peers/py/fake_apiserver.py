@@ -2,8 +2,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """A small Kubernetes API server for the pod watcher's tests (stdlib only).
 
-It serves pods (from JSON fixtures, tests/fixtures/k8s/*.json, and/or N
-synthetic pods) with the list+watch semantics of the real API server:
+It serves pods (from JSON fixtures: Pod or PodList files, e.g.
+tests/fixtures/k8s/*.json and the pods recorded from real clusters in
+tests/fixtures/k8s/recorded/, optionally moved to one node with --set-node;
+and/or N generated pods: --synth N from a built-in template, or with
+--synth-from DIR cloned from the recorded pods of DIR, see clone_pod; --index
+FILE lists their uids and container cgroups) with the list+watch semantics
+of the real API server:
 
   GET /api/v1/pods?fieldSelector=spec.nodeName=N&limit=L[&continue=T]
       a PodList page with metadata.resourceVersion and metadata.continue;
@@ -61,11 +66,13 @@ class State:
         pod.setdefault("metadata", {})["resourceVersion"] = str(self.rv)
         return self.rv
 
-    def put(self, pod):
+    def put(self, pod, deep=True):
         with self.lock:
             uid = pod["metadata"]["uid"]
             kind = "MODIFIED" if uid in self.pods else "ADDED"
-            pod = copy.deepcopy(pod)
+            # a generated pod (clone_pod) has its own metadata and shares
+            # the rest, which nothing here changes
+            pod = copy.deepcopy(pod) if deep else dict(pod, metadata=dict(pod["metadata"]))
             rv = self._bump(pod)
             self.pods[uid] = pod
             self.history.append((rv, kind, pod))
@@ -114,6 +121,81 @@ def synth_pod(k, node):
                        {"name": "app", "containerID": "containerd://%064x" % (2 * k + 1)},
                        {"name": "sidecar", "containerID": "containerd://%064x" % (2 * k + 2)}]},
     }
+
+
+CGROUP_SCOPE = {"containerd": "cri-containerd-%s.scope", "docker": "docker-%s.scope", "cri-o": "crio-%s.scope"}
+
+
+def clone_pod(t, k, node):
+    """Pod k made from the recorded pod t: its own uid, name, owner, IPs and
+    container ids (same runtime scheme), 50 namespaces, 500 workloads; the
+    rest (spec, managedFields, conditions...) shared with t, unchanged."""
+    tm = t["metadata"]
+    m = dict(tm)
+    base = tm.get("generateName") or tm["name"] + "-"
+    wl = k % 500
+    h = "%010x" % (0x5d00000000 + wl)
+    m["uid"] = str(uuid.UUID(int=(7 << 120) + k + 1))
+    m["namespace"] = "%s-%d" % (tm.get("namespace", "default"), k % 50)
+    m["labels"] = dict(tm.get("labels") or {})
+    refs = []
+    for r in tm.get("ownerReferences") or []:
+        r = dict(r, uid=str(uuid.UUID(int=(8 << 120) + wl)))
+        if r.get("kind") == "ReplicaSet":
+            owner = "%s-w%03d" % (r["name"].rsplit("-", 1)[0], wl)
+            r["name"] = "%s-%s" % (owner, h)
+            m["labels"]["pod-template-hash"] = h
+            m["generateName"] = r["name"] + "-"
+        else:
+            r["name"] = "%s-w%03d" % (r["name"], wl)
+            m["generateName"] = r["name"] + "-"
+        refs.append(r)
+    if refs:
+        m["ownerReferences"] = refs
+    m["name"] = "%s%05x" % (m.get("generateName") or base, k)
+    p = dict(t, metadata=m, spec=dict(t.get("spec") or {}, nodeName=node))
+    st = dict(t.get("status") or {})
+    ip = "10.%d.%d.%d" % (100 + k // 65536, (k // 256) % 256, k % 256)
+    if "podIP" in st:
+        st["podIP"] = ip
+        st["podIPs"] = [{"ip": ip}]
+    n = 0
+    for key in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
+        if key not in st:
+            continue
+        out = []
+        for c in st[key]:
+            c = dict(c)
+            if c.get("containerID"):
+                n += 1
+                c["containerID"] = "%s://%064x" % (c["containerID"].split("://", 1)[0], (k << 8) + n)
+            out.append(c)
+        st[key] = out
+    p["status"] = st
+    return p
+
+
+def cgroup_of(pod):
+    """The kubepods cgroup (systemd driver) of the first running container
+    of pod with a known runtime, relative to the cgroup2 mount, or None."""
+    qos = (pod.get("status", {}).get("qosClass") or "BestEffort").lower()
+    uid = pod["metadata"]["uid"].replace("-", "_")
+    for c in pod.get("status", {}).get("containerStatuses") or []:
+        scheme, _, cid = (c.get("containerID") or "").partition("://")
+        if scheme in CGROUP_SCOPE and cid:
+            if qos == "guaranteed":
+                pod_slice = "kubepods.slice/kubepods-pod%s.slice" % uid
+            else:
+                pod_slice = "kubepods.slice/kubepods-%s.slice/kubepods-%s-pod%s.slice" % (qos, qos, uid)
+            return pod_slice + "/" + CGROUP_SCOPE[scheme] % cid
+    return None
+
+
+def load_pods(path):
+    """The pods of a fixture file: a Pod, or the items of a PodList."""
+    with open(path) as fh:
+        obj = json.load(fh)
+    return obj.get("items") or [] if obj.get("kind") == "PodList" else [obj]
 
 
 def node_of(pod):
@@ -308,7 +390,13 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--fixtures", action="append", default=[], help="a pod JSON file or a directory of them")
     ap.add_argument("--synth", type=int, default=0, help="add N synthetic pods")
+    ap.add_argument("--synth-from", default="", help="make the --synth pods from the pod JSON files of this "
+                    "directory (clone_pod), not from the built-in template")
+    ap.add_argument("--index", default="", help="write one line per generated pod: uid, name, container "
+                    "cgroup (clone_pod)")
     ap.add_argument("--node", default="worker-2", help="node of the synthetic pods")
+    ap.add_argument("--set-node", default="", help="put the --fixtures pods on this node (spec.nodeName): "
+                    "recorded pods name their cluster's node")
     ap.add_argument("--token", default="")
     ap.add_argument("--bookmark-interval", type=float, default=1.0)
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -317,10 +405,26 @@ def main():
     for f in a.fixtures:
         files = sorted(glob.glob(os.path.join(f, "*.json"))) if os.path.isdir(f) else [f]
         for path in files:
-            with open(path) as fh:
-                st.put(json.load(fh))
+            for pod in load_pods(path):
+                if a.set_node:
+                    pod.setdefault("spec", {})["nodeName"] = a.set_node
+                st.put(pod)
+    templates = []
+    if a.synth_from:
+        for path in sorted(glob.glob(os.path.join(a.synth_from, "*.json"))):
+            templates += load_pods(path)
+    index = open(a.index, "w") if a.index else None
     for k in range(a.synth):
-        st.put(synth_pod(k, a.node))
+        if templates:
+            pod = clone_pod(templates[k % len(templates)], k, a.node)
+            st.put(pod, deep=False)
+        else:
+            pod = synth_pod(k, a.node)
+            st.put(pod)
+        if index:
+            index.write("%s %s %s\n" % (pod["metadata"]["uid"], pod["metadata"]["name"], cgroup_of(pod) or "-"))
+    if index:
+        index.close()
     srv = ThreadingHTTPServer((a.host, a.port), Handler)
     srv.daemon_threads = True
     srv.state = st
