@@ -50,7 +50,7 @@ const char ws_agent_usage[] =
 	"max 32768)\n"
 	"      --max-records N     records per syscall (default 8, max 16)\n"
 	"  -b, --ringbuf-size N    ring buffer bytes, a power of two (default "
-	"16 MiB)\n"
+	"8 MiB)\n"
 	"      --process-timeout S end a process span after S seconds without\n"
 	"                          evidence (default 10)\n"
 	"      --request-timeout S a request without a reply fails after S\n"

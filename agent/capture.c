@@ -220,7 +220,7 @@ static const char capture_usage[] =
 	"                          max 16): up to N x max-capture bytes per "
 	"syscall\n"
 	"  -b, --ringbuf-size N    ring buffer bytes, a power of two (default "
-	"16 MiB)\n"
+	"8 MiB)\n"
 	"  -s, --summary           print only open and close lines\n"
 	"  -d, --duration SECS     stop after SECS seconds\n"
 	"  -v, --verbose           more diagnostics (twice: libbpf debug)\n"

@@ -11,6 +11,7 @@
 #include <yaml.h>
 
 #include "config.h"
+#include "loader.h"
 #include "log.h"
 #include "natsconn.h"
 
@@ -186,7 +187,7 @@ void ws_config_init(struct ws_config *c)
 	c->log_level = WS_LOG_WARN;
 	c->max_capture = WS_DEFAULT_CAPTURE;
 	c->max_records = WS_DEFAULT_RECORDS;
-	c->ringbuf_size = 16u << 20;
+	c->ringbuf_size = WS_DEFAULT_RINGBUF;
 	c->process_timeout_s = 10;
 	c->request_timeout_s = 30;
 	c->exclude_own = true;

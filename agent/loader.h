@@ -18,7 +18,7 @@
 /* Exit code when the process lacks a capability it needs (caps.h). */
 #define WS_EXIT_NOPERM 4
 
-#define WS_DEFAULT_RINGBUF (16u * 1024 * 1024)
+#define WS_DEFAULT_RINGBUF (8u * 1024 * 1024)
 
 struct ws_loader_opts {
 	uint32_t max_capture;  /* bytes per record, <= WS_MAX_CAPTURE */

@@ -9,7 +9,7 @@
 /* Records to userspace. Size is set by the loader (--ringbuf-size). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 16 * 1024 * 1024);
+	__uint(max_entries, 8 * 1024 * 1024); /* the loader sets the size */
 } rb SEC(".maps");
 
 /* Tracked sockets by (tgid, fd): TCP connections, plus ignored non-TCP sockets

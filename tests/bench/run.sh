@@ -41,7 +41,7 @@
 # SMALL_RB (one more saturation run with --ringbuf-size SMALL_RB; "" = none),
 # SWEEP (--max-capture values for extra runs of the NATS scenario; "" = none),
 # RATES ("50000 100000 0"; 0 = saturation),
-# RINGBUF (capture runs only; default: the capture's 16 MiB),
+# RINGBUF (capture runs only; default: the capture's 8 MiB),
 # PARTS ("1 2 3 4 5 6 7": which parts to run). Parts 3 and 4 have their own knobs,
 # listed in tests/bench/agent_bench.sh (AGENT_RATES, AGENT_FILE_RATES, ...).
 
