@@ -439,8 +439,7 @@ out:
 	return ok;
 }
 
-/* A JSON object from a base64url part, or NULL. */
-static json_object *part_json(const char *p, size_t len, uint8_t *buf,
+json_object *ws_jwt_part_json(const char *p, size_t len, uint8_t *buf,
 			      size_t cap)
 {
 	ssize_t n = ws_b64url_decode(p, len, buf, cap);
@@ -594,7 +593,7 @@ void ws_jwt_check_static(const struct ws_jwks *ks,
 	d2 = d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - tok)) : NULL;
 	if (!d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - tok)))
 		return;
-	hdr = part_json(tok, (size_t)(d1 - tok), buf, MAX_HEADER);
+	hdr = ws_jwt_part_json(tok, (size_t)(d1 - tok), buf, MAX_HEADER);
 	algname = hdr ? jstr(hdr, "alg") : NULL;
 	if (!algname)
 		goto out;
@@ -615,7 +614,8 @@ void ws_jwt_check_static(const struct ws_jwks *ks,
 	    !json_object_is_type(v, json_type_string))
 		goto out;
 	kid = jstr(hdr, "kid");
-	claims = part_json(d1 + 1, (size_t)(d2 - d1 - 1), buf, sizeof(buf));
+	claims = ws_jwt_part_json(d1 + 1, (size_t)(d2 - d1 - 1), buf,
+				  sizeof(buf));
 	if (!claims)
 		goto out;
 	if (!ks || !ks->n) {

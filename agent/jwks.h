@@ -118,6 +118,12 @@ enum ws_jwt_verdict ws_jwt_verify(const struct ws_jwks *ks,
  */
 ssize_t ws_b64url_decode(const char *in, size_t len, uint8_t *out, size_t cap);
 
+/* One part of a JWT (base64url of one JSON object, nothing after it) as a
+ * json-c object, decoded through buf (cap bytes); NULL otherwise. */
+struct json_object;
+struct json_object *ws_jwt_part_json(const char *p, size_t len, uint8_t *buf,
+				     size_t cap);
+
 /* ---- the agent's verifier ------------------------------------------------ */
 
 struct ws_jwt_verifier_cfg {

@@ -11,6 +11,7 @@
 #include <utlist.h>
 
 #include "k8s_pods.h"
+#include "span.h"
 
 /* Labels service.name reads (docs/ARCHITECTURE.md, "service.name"). */
 static const char *const name_labels[] = {"app.kubernetes.io/name", "app"};
@@ -216,31 +217,13 @@ static void parse_labels(struct ws_k8s_store *st, struct draft *d,
 	}
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* WS_CONTAINER_ID_LEN hex digits (then the end) into bytes; 0 or -1. */
 static int id_bytes(const char *hex, uint8_t *out)
 {
-	size_t i;
-
-	for (i = 0; i < WS_CONTAINER_ID_LEN / 2; i++) {
-		int hi = hexval(hex[2 * i]),
-		    lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
-
-		if (lo < 0)
-			return -1;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return hex[WS_CONTAINER_ID_LEN] ? -1 : 0;
+	return ws_id_parse(hex, strnlen(hex, WS_CONTAINER_ID_LEN + 1), out,
+			   WS_CONTAINER_ID_LEN / 2)
+		       ? -1
+		       : 0;
 }
 
 /* "containerd://<64 hex>" -> id and runtime */

@@ -17,6 +17,7 @@
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
+#include "jwks.h"
 #include "nats_spans.h"
 #include "peers.h"
 #include "wirespan/abi.h"
@@ -888,70 +889,18 @@ static void on_info(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 	json_object_put(o);
 }
 
-/* base64url (no padding) into out; returns length or -1. */
-static ssize_t b64url_decode(const char *in, size_t len, uint8_t *out,
-			     size_t cap)
-{
-	uint32_t acc = 0;
-	size_t i, o = 0;
-	int bits = 0;
-
-	for (i = 0; i < len; i++) {
-		char c = in[i];
-		int v;
-
-		if (c >= 'A' && c <= 'Z')
-			v = c - 'A';
-		else if (c >= 'a' && c <= 'z')
-			v = c - 'a' + 26;
-		else if (c >= '0' && c <= '9')
-			v = c - '0' + 52;
-		else if (c == '-' || c == '+')
-			v = 62;
-		else if (c == '_' || c == '/')
-			v = 63;
-		else if (c == '=')
-			break;
-		else
-			return -1;
-		acc = acc << 6 | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o >= cap)
-				return -1;
-			out[o++] = (uint8_t)(acc >> bits);
-		}
-	}
-	return (ssize_t)o;
-}
-
 json_object *ws_jwt_claims(const char *jwt, size_t len)
 {
 	const char *p1 = memchr(jwt, '.', len), *p2;
 	uint8_t buf[8192];
-	json_tokener *tok;
-	json_object *o;
-	ssize_t n;
 
 	if (!p1)
 		return NULL;
 	p2 = memchr(p1 + 1, '.', len - (size_t)(p1 + 1 - jwt));
 	if (!p2)
 		return NULL;
-	n = b64url_decode(p1 + 1, (size_t)(p2 - p1 - 1), buf, sizeof(buf));
-	if (n <= 0)
-		return NULL;
-	tok = json_tokener_new();
-	if (!tok)
-		return NULL;
-	o = json_tokener_parse_ex(tok, (const char *)buf, (int)n);
-	json_tokener_free(tok);
-	if (o && !json_object_is_type(o, json_type_object)) {
-		json_object_put(o);
-		o = NULL;
-	}
-	return o;
+	return ws_jwt_part_json(p1 + 1, (size_t)(p2 - p1 - 1), buf,
+				sizeof(buf));
 }
 
 /*

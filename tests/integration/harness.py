@@ -29,6 +29,7 @@ import collections
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -1193,3 +1194,14 @@ def finish_peer(p, timeout=60.0, expect_ok=True):
         stop_process(p)
         raise TestFailure("%s did not finish within %.0fs; stderr: %s" % (name, timeout, tail(p.wirespan_err)))
     return peer_result(p, p.wirespan_out, p.wirespan_err, name, expect_ok)
+
+
+def machine_text():
+    """The CPU model, core count and kernel, for result tables."""
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return "%s, %d cores, Linux %s" % (cpu, os.cpu_count() or 0, platform.release())

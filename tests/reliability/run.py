@@ -19,7 +19,6 @@ Needs root (BPF). --quick: the short parameters of `make test`.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -62,14 +61,6 @@ QUICK = [
 ]
 
 
-def machine():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return "%s, %d cores, Linux %s" % (cpu, os.cpu_count() or 0, platform.release())
 
 
 def fmt_drops(d):
@@ -125,7 +116,7 @@ def main():
         print("0 passed, 0 failed, %d skipped" % len(runs))
         return 0
     rev = subprocess.run(["git", "-C", str(harness.REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "commit": rev,
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": harness.machine_text(), "commit": rev,
             "command": "make reliability" + (" RELIABILITY_ARGS=--quick" if a.quick else "")}
     # the NATS peers (build/peers/) are built by the integration runner
     subprocess.run(["bash", str(harness.REPO / "tests" / "run-integration.sh"), "--list"], stdout=subprocess.DEVNULL, check=True)

@@ -39,7 +39,6 @@ is out of range. Needs root (BPF).
 import argparse
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -199,14 +198,6 @@ def slope_per_hour(samples, key, skip_frac=0.2):
     return round(sum((t - mt) * (v - mv) for t, v in pts) / var * 3600, 1) if var else None
 
 
-def machine():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return "%s, %d cores, Linux %s" % (cpu, os.cpu_count() or 0, platform.release())
 
 
 COUNTED = ("dropped_spans", "exit_dropped_spans", "oversize_spans", "encode_errors")
@@ -409,7 +400,7 @@ def main():
         return 0
     subprocess.run(["bash", str(harness.REPO / "tests" / "run-integration.sh"), "--list"], stdout=subprocess.DEVNULL, check=True)
     rev = subprocess.run(["git", "-C", str(harness.REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(), "commit": rev,
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": harness.machine_text(), "commit": rev,
             "command": "make soak DURATION=%d" % a.duration}
     try:
         r = soak(a.duration, a.restart_every, a.down, a.sample_every)

@@ -18,52 +18,11 @@
 #include "otlp_json.h"
 #include "wirespan/abi.h"
 
-#define MAX_OUT 256
+#define SPAN_OUT_MAX 256
+
+#include "span_out.h"
 #define EG WS_DIR_EGRESS
 #define IN WS_DIR_INGRESS
-
-struct out {
-	struct ws_span *s[MAX_OUT];
-	int n;
-};
-
-static void collect(void *ctx, struct ws_span *s)
-{
-	struct out *o = ctx;
-
-	assert_true(o->n < MAX_OUT);
-	o->s[o->n++] = s;
-}
-
-static void out_free(struct out *o)
-{
-	int i;
-
-	for (i = 0; i < o->n; i++)
-		ws_span_free(o->s[i]);
-	o->n = 0;
-}
-
-static const char *attr_s(const struct ws_span *s, const char *k)
-{
-	const struct ws_attr *a = ws_attrs_get(&s->a, k);
-
-	return a && a->type == WS_ATTR_STR ? a->s : NULL;
-}
-
-static int64_t attr_i(const struct ws_span *s, const char *k)
-{
-	const struct ws_attr *a = ws_attrs_get(&s->a, k);
-
-	return a && a->type == WS_ATTR_INT ? a->i : -1;
-}
-
-static bool attr_b(const struct ws_span *s, const char *k)
-{
-	const struct ws_attr *a = ws_attrs_get(&s->a, k);
-
-	return a && a->type == WS_ATTR_BOOL && a->b;
-}
 
 struct fixture {
 	struct ws_http_spans_cfg cfg;

@@ -16,43 +16,9 @@
 #include "nats_spans.h"
 #include "wirespan/abi.h"
 
-#define MAX_OUT 64
+#define SPAN_OUT_MAX 64
 
-struct out {
-	struct ws_span *s[MAX_OUT];
-	int n;
-};
-
-static void collect(void *ctx, struct ws_span *s)
-{
-	struct out *o = ctx;
-
-	assert_true(o->n < MAX_OUT);
-	o->s[o->n++] = s;
-}
-
-static void out_free(struct out *o)
-{
-	int i;
-
-	for (i = 0; i < o->n; i++)
-		ws_span_free(o->s[i]);
-	o->n = 0;
-}
-
-static const char *attr_s(const struct ws_span *s, const char *k)
-{
-	const struct ws_attr *a = ws_attrs_get(&s->a, k);
-
-	return a && a->type == WS_ATTR_STR ? a->s : NULL;
-}
-
-static int64_t attr_i(const struct ws_span *s, const char *k)
-{
-	const struct ws_attr *a = ws_attrs_get(&s->a, k);
-
-	return a && a->type == WS_ATTR_INT ? a->i : -1;
-}
+#include "span_out.h"
 
 static struct ws_span *find(struct out *o, const char *name)
 {

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
+#include "rnd.h"
 #include "otlp_trace_service.pb-c.h"
 
 #include "export/otlp_pb.h"
@@ -1092,23 +1093,6 @@ static void independent_decode(void **state)
 }
 
 /* ---- the direct writer against the protobuf-c reference ---- */
-
-static uint64_t rnd_state = 0x9e3779b97f4a7c15ull;
-
-static uint64_t rnd(void)
-{
-	uint64_t x = rnd_state;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return rnd_state = x;
-}
-
-static unsigned rnd_below(unsigned n)
-{
-	return (unsigned)(rnd() % n);
-}
 
 static const char *const rnd_keys[] = {
 	"",

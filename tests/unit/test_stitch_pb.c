@@ -20,6 +20,7 @@
 #include <cmocka.h>
 #include <xxhash.h>
 
+#include "rnd.h"
 #include "otlp_trace_service.pb-c.h"
 
 #include "export/otlp_pb.h"
@@ -231,23 +232,6 @@ static void ref_rewrite(pb_span *s, const uint8_t trace[16],
 
 /* ---- random payloads, written by the agents' encoder ---- */
 
-static uint64_t rnd_state = 0x2545f4914f6cdd1dull;
-
-static uint64_t rnd(void)
-{
-	uint64_t x = rnd_state;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return rnd_state = x;
-}
-
-static unsigned below(unsigned n)
-{
-	return (unsigned)(rnd() % n);
-}
-
 static void rnd_id(uint8_t *id, size_t n)
 {
 	size_t i;
@@ -263,7 +247,7 @@ static void hex_attr(struct ws_span *s, const char *key)
 
 	rnd_id(id, 8);
 	ws_id_hex(id, 8, hex);
-	if (below(8) == 0) /* not an id */
+	if (rnd_below(8) == 0) /* not an id */
 		hex[3] = 'x';
 	assert_int_equal(ws_attrs_cstr(&s->a, key, hex), 0);
 }
@@ -289,37 +273,38 @@ static struct ws_span *rnd_span(struct ws_resource *r)
 	unsigned i, n;
 
 	rnd_id(trace, 16);
-	s = ws_span_new(names[below(7)], kinds[below(6)], rnd() >> 2, trace);
+	s = ws_span_new(names[rnd_below(7)], kinds[rnd_below(6)], rnd() >> 2,
+			trace);
 	assert_non_null(s);
 	rnd_id(span, 8);
 	memcpy(s->span_id, span, 8);
-	if (below(2))
+	if (rnd_below(2))
 		ws_span_set_parent(s, trace, span); /* any id: random below */
 	if (s->has_parent)
 		rnd_id(s->parent_span_id, 8);
-	if (below(4) == 0)
+	if (rnd_below(4) == 0)
 		memset(s->parent_span_id, 0, 8);
-	s->end_ns = s->start_ns + below(1000000);
-	n = below(6);
+	s->end_ns = s->start_ns + rnd_below(1000000);
+	n = rnd_below(6);
 	for (i = 0; i < n; i++) /* keys are kept, not copied: static */
 		assert_int_equal(ws_attrs_cstr(&s->a, attr_keys[i], "v"), 0);
-	switch (below(4)) {
+	switch (rnd_below(4)) {
 	case 0: /* NATS */
-		assert_int_equal(ws_attrs_cstr(&s->a,
-					       "wirespan.message.fingerprint",
-					       below(2) ? "0123456789abcdef"
-							: "fedcba9876543210"),
-				 0);
-		if (below(2))
+		assert_int_equal(
+			ws_attrs_cstr(&s->a, "wirespan.message.fingerprint",
+				      rnd_below(2) ? "0123456789abcdef"
+						   : "fedcba9876543210"),
+			0);
+		if (rnd_below(2))
 			hex_attr(s, "wirespan.nats.delivery_id");
-		if (below(2))
+		if (rnd_below(2))
 			hex_attr(s, "wirespan.nats.reply_id");
 		break;
 	case 1: /* HTTP */
-		assert_int_equal(
-			ws_attrs_int(&s->a, "wirespan.http.conn.seq", below(4)),
-			0);
-		if (below(4))
+		assert_int_equal(ws_attrs_int(&s->a, "wirespan.http.conn.seq",
+					      rnd_below(4)),
+				 0);
+		if (rnd_below(4))
 			assert_int_equal(ws_attrs_cstr(&s->a,
 						       "network.local.address",
 						       "10.0.0.2"),
@@ -328,9 +313,9 @@ static struct ws_span *rnd_span(struct ws_resource *r)
 			ws_attrs_cstr(&s->a, "network.peer.address", "fd00::3"),
 			0);
 		assert_int_equal(ws_attrs_int(&s->a, "network.local.port",
-					      40000 + below(3)),
+					      40000 + rnd_below(3)),
 				 0);
-		if (below(4))
+		if (rnd_below(4))
 			assert_int_equal(
 				ws_attrs_int(&s->a, "network.peer.port", 80),
 				0);
@@ -350,19 +335,19 @@ static struct ws_span *rnd_span(struct ws_resource *r)
 		break;
 	}
 	/* fields after the attributes: events, links, status, flags */
-	if (below(2)) {
+	if (rnd_below(2)) {
 		struct ws_span_event *e = ws_span_add_event(s, "ev", 5);
 
 		assert_non_null(e);
 		assert_int_equal(ws_attrs_cstr(&e->a, "k", "v"), 0);
 	}
-	if (below(2))
+	if (rnd_below(2))
 		assert_int_equal(ws_span_add_link(s, trace, span, 1), 0);
-	if (below(2))
+	if (rnd_below(2))
 		ws_span_set_status(s, WS_STATUS_ERROR, "boom");
-	if (below(2))
+	if (rnd_below(2))
 		s->flags = 0x301;
-	if (below(3) == 0)
+	if (rnd_below(3) == 0)
 		s->trace_state = strdup("k=v");
 	ws_span_set_resource(s, r);
 	return s;
@@ -384,7 +369,7 @@ static uint8_t *rnd_payload(size_t n, size_t *len)
 				 0);
 	}
 	for (i = 0; i < n; i++)
-		s[i] = rnd_span(r[below(3)]);
+		s[i] = rnd_span(r[rnd_below(3)]);
 	assert_int_equal(ws_otlp_pb_encode(s, n, &out, len), 0);
 	for (i = 0; i < n; i++)
 		ws_span_free(s[i]);
@@ -416,7 +401,7 @@ static void agrees_with_protobuf_c(void **state)
 	for (round = 0; round < 400; round++) {
 		size_t len, n_tree, i, j, out_len, ref_len;
 		uint8_t *in =
-			rnd_payload(1 + below(round < 200 ? 6 : 40), &len);
+			rnd_payload(1 + rnd_below(round < 200 ? 6 : 40), &len);
 		uint8_t *again, *out, *ref;
 		pb_request *req = unpack(in, len);
 		pb_span *ts[64];
@@ -442,11 +427,12 @@ static void agrees_with_protobuf_c(void **state)
 			assert_true(j < m->n_spans);
 			assert_same_desc(&m->spans[j], &d);
 			/* rewrite some of them, both ways */
-			if (below(3)) {
+			if (rnd_below(3)) {
 				uint8_t trace[16], parent[8];
-				bool p = below(2);
+				bool p = rnd_below(2);
 				const char *ev =
-					below(2) ? evidences[below(6)] : NULL;
+					rnd_below(2) ? evidences[rnd_below(6)]
+						     : NULL;
 
 				rnd_id(trace, 16);
 				rnd_id(parent, 8);
@@ -683,24 +669,24 @@ static void mangled_input(void **state)
 
 	for (round = 0; round < 3000; round++) {
 		size_t len, i, k, out_len, n_in, n_out;
-		uint8_t *in = rnd_payload(1 + below(4), &len);
+		uint8_t *in = rnd_payload(1 + rnd_below(4), &len);
 		struct ws_stitch_msg *m;
 		pb_request *req;
 		uint8_t *out;
 		bool owned;
 
-		k = 1 + below(4);
+		k = 1 + rnd_below(4);
 		for (i = 0; i < k && len; i++) {
-			switch (below(3)) {
+			switch (rnd_below(3)) {
 			case 0:
-				in[below((unsigned)len)] = (uint8_t)rnd();
+				in[rnd_below((unsigned)len)] = (uint8_t)rnd();
 				break;
 			case 1:
-				in[below((unsigned)len)] ^=
-					(uint8_t)(1u << below(8));
+				in[rnd_below((unsigned)len)] ^=
+					(uint8_t)(1u << rnd_below(8));
 				break;
 			default:
-				len -= below((unsigned)len);
+				len -= rnd_below((unsigned)len);
 				break;
 			}
 		}
@@ -718,7 +704,7 @@ static void mangled_input(void **state)
 			assert_int_equal(
 				ws_stitch_msg_rewrite(NULL, m, m->spans[i].ref,
 						      trace, parent,
-						      evidences[below(6)]),
+						      evidences[rnd_below(6)]),
 				0);
 		}
 		assert_int_equal(ws_stitch_msg_bytes(m, &out, &out_len, &owned),
