@@ -152,9 +152,10 @@ def chain(by_id, s):
     return out
 
 
-def check_joined(spans, child_pred, root_pred, what, n):
-    """n spans matching child_pred, each in the trace of a distinct root
-    matching root_pred, every parent on the way present and in that trace."""
+def check_joined(spans, child_pred, root_pred, what, n, distinct=True):
+    """n spans matching child_pred, each in the trace of a root matching
+    root_pred (a distinct one each unless distinct=False), every parent on
+    the way present and in that trace. Returns the spans."""
     by_id = {s["span_id"]: s for s in spans}
     kids = [s for s in spans if child_pred(s)]
     check(len(kids) == n, "%s: %d spans, expected %d", what, len(kids), n)
@@ -168,7 +169,10 @@ def check_joined(spans, child_pred, root_pred, what, n):
         check(all(x["trace_id"] == top["trace_id"] for x in c), "%s: trace ids differ along %s", what,
               [(x["name"], x["trace_id"]) for x in c])
         roots.add(top["span_id"])
-    check(len(roots) == n, "%s: %d distinct roots for %d spans", what, len(roots), n)
+    if distinct:
+        check(len(roots) == n, "%s: %d distinct roots for %d spans", what, len(roots), n)
+    else:
+        log("%s: %d distinct roots for %d spans", what, len(roots), n)
     return kids
 
 
@@ -240,8 +244,15 @@ def test_stitch_multi_host():
         from_pub = [s for s in consumers if is_(chain(by_id, s)[-1], pidset(pub), "publish ")]
         check_joined(spans, lambda s: s in from_pub, lambda s: is_(s, pidset(pub), "publish "),
                      "pub -> sub (3 hosts)", N)
+        # Identical payloads from two publishers at once: the server's agent
+        # pairs each MSG with the newest identical PUB read before it (time
+        # order), so when both PUBs of a pair are read before the first MSG
+        # is written, both MSGs name the same publish (docs/RELAY.md, "Known
+        # limits"). Every consumer must still be in a twin publish's trace
+        # with its chain whole; how many distinct roots is logged.
         check_joined(spans, lambda s: s in consumers and s not in from_pub,
-                     lambda s: is_(s, pidset(*twins), "publish "), "identical payloads -> sub", 2 * N)
+                     lambda s: is_(s, pidset(*twins), "publish "), "identical payloads -> sub", 2 * N,
+                     distinct=False)
         # request/reply: the responder's process span in the requester's trace
         responders = check_joined(spans, lambda s: is_(s, pidset(rep), "process "),
                                   lambda s: is_(s, pidset(req), "send "), "request -> responder", N)
