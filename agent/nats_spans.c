@@ -92,6 +92,9 @@ struct recent {
 	uint32_t gen; /* bumped on every reuse of the slot */
 	/* the entry of the same key this one superseded, if still there */
 	uint32_t older, older_gen;
+	/* evidence ring: the server connection (its tag) that delivered this
+	 * PUB last; 0 for none */
+	uint32_t taken_by;
 };
 
 #define NO_OLDER UINT32_MAX
@@ -131,6 +134,7 @@ struct ws_nats_conn {
 	char *server_id, *server_name, *server_version, *client_ip;
 	uint64_t client_id;
 	bool have_client_id;
+	uint32_t tag; /* names this connection in recent.taken_by */
 	char *name, *lang, *version, *user, *nkey, *jwt_sub, *jwt_name,
 		*jwt_account;
 	struct nats_sub *subs;
@@ -160,6 +164,7 @@ struct ws_nats_spans {
 	struct recent_ring pubs;       /* client publishes, by fingerprint */
 	struct recent_ring deliveries; /* server deliveries, by delivery id */
 	struct recent_ring evidence;   /* server-read PUBs, by fingerprint */
+	uint32_t next_tag;	       /* tags of server-side connections */
 	struct recent_ring acks;       /* deliveries, by ack subject hash */
 	/* client PUBs by their derived id: the trace they are in and the span
 	 * that stands for them (a reply PUB stands for its process span) */
@@ -421,6 +426,7 @@ static void ring_put(struct ws_nats_spans *b, struct recent_ring *r,
 		e->older_gen = old->gen;
 	}
 	e->gen++;
+	e->taken_by = 0;
 	e->key = key;
 	memcpy(e->trace_id, trace, 16);
 	memcpy(e->span_id, span, 8);
@@ -1644,6 +1650,44 @@ static void on_server_pub(struct ws_nats_conn *nc,
 		 nc->ts);
 }
 
+/*
+ * How far apart identical PUBs may be read and still be told apart on
+ * delivery: the race is both being read before the first MSG is written.
+ * Identical messages further apart (a heartbeat) go to the newest one.
+ */
+#define TWIN_WINDOW_NS (250ull * 1000000ull)
+
+/*
+ * The PUB a MSG of fingerprint key on connection nc delivers. The newest
+ * identical PUB read no later than the write, unless identical PUBs were
+ * read within TWIN_WINDOW_NS of it: then the oldest of them this
+ * connection has not delivered yet, since a subscription gets each PUB
+ * once, in the order the server read them. (Two subscribers of the same
+ * twins can still be paired wrongly: one mark per PUB.)
+ */
+static struct recent *evidence_for(struct ws_nats_conn *nc, uint64_t key)
+{
+	struct recent_ring *r = &nc->b->evidence;
+	struct recent *newest, *e, *o, *pick;
+
+	newest = (struct recent *)ring_get_before(nc->b, r, key, nc->ts);
+	if (!newest)
+		return NULL;
+	pick = newest->taken_by == nc->tag ? NULL : newest;
+	for (e = newest; e->older != NO_OLDER; e = o) {
+		o = &r->slots[e->older];
+		if (!o->used || o->gen != e->older_gen || o->key != key ||
+		    newest->ts - o->ts > TWIN_WINDOW_NS)
+			break;
+		if (o->taken_by != nc->tag)
+			pick = o;
+	}
+	if (!pick)
+		pick = newest; /* all delivered here already: a re-delivery */
+	pick->taken_by = nc->tag;
+	return pick;
+}
+
 /* nats-server wrote a MSG: the delivery of the PUB remembered above. */
 static void on_server_msg(struct ws_nats_conn *nc,
 			  const struct ws_nats_frame *f)
@@ -1655,12 +1699,11 @@ static void on_server_msg(struct ws_nats_conn *nc,
 	bool fp_ok;
 	uint64_t fp = frame_fingerprint(f, &fp_ok);
 
-	/* Identical messages may be in flight: the newest PUB read no later
-	 * than this write started is the one being delivered. Without a
-	 * fingerprint (the capture cut the payload) the hop is still a span,
-	 * just not joined to its publish (put_fingerprint counts it). */
-	r = fp_ok ? ring_get_before(b, &b->evidence, fp ^ nc->info.tgid, nc->ts)
-		  : NULL;
+	/* Identical messages may be in flight: evidence_for picks which.
+	 * Without a fingerprint (the capture cut the payload) the hop is
+	 * still a span, just not joined to its publish (put_fingerprint
+	 * counts it). */
+	r = fp_ok ? evidence_for(nc, fp ^ nc->info.tgid) : NULL;
 	s = new_span(nc, "deliver", "send", f->subject, WS_SPAN_KIND_PRODUCER);
 	if (!s)
 		return;
@@ -1766,6 +1809,9 @@ struct ws_nats_conn *ws_nats_conn_new(struct ws_nats_spans *b,
 	if (!nc)
 		return NULL;
 	nc->b = b;
+	if (!++b->next_tag)
+		b->next_tag = 1;
+	nc->tag = b->next_tag;
 	nc->info = *info;
 	ws_attrs_init(&nc->shared, nc->shared_store,
 		      sizeof(nc->shared_store) / sizeof(nc->shared_store[0]));

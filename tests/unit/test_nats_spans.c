@@ -194,6 +194,65 @@ static void broker_hop_links(void **state)
 }
 
 /*
+ * Two publishers send the same payload at the same moment, and the server
+ * reads both PUBs before it writes the first MSG: the subscriber's two
+ * deliveries go to the two publishes in the order the server read them,
+ * not both to the newest. A heartbeat (the same payload again later)
+ * still goes to its own, newest publish.
+ */
+static void broker_hop_twins(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *p1 = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	struct ws_nats_conn *p2 = conn(f, 11, WS_ROLE_CLIENT, 5001);
+	struct ws_nats_conn *s1 = conn(f, 1, WS_ROLE_SERVER, 5000);
+	struct ws_nats_conn *s2 = conn(f, 1, WS_ROLE_SERVER, 5001);
+	struct ws_nats_conn *sb = conn(f, 1, WS_ROLE_SERVER, 6000);
+	uint8_t pub1[8], pub2[8], pub3[8];
+	const char *pub = "PUB a.b 4\r\ntwin\r\n", *msg = "MSG a.b 1 4\r\ntwin\r\n";
+
+	feed(s1, WS_DIR_EGRESS, INFO(1), 2, 10);
+	feed(p1, WS_DIR_INGRESS, INFO(1), 10, 11);
+	feed(s2, WS_DIR_EGRESS, INFO(2), 2, 12);
+	feed(p2, WS_DIR_INGRESS, INFO(2), 11, 13);
+	feed(sb, WS_DIR_EGRESS, INFO(3), 2, 14);
+	feed(sb, WS_DIR_INGRESS, "CONNECT {}\r\nSUB a.b 1\r\n", 2, 15);
+	feed(p1, WS_DIR_EGRESS, "CONNECT {}\r\n", 10, 20);
+	feed(s1, WS_DIR_INGRESS, "CONNECT {}\r\n", 2, 21);
+	feed(p2, WS_DIR_EGRESS, "CONNECT {}\r\n", 11, 22);
+	feed(s2, WS_DIR_INGRESS, "CONNECT {}\r\n", 2, 23);
+	feed(p1, WS_DIR_EGRESS, pub, 10, 100);
+	feed(p2, WS_DIR_EGRESS, pub, 11, 101);
+	assert_int_equal(f->out.n, 2);
+	memcpy(pub1, f->out.s[0]->span_id, 8);
+	memcpy(pub2, f->out.s[1]->span_id, 8);
+	out_free(&f->out);
+	feed(s1, WS_DIR_INGRESS, pub, 2, 110);
+	feed(s2, WS_DIR_INGRESS, pub, 2, 111);
+	feed(sb, WS_DIR_EGRESS, msg, 2, 120);
+	feed(sb, WS_DIR_EGRESS, msg, 2, 121);
+	assert_int_equal(f->out.n, 2);
+	assert_memory_equal(f->out.s[0]->parent_span_id, pub1, 8);
+	assert_memory_equal(f->out.s[1]->parent_span_id, pub2, 8);
+	out_free(&f->out);
+	/* one second later: the same payload once more */
+	feed(p1, WS_DIR_EGRESS, pub, 10, 1000000100);
+	assert_int_equal(f->out.n, 1);
+	memcpy(pub3, f->out.s[0]->span_id, 8);
+	out_free(&f->out);
+	feed(s1, WS_DIR_INGRESS, pub, 2, 1000000110);
+	feed(sb, WS_DIR_EGRESS, msg, 2, 1000000120);
+	assert_int_equal(f->out.n, 1);
+	assert_memory_equal(f->out.s[0]->parent_span_id, pub3, 8);
+	out_free(&f->out);
+	ws_nats_conn_close(p1, 2000000000);
+	ws_nats_conn_close(p2, 2000000000);
+	ws_nats_conn_close(s1, 2000000000);
+	ws_nats_conn_close(s2, 2000000000);
+	ws_nats_conn_close(sb, 2000000000);
+}
+
+/*
  * Thousands of messages in flight at once: the rings that remember
  * publishes for links grow (from 1024 entries) instead of forgetting, and
  * every deliver still finds its publish, before and after a growth (also
@@ -644,6 +703,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(process_ends_at_next_read,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(broker_hop_links, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(broker_hop_twins, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(broker_hop_links_many, setup,
 						teardown),
