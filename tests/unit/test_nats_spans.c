@@ -209,7 +209,8 @@ static void broker_hop_twins(void **state)
 	struct ws_nats_conn *s2 = conn(f, 1, WS_ROLE_SERVER, 5001);
 	struct ws_nats_conn *sb = conn(f, 1, WS_ROLE_SERVER, 6000);
 	uint8_t pub1[8], pub2[8], pub3[8];
-	const char *pub = "PUB a.b 4\r\ntwin\r\n", *msg = "MSG a.b 1 4\r\ntwin\r\n";
+	const char *pub = "PUB a.b 4\r\ntwin\r\n",
+		   *msg = "MSG a.b 1 4\r\ntwin\r\n";
 
 	feed(s1, WS_DIR_EGRESS, INFO(1), 2, 10);
 	feed(p1, WS_DIR_INGRESS, INFO(1), 10, 11);
