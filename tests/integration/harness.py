@@ -1205,3 +1205,19 @@ def machine_text():
     except (OSError, StopIteration):
         pass
     return "%s, %d cores, Linux %s" % (cpu, os.cpu_count() or 0, platform.release())
+
+
+def nobody_copy(prefix):
+    """A world-readable temporary directory with a copy of the wirespan
+    binary (so that `nobody` can run it) and a state directory owned by
+    nobody, as systemd's StateDirectory= (or the Kubernetes state volume)
+    gives the agent. Returns (dir, binary, state); the caller removes dir."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o755)
+    binary = os.path.join(d, "wirespan")
+    shutil.copy(WIRESPAN, binary)
+    os.chmod(binary, 0o755)
+    state = os.path.join(d, "state")
+    os.mkdir(state, 0o700)
+    os.chown(state, 65534, 65534)
+    return d, binary, state

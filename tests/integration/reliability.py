@@ -17,8 +17,8 @@ import socket
 import subprocess
 import time
 
-from harness import (PYTHON, RAW_PEER, SINK_PEER, WIRESPAN, Agent, Capture, Env, check, free_port, log, metric,
-                     find_metrics, peer_result, start_peer)
+from harness import (PYTHON, RAW_PEER, SINK_PEER, Agent, Capture, Env, check, free_port, log, metric,
+                     find_metrics, nobody_copy, peer_result, start_peer)
 
 # --------------------------------------------------------------------------
 # 1. ring-buffer saturation
@@ -382,7 +382,6 @@ def least_privilege():
     test_cli.py::test_missing_capability (drops from root's full set) and
     test_deploy.py::test_deploy_least_privilege_agent (spans with the set)."""
     import shutil
-    import tempfile
 
     from test_deploy import agent_caps, unit_caps
 
@@ -390,17 +389,10 @@ def least_privilege():
     declared = sorted(unit_caps()[0])
     check(required, "wirespan doctor --caps lists no required capability")
     check(set(required) <= set(declared), "deploy/ declares %s, the agent requires %s", declared, required)
-    bindir = tempfile.mkdtemp(prefix="wirespan-rel-lp-")
+    # the HMAC secret in a state directory nobody owns, as the unit's
+    # StateDirectory= gives it (test_deploy_least_privilege_agent does too)
+    bindir, binary, state = nobody_copy("wirespan-rel-lp-")
     try:
-        os.chmod(bindir, 0o755)
-        binary = os.path.join(bindir, "wirespan")
-        shutil.copy(WIRESPAN, binary)
-        os.chmod(binary, 0o755)
-        # the HMAC secret in a state directory nobody owns, as the unit's
-        # StateDirectory= gives it (test_deploy_least_privilege_agent does too)
-        state = os.path.join(bindir, "state")
-        os.mkdir(state, 0o700)
-        os.chown(state, 65534, 65534)
         agent = ["agent", "--output", "stdout", "--duration", "1", "--key-hash-secret-file", os.path.join(state, "key-hash.secret")]
 
         def run(caps, *args):

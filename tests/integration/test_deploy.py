@@ -28,6 +28,7 @@ from harness import (
     check,
     finish_peer,
     log,
+    nobody_copy,
     start_nats,
     start_peer,
 )
@@ -121,17 +122,10 @@ def test_deploy_least_privilege_agent():
     (which needs CAP_SYS_PTRACE for another user's /proc/<pid>/exe)."""
     amb, _, _ = unit_caps()
     caps = ",".join(c.lower() for c in sorted(amb))
-    bindir = tempfile.mkdtemp(prefix="wirespan-lp-")
+    # the HMAC secret lives in a state directory the agent owns (systemd:
+    # StateDirectory=, Kubernetes: the state volume)
+    bindir, binary, state = nobody_copy("wirespan-lp-")
     try:
-        os.chmod(bindir, 0o755)
-        binary = os.path.join(bindir, "wirespan")
-        shutil.copy(WIRESPAN, binary)
-        os.chmod(binary, 0o755)
-        # the HMAC secret lives in a state directory the agent owns (systemd:
-        # StateDirectory=, Kubernetes: the state volume)
-        state = os.path.join(bindir, "state")
-        os.mkdir(state, 0o700)
-        os.chown(state, 65534, 65534)
         wrap = ["capsh", "--caps=%s,cap_setpcap,cap_setuid,cap_setgid+eip" % caps, "--keep=1", "--user=nobody",
                 "--addamb=%s" % caps, "--", "-c", 'exec "$0" "$@"']
         with Env("least-privilege") as env:
