@@ -140,6 +140,9 @@ struct ws_nats_conn {
 	struct nats_sub *subs;
 	unsigned n_subs;
 	struct pend *pends;
+	/* open process spans of this connection that await their reply:
+	 * requests being served */
+	unsigned serving;
 	/* last pull receive span, for the deliveries after its first */
 	uint8_t pull_trace[16], pull_span[8];
 	char pull_stream[64], pull_consumer[64];
@@ -724,6 +727,8 @@ static struct thread *thread_get(struct ws_nats_spans *b, uint32_t tgid,
 
 static void pend_unlink(struct ws_nats_spans *b, struct pend *p)
 {
+	if (p->keyed && p->kind == PEND_PROCESS && p->nc)
+		p->nc->serving--;
 	if (p->keyed) {
 		if (p->kind == PEND_PROCESS)
 			HASH_DEL(b->replies, p);
@@ -803,6 +808,8 @@ static struct pend *pend_add(struct ws_nats_spans *b, struct ws_nats_conn *nc,
 				HASH_ADD_KEYPTR(hh, b->requests, p->key,
 						strlen(p->key), p);
 			p->keyed = true;
+			if (kind == PEND_PROCESS)
+				nc->serving++;
 		}
 	}
 	DL_APPEND2(b->age, p, prev, next);
@@ -830,6 +837,25 @@ static struct pend *current_process(struct ws_nats_conn *nc)
 	struct thread *t = thread_get(nc->b, nc->info.tgid, nc->tid, false);
 
 	return t && t->procs ? t->procs->tprev : NULL;
+}
+
+/* The one request this connection is serving (a process span awaiting its
+ * reply), if exactly one is open. Go handlers publish from goroutines
+ * that its runtime runs on any thread, and nats.go's flusher writes the
+ * buffered PUBs on yet another: with one request in progress on the
+ * connection, a PUB made meanwhile belongs to it whatever the thread. */
+static struct pend *sole_request_served(struct ws_nats_conn *nc)
+{
+	struct pend *p;
+
+	if (nc->serving != 1)
+		return NULL;
+	DL_FOREACH2(nc->pends, p, cnext)
+	{
+		if (p->kind == PEND_PROCESS && p->keyed)
+			return p;
+	}
+	return NULL;
 }
 
 /* ---- identity from INFO / CONNECT --------------------------------------- */
@@ -1207,10 +1233,12 @@ static void on_ack(struct ws_nats_conn *nc, const struct ws_nats_frame *f)
 }
 
 /* Parent a client's PUB span: ids both ends of the connection derive,
- * then the process span this thread is in, then its traceparent. */
+ * then the process span this thread is in, the HTTP request it handles,
+ * the one request the connection serves, then its traceparent. */
 static void publish_context(struct ws_nats_conn *nc,
 			    const struct ws_nats_frame *f, struct ws_span *s)
 {
+	uint8_t trace[16], span[8];
 	struct pend *proc;
 
 	bool derived = derive_id(nc, "pub", f->offset, s->span_id, 8);
@@ -1222,15 +1250,18 @@ static void publish_context(struct ws_nats_conn *nc,
 		ws_span_set_parent(s, proc->span->trace_id,
 				   proc->span->span_id);
 		nc->b->st.parent_in_process++;
-	} else if (nc->b->cfg.parent) {
+	} else if (nc->b->cfg.parent &&
+		   nc->b->cfg.parent(nc->b->cfg.parent_ctx, nc->info.tgid,
+				     nc->tid, nc->ts, trace, span)) {
 		/* the HTTP request this thread is handling */
-		uint8_t trace[16], span[8];
-
-		if (nc->b->cfg.parent(nc->b->cfg.parent_ctx, nc->info.tgid,
-				      nc->tid, nc->ts, trace, span)) {
-			ws_span_set_parent(s, trace, span);
-			nc->b->st.parent_in_process++;
-		}
+		ws_span_set_parent(s, trace, span);
+		nc->b->st.parent_in_process++;
+	} else if ((proc = sole_request_served(nc))) {
+		ws_span_set_parent(s, proc->span->trace_id,
+				   proc->span->span_id);
+		ws_attrs_cstr(&s->a, "wirespan.link.evidence",
+			      "sole_request");
+		nc->b->st.parent_sole_request++;
 	}
 	apply_traceparent(nc->b, s, f);
 	/* The server side derives our id but cannot know the trace we

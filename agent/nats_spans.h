@@ -61,7 +61,7 @@ struct ws_nats_spans_stats {
 		process_end_close;
 	uint64_t request_timeout, request_no_responders, request_closed;
 	uint64_t parent_traceparent, parent_in_process, parent_same_host,
-		parent_delivery;
+		parent_delivery, parent_sole_request;
 	uint64_t pending_evicted; /* open spans ended early: table full */
 	uint64_t recent_evicted;  /* link candidates forgotten: table full */
 	uint64_t subs_dropped;	  /* SUBs not remembered: table full */

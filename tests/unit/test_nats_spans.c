@@ -507,6 +507,50 @@ static void in_process_causality(void **state)
 	ws_nats_conn_close(c, 400);
 }
 
+/* A Go responder: the reader thread reads the request, the handler's
+ * publish and its reply are written together by another thread (nats.go's
+ * flusher). With one request served on the connection, the publish is its
+ * child (marked as such); with two, nothing says which. */
+static void sole_request_served(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn *c = conn(f, 20, WS_ROLE_CLIENT, 6000);
+	struct ws_span *proc, *pub;
+
+	feed(c, WS_DIR_EGRESS, "CONNECT {}\r\nSUB svc q 4\r\n", 20, 50);
+	feed(c, WS_DIR_INGRESS, "MSG svc 4 _INBOX.A.1 1\r\nx\r\n", 21, 100);
+	feed(c, WS_DIR_INGRESS, "PING\r\n", 21, 120); /* reader reads on */
+	feed(c, WS_DIR_EGRESS, "PUB ev 1\r\ny\r\nPUB _INBOX.A.1 2\r\nok\r\n",
+	     22, 150);
+	proc = find(&f->out, "process svc");
+	pub = find(&f->out, "publish ev");
+	assert_non_null(proc);
+	assert_non_null(pub);
+	assert_true(pub->has_parent);
+	assert_memory_equal(pub->parent_span_id, proc->span_id, 8);
+	assert_memory_equal(pub->trace_id, proc->trace_id, 16);
+	assert_string_equal(attr_s(pub, "wirespan.link.evidence"),
+			    "sole_request");
+
+	/* two requests in progress: the publish stays a root */
+	feed(c, WS_DIR_INGRESS,
+	     "MSG svc 4 _INBOX.A.2 1\r\nx\r\nMSG svc 4 _INBOX.A.3 1\r\nz\r\n",
+	     21, 200);
+	feed(c, WS_DIR_EGRESS, "PUB ev2 1\r\ny\r\n", 23, 250);
+	pub = find(&f->out, "publish ev2");
+	assert_non_null(pub);
+	assert_false(pub->has_parent);
+	assert_null(attr_s(pub, "wirespan.link.evidence"));
+	/* one replied: the other is the sole one again */
+	feed(c, WS_DIR_EGRESS, "PUB _INBOX.A.2 2\r\nok\r\nPUB ev3 1\r\ny\r\n",
+	     23, 300);
+	pub = find(&f->out, "publish ev3");
+	assert_non_null(pub);
+	assert_true(pub->has_parent);
+	ws_nats_conn_close(c, 400);
+	assert_int_equal(count(&f->out, "process svc"), 3);
+}
+
 /* JetStream: publish answered by a PubAck, a pull, deliveries with ack
  * metadata (one redelivered), and settle spans linked to them. */
 static void jetstream(void **state)
@@ -718,6 +762,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(traceparent_honoured, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(in_process_causality, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(sole_request_served, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(jetstream, setup, teardown),
 		cmocka_unit_test_setup_teardown(secrets_and_jwt, setup,
