@@ -44,7 +44,7 @@ HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto
 
 .PHONY: all deps test unit-test integration-test check format lint clean vmlinux run demo bench bench-replay bench-nats reliability kernels soak fuzz help install uninstall dist
 
-all: $(OUT)/wirespan $(UNIT_BINS) $(OUT)/bench_agent_replay $(OUT)/bench/nats_lat $(OUT)/churn_load
+all: $(OUT)/wirespan $(UNIT_BINS) $(OUT)/bench_agent_replay $(OUT)/bench/nats_lat $(OUT)/bench/bpf_floor $(OUT)/churn_load
 
 $(OUT) $(OUT)/tests:
 	$(Q)mkdir -p $@
@@ -186,6 +186,12 @@ $(OUT)/bench_agent_replay: tests/bench/bench_agent_replay.c $(OUT)/libwirespan.a
 
 bench-replay: $(OUT)/bench_agent_replay
 	$(Q)bash tests/bench/replay.sh
+
+# Empty programs on wirespan's tracepoints: the floor of part 1 of `make bench`.
+$(OUT)/bench/bpf_floor: tests/bench/bpf_floor.c $(OUT)/floor.skel.h
+	$(Q)mkdir -p $(dir $@)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) $< $(LDLIBS) -o $@
 
 # NATS pub/sub through nats-server with and without the agent (root):
 # tests/bench/nats_bench.sh, part 9 of `make bench`.

@@ -10,7 +10,9 @@
 #     the mean over all windows (sum ns / sum runs) and the median of the W
 #     per-window means. Scenarios: non-socket fds (/dev/null, a file), an
 #     unclassified loopback TCP socket (64 B junk), a NATS-classified
-#     connection carrying 4 KiB PUB frames.
+#     connection carrying 4 KiB PUB frames. The same loads again under empty
+#     programs on the same tracepoints (bpf/floor.bpf.c): the floor of the
+#     design, and wirespan's cost as a multiple of it.
 #  2. Capture loss under NATS load: nats-server on 127.0.0.1 plus a nats.c
 #     publisher/subscriber (tests/bench/nats_pub.c) at 50k msg/s, 100k msg/s
 #     and saturation, with `wirespan capture --summary --port PORT`.
@@ -76,6 +78,7 @@ PARTS=${PARTS:-"1 2 3 4 5 6 7 8 9"}
 part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 WS=$ROOT/build/wirespan
+FLOOR=$ROOT/build/bench/bpf_floor
 OUT=$ROOT/build/bench
 RAW=$OUT/raw
 REPORT=$OUT/report.md
@@ -148,6 +151,7 @@ for t in bpftool jq cc nats-server ss sysctl getconf awk seq timeout git; do
 done
 [ ${#missing[@]} -eq 0 ] || die "missing tools: ${missing[*]} (Debian: apt-get install bpftool jq gcc nats-server iproute2 procps)"
 [ -x "$WS" ] || die "$WS not built; run make first (make bench does)"
+[ -x "$FLOOR" ] || die "$FLOOR not built; run make first (make bench does)"
 [ -r /proc/sys/kernel/bpf_stats_enabled ] || die "kernel.bpf_stats_enabled not available on this kernel"
 rm -rf "$RAW" && mkdir -p "$RAW" || die "cannot create $RAW"
 
@@ -216,6 +220,28 @@ start_capture() {
 		awk '{print $2}' | sort -un | jq -sc .)
 	[ "$PROG_IDS" != "[]" ] || die "no BPF program fds found in capture pid $CAP_PID"
 	proc_kb "$CAP_PID" VmRSS >"$CAP_DIR/rss_ready_kb"
+}
+
+# start_floor NAME: the empty programs of bpf/floor.bpf.c on the same
+# tracepoints (build/bench/bpf_floor), in place of the capture; stop_capture
+# stops it.
+start_floor() {
+	local i
+	wait_quiet
+	CAP_DIR=$RAW/$1
+	mkdir -p "$CAP_DIR"
+	"$FLOOR" 2>"$CAP_DIR/capture.err" &
+	CAP_PID=$!
+	PIDS+=("$CAP_PID")
+	for i in $(seq 1 200); do
+		grep -q ready "$CAP_DIR/capture.err" 2>/dev/null && break
+		kill -0 "$CAP_PID" 2>/dev/null || die "bpf_floor exited: $(cat "$CAP_DIR/capture.err")"
+		sleep 0.05
+	done
+	grep -q ready "$CAP_DIR/capture.err" || die "bpf_floor not ready after 10 s"
+	PROG_IDS=$(grep -h '^prog_id:' /proc/"$CAP_PID"/fdinfo/* 2>/dev/null |
+		awk '{print $2}' | sort -un | jq -sc .)
+	[ "$PROG_IDS" != "[]" ] || die "no BPF program fds found in bpf_floor pid $CAP_PID"
 }
 
 # stop_capture: SIGINT, wait (bounded), record the exit status.
@@ -346,6 +372,18 @@ pair_row() { # scenario label syscall target_ns what
 		"\(if ($base and $base > 0) then ($base * 10 | round / 10) else "–" end) | \(if ($nost and $nost > 0) then ($nost * 10 | round / 10) else "–" end) | \(if ($app and $app > 0) then ($app * 10 | round / 10) else "–" end) | " +
 		(if $target > 0 then "≤ \($target) (\($what)): " + (if $judge_mean <= $target then "met" else "**missed**" end) else "–" end) + " |"
 	' "$RAW/$1.jsonl"
+}
+
+# One row of the floor table: the enter+exit mean under bpf_floor and under
+# the capture, for one syscall of one scenario.
+floor_row() { # scenario label syscall
+	local f=$RAW/floor-$1.jsonl
+	[ -s "$f" ] || return 0
+	jq -rn --arg sys "$3" --arg lab "$2" --slurpfile fl "$f" --slurpfile ws "$RAW/$1.jsonl" '
+		def pair($w): (["tp_enter_", "tp_exit_"] | map(. + $sys)) as $p |
+			[$p[] as $n | ([$w[].d[$n].t] | add) / ([$w[].d[$n].c] | add)] | add;
+		pair($fl) as $f | pair($ws) as $x |
+		"| \($lab) | \($sys) | \($f * 10 | round / 10) | \($x * 10 | round / 10) | \(($x - $f) * 10 | round / 10) | \($x / $f * 100 | round / 100) |"'
 }
 
 foreign_max() { sort -n "$RAW/$1/foreign_progs" 2>/dev/null | tail -n1; }
@@ -539,6 +577,14 @@ for mc in $SWEEP; do
 	log "part 1: NATS 4 KiB writes, --max-capture $mc"
 	WINDOWS=$SWEEP_WINDOWS NO_NOSTATS=1 bpf_scenario "nats-mc$mc" nats "$N_NATS" --max-capture "$mc"
 done
+log "part 1: the floor (empty programs on the same tracepoints)"
+for sc in nonsock tcp nats; do
+	n=$N_SMALL
+	[ "$sc" = nats ] && n=$N_NATS
+	start_floor "floor-$sc"
+	run_windows "floor-$sc" "$sc" "$n"
+	stop_capture
+done
 fi
 
 LOADS=()
@@ -626,6 +672,18 @@ T_END=$(date +%s)
 	pair_row tcp "unclassified TCP (sink reads)" read 100 pair
 	pair_row nats "NATS 4114 B frame (writer)" write 500 exit
 	pair_row nats "NATS (sink reads, captured)" read 0 pair
+	echo
+	echo "**The floor**: the same loads under empty programs on the same tracepoints"
+	echo "(bpf/floor.bpf.c, build/bench/bpf_floor), enter+exit mean ns; wirespan's pair as a multiple of it."
+	echo
+	echo "| scenario | syscall | floor enter+exit mean ns | wirespan enter+exit mean ns | wirespan's own ns | × floor |"
+	echo "|---|---|---:|---:|---:|---:|"
+	floor_row nonsock "non-socket (/dev/null)" write
+	floor_row nonsock "non-socket (file)" read
+	floor_row tcp "unclassified TCP, 64 B (writer)" write
+	floor_row tcp "unclassified TCP (sink reads)" read
+	floor_row nats "NATS 4114 B frame (writer)" write
+	floor_row nats "NATS (sink reads, captured)" read
 	prog_table nonsock "non-socket fds: write() 64 B to /dev/null, read() 64 B from a file"
 	prog_table tcp "unclassified loopback TCP: write() 64 B junk; sink thread read()s 64 KiB"
 	prog_table nats "NATS: CONNECT, then write() of PUB bench 4096 + 4096 B + CRLF; sink read()s 64 KiB"
