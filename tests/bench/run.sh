@@ -159,6 +159,9 @@ log "building load generators"
 cc -O2 -std=c11 -Wall -Wextra -Werror -pthread tests/bench/syscall_load.c \
 	-o "$OUT/syscall_load" 2>"$RAW/cc1.err" ||
 	{ cat "$RAW/cc1.err" >&2; die "could not build tests/bench/syscall_load.c"; }
+cc -O2 -std=c11 -Wall -Wextra -Werror -pthread tests/bench/ring_floor.c \
+	-o "$OUT/ring_floor" 2>"$RAW/cc3.err" ||
+	{ cat "$RAW/cc3.err" >&2; die "could not build tests/bench/ring_floor.c"; }
 cc -O2 -std=c11 -Wall -Wextra -Werror tests/bench/nats_pub.c -lnats \
 	-o "$OUT/nats_pub" 2>"$RAW/cc2.err" ||
 	{ cat "$RAW/cc2.err" >&2; die "could not build tests/bench/nats_pub.c (needs libnats-dev)"; }
@@ -585,6 +588,12 @@ for sc in nonsock tcp nats; do
 	run_windows "floor-$sc" "$sc" "$n"
 	stop_capture
 done
+# the same bytes through a shared ring in plain userspace: a 48 B record
+# header + the 4114 B frame, into a ring of the capture's size
+for _ in 1 2 3; do
+	"$OUT/ring_floor" "${RINGBUF:-8388608}" 4162 $((N_NATS * 5)) >>"$RAW/ring_floor.jsonl" ||
+		die "ring_floor failed"
+done
 fi
 
 LOADS=()
@@ -684,6 +693,10 @@ T_END=$(date +%s)
 	floor_row tcp "unclassified TCP (sink reads)" read
 	floor_row nats "NATS 4114 B frame (writer)" write
 	floor_row nats "NATS (sink reads, captured)" read
+	if [ -s "$RAW/ring_floor.jsonl" ]; then
+		echo
+		jq -rs "$JQ_MEDIAN"'"Moving the captured write'"'"'s bytes through a shared ring costs the producer, in plain userspace (tests/bench/ring_floor.c: memcpy of a 48 + 4114 B record into a \(.[0].ring_bytes)-byte ring while a consumer thread reads every line of it; median of \(length) runs of \(.[0].n) records): \([.[].ns_per_record] | median) ns per record (\([.[].ns_per_record_no_consumer] | median) ns with no consumer). The captured write pays at least this on top of its floor pair."' "$RAW/ring_floor.jsonl"
+	fi
 	prog_table nonsock "non-socket fds: write() 64 B to /dev/null, read() 64 B from a file"
 	prog_table tcp "unclassified loopback TCP: write() 64 B junk; sink thread read()s 64 KiB"
 	prog_table nats "NATS: CONNECT, then write() of PUB bench 4096 + 4096 B + CRLF; sink read()s 64 KiB"
