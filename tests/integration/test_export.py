@@ -480,17 +480,21 @@ def test_export_outages():
                 check(ex["queue_bytes"] <= bound and ex["queue_peak_bytes"] <= bound, "agent %s: queue %d bytes (peak %d), bound %d",
                       name, ex["queue_bytes"], ex["queue_peak_bytes"], bound)
 
+        events = []  # (epoch ms, what): to explain a loss, should one happen
         for outage in (5, 30):
             time.sleep(3)
             check(p.poll() is None, "the workload ended before the %d s outage; make n larger", outage)
             log("killing nats-server for %d s", outage)
+            events.append((int(time.time() * 1000), "kill"))
             tel.kill()
             tel.wait(5)
             t_end = time.monotonic() + outage
             while time.monotonic() < t_end:
                 time.sleep(min(5, max(0, t_end - time.monotonic())))
                 sample()
+            events.append((int(time.time() * 1000), "restart"))
             tel = tel_server(env, jetstream=True, port=port, store=store)
+            events.append((int(time.time() * 1000), "listening"))
         finish_peer(p, timeout=120)
         # let both queues empty
         deadline = time.monotonic() + 30
@@ -522,8 +526,8 @@ def test_export_outages():
         check(exc["spans_in"] == n, "core agent saw %d publish spans, expected %d", exc["spans_in"], n)
         # batches of a round whose PING/PONG failed may have arrived before they were dropped (counted as such)
         check(exc["sent_spans"] <= len(cspans) <= exc["sent_spans"] + exc["dropped_unconfirmed_spans"],
-              "core: sent_spans %d (+ %d dropped unconfirmed) but the subscriber received %d distinct spans (%d duplicate messages)",
-              exc["sent_spans"], exc["dropped_unconfirmed_spans"], len(cspans), cdups)
+              "core: sent_spans %d (+ %d dropped unconfirmed) but the subscriber received %d distinct spans (%d duplicate messages); %s",
+              exc["sent_spans"], exc["dropped_unconfirmed_spans"], len(cspans), cdups, _seq_story(msgs, events, sub.err))
         lost = exc["dropped_spans"] + exc["exit_dropped_spans"] + exc["oversize_spans"] + exc["encode_errors"]
         check(exc["spans_in"] == exc["sent_spans"] + lost, "core: %d spans in, %d sent + %d counted lost", exc["spans_in"], exc["sent_spans"], lost)
         check(exc["dropped_spans"] > 0, "core: a 30 s outage with a 256 KiB queue dropped nothing? %s", exc)
@@ -531,6 +535,29 @@ def test_export_outages():
             grow = max(s[3] for s in samples if s[0] == name) - rss0[name]
             check(grow * 1024 <= bound + (16 << 20), "agent %s: RSS grew %d KiB during the outages (queue bound %d KiB + 16 MiB)",
                   name, grow, bound // 1024)
+
+
+def _seq_story(msgs, events, sub_err):
+    """Which batches (Wirespan-Seq) never arrived, next to when the ones
+    around them did, the outages and the subscriber's reconnects (epoch ms)."""
+    got = {}
+    for m in msgs:
+        try:
+            got.setdefault(int(m["headers"].get("Wirespan-Seq", "")), m.get("t"))
+        except ValueError:
+            pass
+    if not got:
+        return "no batches received"
+    missing = [q for q in range(1, max(got) + 1) if q not in got]
+    runs = []
+    for q in missing:
+        if runs and runs[-1][1] == q - 1:
+            runs[-1][1] = q
+        else:
+            runs.append([q, q])
+    story = ["seqs %d-%d missing (received: %s before, %s after)" % (a, b, got.get(a - 1), got.get(b + 1)) for a, b in runs[:12]]
+    status = [line for line in _read(sub_err).splitlines() if line.startswith("sub.js:")][-12:]
+    return "batches: %s; test events: %s; subscriber: %s" % ("; ".join(story) or "none missing", events, status)
 
 
 def test_export_jetstream_resend():

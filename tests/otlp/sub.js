@@ -97,7 +97,7 @@ function describe(T, m) {
   if (m.headers) {
     for (const [k, v] of m.headers) h[k] = v.join(',');
   }
-  const out = { subject: m.subject, headers: h, size: m.data.length };
+  const out = { subject: m.subject, headers: h, size: m.data.length, t: Date.now() };
   try {
     const req = T.decode(m.data);
     out.spans = [];
@@ -193,7 +193,7 @@ async function main() {
   process.on('SIGINT', stop);
   (async () => {
     for await (const s of nc.status()) {
-      process.stderr.write(`sub.js: ${s.type} ${s.data || ''}\n`);
+      process.stderr.write(`sub.js: ${Date.now()} ${s.type} ${s.data || ''}\n`);
     }
   })();
   for await (const m of sub) {
