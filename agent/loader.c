@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 #include "loader.h"
@@ -35,6 +36,7 @@ struct ws_loader {
 	unsigned n_links;
 	int ncpus;
 	bool task_storage;
+	bool rdonly_cast;     /* the tp_enter_* programs, not tpr_enter_* */
 	uint64_t listen_full; /* listening ports the loader could not add */
 };
 
@@ -208,11 +210,92 @@ static int attach_all(struct ws_loader *l)
 	return 0;
 }
 
+/* Does the running kernel's BTF name this kfunc? */
+static bool kernel_has_kfunc(const char *name)
+{
+	struct btf *btf = btf__load_vmlinux_btf();
+	bool found;
+
+	if (!btf)
+		return false;
+	found = btf__find_by_name_kind(btf, name, BTF_KIND_FUNC) > 0;
+	btf__free(btf);
+	return found;
+}
+
+/* The data syscalls' enter programs come twice (bpf/wirespan.bpf.c, "fd
+ * walk"): tp_enter_X loads through bpf_rdonly_cast, tpr_enter_X reads with
+ * helpers. Load one of each pair. */
+static void pick_enter_programs(struct ws_loader *l, bool cast)
+{
+	struct bpf_program *prog, *twin;
+	char name[64];
+
+	bpf_object__for_each_program (prog, l->skel->obj) {
+		const char *n = bpf_program__name(prog);
+
+		if (strncmp(n, "tpr_enter_", 10))
+			continue;
+		snprintf(name, sizeof(name), "tp_enter_%s", n + 10);
+		twin = bpf_object__find_program_by_name(l->skel->obj, name);
+		if (!twin)
+			continue;
+		bpf_program__set_autoload(cast ? prog : twin, false);
+	}
+}
+
+/* Open and load the BPF object; cast: the enter programs that use
+ * bpf_rdonly_cast. */
+static int open_and_load(struct ws_loader *l, const struct ws_loader_opts *opts,
+			 const char *events, bool cast)
+{
+	struct bpf_program *prog;
+	int err;
+
+	l->skel = wirespan_bpf__open();
+	if (!l->skel) {
+		err = -errno;
+		ws_err("opening the BPF object failed: %s", strerror(-err));
+		return err;
+	}
+	l->skel->rodata->self_tgid = getpid();
+	l->skel->rodata->max_capture = opts->max_capture;
+	l->skel->rodata->max_records =
+		opts->max_records ? opts->max_records : WS_DEFAULT_RECORDS;
+	l->skel->rodata->wakeup_bytes = opts->ringbuf_size / 8;
+	l->skel->rodata->filter_pids_on = opts->n_pids > 0;
+	l->skel->rodata->filter_ports_on = opts->n_ports > 0;
+	l->skel->rodata->filter_cgroups_on = opts->n_cgroups > 0;
+	l->skel->rodata->use_task_storage = l->task_storage;
+	if (!l->task_storage)
+		bpf_map__set_autocreate(l->skel->maps.args_task, false);
+	pick_enter_programs(l, cast);
+	bpf_map__set_max_entries(l->skel->maps.rb, opts->ringbuf_size);
+	bpf_map__set_max_entries(l->skel->maps.scratch, l->ncpus);
+
+	/* Optional tracepoints this kernel lacks are skipped, not fatal. */
+	bpf_object__for_each_program (prog, l->skel->obj) {
+		const char *sec = bpf_program__section_name(prog);
+		const char *tp = strchr(sec, '/');
+
+		if (tp && !tracepoint_exists(events, tp + 1)) {
+			if (bpf_program__autoload(prog))
+				ws_warn("tracepoint %s not available: skipped",
+					tp + 1);
+			bpf_program__set_autoload(prog, false);
+		}
+	}
+	err = wirespan_bpf__load(l->skel);
+	if (err)
+		ws_err("loading the BPF programs failed: %s", strerror(-err));
+	return err;
+}
+
 int ws_loader_open(struct ws_loader **out, const struct ws_loader_opts *opts)
 {
 	struct ws_loader *l;
-	struct bpf_program *prog;
 	const char *events;
+	bool cast;
 	int err;
 
 	*out = NULL;
@@ -228,20 +311,6 @@ int ws_loader_open(struct ws_loader **out, const struct ws_loader_opts *opts)
 		err = -EINVAL;
 		goto fail;
 	}
-	l->skel = wirespan_bpf__open();
-	if (!l->skel) {
-		err = -errno;
-		ws_err("opening the BPF object failed: %s", strerror(-err));
-		goto fail;
-	}
-	l->skel->rodata->self_tgid = getpid();
-	l->skel->rodata->max_capture = opts->max_capture;
-	l->skel->rodata->max_records =
-		opts->max_records ? opts->max_records : WS_DEFAULT_RECORDS;
-	l->skel->rodata->wakeup_bytes = opts->ringbuf_size / 8;
-	l->skel->rodata->filter_pids_on = opts->n_pids > 0;
-	l->skel->rodata->filter_ports_on = opts->n_ports > 0;
-	l->skel->rodata->filter_cgroups_on = opts->n_cgroups > 0;
 	/* Task-local storage for syscall arguments where tracepoint programs
 	 * may use it; the hash map otherwise. */
 	l->task_storage =
@@ -253,30 +322,26 @@ int ws_loader_open(struct ws_loader **out, const struct ws_loader_opts *opts)
 					BPF_FUNC_get_current_task_btf,
 					NULL) > 0 &&
 		!getenv("WIRESPAN_NO_TASK_STORAGE");
-	l->skel->rodata->use_task_storage = l->task_storage;
-	if (!l->task_storage)
-		bpf_map__set_autocreate(l->skel->maps.args_task, false);
 	ws_info("syscall arguments kept in %s",
 		l->task_storage ? "task storage" : "a hash map");
-	bpf_map__set_max_entries(l->skel->maps.rb, opts->ringbuf_size);
-	bpf_map__set_max_entries(l->skel->maps.scratch, l->ncpus);
-
-	/* Optional tracepoints this kernel lacks are skipped, not fatal. */
-	bpf_object__for_each_program (prog, l->skel->obj) {
-		const char *sec = bpf_program__section_name(prog);
-		const char *tp = strchr(sec, '/');
-
-		if (tp && !tracepoint_exists(events, tp + 1)) {
-			ws_warn("tracepoint %s not available: skipped", tp + 1);
-			bpf_program__set_autoload(prog, false);
-		}
+	/* Direct loads in the fd walk where the kernel has bpf_rdonly_cast;
+	 * if the programs that use it do not load, the helper-read ones. */
+	cast = kernel_has_kfunc("bpf_rdonly_cast") &&
+	       !getenv("WIRESPAN_NO_RDONLY_CAST");
+	err = open_and_load(l, opts, events, cast);
+	if (err && cast) {
+		ws_warn("the fd walk with bpf_rdonly_cast did not load: "
+			"reading with helpers instead");
+		wirespan_bpf__destroy(l->skel);
+		l->skel = NULL;
+		cast = false;
+		err = open_and_load(l, opts, events, cast);
 	}
-
-	err = wirespan_bpf__load(l->skel);
-	if (err) {
-		ws_err("loading the BPF programs failed: %s", strerror(-err));
+	if (err)
 		goto fail;
-	}
+	l->rdonly_cast = cast;
+	ws_info("fd walk: %s",
+		cast ? "direct loads (bpf_rdonly_cast)" : "helper reads");
 	err = fill_filters(l, opts);
 	if (err) {
 		ws_err("setting filters failed: %s", strerror(-err));

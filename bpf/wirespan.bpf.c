@@ -71,8 +71,21 @@ static __always_inline __u64 rb_flags(void)
  */
 static __u64 sock_fops;
 
-/* The struct file behind fd in the current task, or NULL. */
-static __always_inline struct file *fd_file(int fd)
+/*
+ * bpf_rdonly_cast (a kfunc, Linux 6.2+) turns a kernel address into a
+ * pointer the program may load through directly: one instruction instead of
+ * a bpf_probe_read_kernel call per step of the fd walk that every data
+ * syscall's enter makes. Kernels 5.13-6.1 reject a program that so much as
+ * names a kfunc they lack, even in dead code, so the enter programs come
+ * twice: tp_enter_* use it, tpr_enter_* read with helpers, and the loader
+ * loads one set (agent/loader.c, have_rdonly_cast).
+ */
+extern void *bpf_rdonly_cast(const void *obj__ign,
+			     __u32 btf_id__k) __ksym __weak;
+
+/* The struct file behind fd in the current task, or NULL. cast: read the
+ * fd slot with bpf_rdonly_cast (else a helper). */
+static __always_inline struct file *fd_file(int fd, bool cast)
 {
 	struct file **fds;
 	struct file *f = NULL;
@@ -98,17 +111,31 @@ static __always_inline struct file *fd_file(int fd)
 			return NULL;
 		fds = BPF_CORE_READ(fdt, fd);
 	}
+	if (cast) {
+		/* The slot holds one pointer: read it as the first member
+		 * of any kernel type that starts with one. */
+		struct list_head *slot = bpf_rdonly_cast(
+			&fds[fd], bpf_core_type_id_kernel(struct list_head));
+
+		return (struct file *)slot->next;
+	}
 	if (bpf_core_read(&f, sizeof(f), &fds[fd]))
 		return NULL;
 	return f;
 }
 
-/* Is f (not NULL) a socket's file? */
-static __always_inline bool file_is_sock(struct file *f)
+/* Is f (not NULL) a socket's file? cast: as for fd_file. */
+static __always_inline bool file_is_sock(struct file *f, bool cast)
 {
-	__u64 fops = (__u64)BPF_CORE_READ(f, f_op), known = sock_fops;
+	__u64 fops, known = sock_fops;
 	umode_t mode;
 
+	if (cast)
+		fops = (__u64)((struct file *)bpf_rdonly_cast(
+				       f, bpf_core_type_id_kernel(struct file)))
+			       ->f_op;
+	else
+		fops = (__u64)BPF_CORE_READ(f, f_op);
 	if (known)
 		return fops == known;
 	mode = BPF_CORE_READ(f, f_inode, i_mode);
@@ -132,9 +159,9 @@ static __always_inline struct sock *file_sk(struct file *f)
 /* The struct sock behind fd in the current task, or NULL if fd is not a socket. */
 static __always_inline struct sock *fd_to_sock(int fd)
 {
-	struct file *f = fd_file(fd);
+	struct file *f = fd_file(fd, false);
 
-	return f && file_is_sock(f) ? file_sk(f) : NULL;
+	return f && file_is_sock(f, false) ? file_sk(f) : NULL;
 }
 
 /* Is sk a TCP socket over IPv4 or IPv6? */
@@ -359,7 +386,8 @@ static __always_inline bool args_take(__u64 pid_tgid, struct ws_args *out)
 
 /* ---- data syscalls: enter ---------------------------------------------- */
 
-static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys)
+static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys,
+				      bool cast)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
@@ -373,8 +401,8 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys)
 	/* Is fd a socket at all? Once socket_file_ops is known that is two
 	 * reads, cheaper than the hash lookup that files and pipes (most
 	 * syscalls of a host) would otherwise pay for a miss. */
-	f = fd_file(fd);
-	if (!f || !file_is_sock(f))
+	f = fd_file(fd, cast);
+	if (!f || !file_is_sock(f, cast))
 		return 0;
 	cs = bpf_map_lookup_elem(&conns, &key);
 	if (!cs) {
@@ -694,7 +722,13 @@ static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 	int tp_enter_##name(struct trace_event_raw_sys_enter *ctx)      \
 	{                                                               \
 		return data_enter((int)ctx->args[0], ctx->args[bufarg], \
-				  cntarg, sys);                         \
+				  cntarg, sys, true);                   \
+	}                                                               \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                     \
+	int tpr_enter_##name(struct trace_event_raw_sys_enter *ctx)     \
+	{                                                               \
+		return data_enter((int)ctx->args[0], ctx->args[bufarg], \
+				  cntarg, sys, false);                  \
 	}
 #define EXIT(name, sys, dir)                                     \
 	SEC("tracepoint/syscalls/sys_exit_" #name)               \

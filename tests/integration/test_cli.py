@@ -69,6 +69,28 @@ def test_hash_map_fallback():
         del os.environ["WIRESPAN_NO_TASK_STORAGE"]
 
 
+def test_helper_read_fallback():
+    """Kernels without bpf_rdonly_cast (before 6.2) get the enter programs
+    that walk the fd table with helper reads: the same byte-exact capture
+    through them."""
+    import os
+
+    import test_capture
+
+    for env, want in (({}, "direct loads (bpf_rdonly_cast)"), ({"WIRESPAN_NO_RDONLY_CAST": "1"}, "helper reads")):
+        r = subprocess.run([str(WIRESPAN), "capture", "--summary", "--duration", "1", "-v"], capture_output=True,
+                           timeout=30, env=dict(os.environ, **env))
+        err = r.stderr.decode()
+        check(r.returncode == 0 and ("fd walk: " + want) in err, "capture %s: exit %s, no 'fd walk: %s': %r",
+              env, r.returncode, want, err[-400:])
+    os.environ["WIRESPAN_NO_RDONLY_CAST"] = "1"
+    try:
+        test_capture.test_py_raw_client()
+        test_capture.test_server_writev()
+    finally:
+        del os.environ["WIRESPAN_NO_RDONLY_CAST"]
+
+
 def test_missing_kernel_feature():
     """A kernel without BTF (hidden here in a private mount namespace): a
     message naming what is missing and exit code 3, for both commands."""
