@@ -15,7 +15,10 @@
 #     --port BACK` (spans to /dev/null), alternating. Reported: requests/s
 #     (median), the ratio with/without, and the agent's counters: spans out,
 #     HTTP exchanges against wrk's requests, and every loss counter (ring
-#     buffer, gaps, evictions, drops).
+#     buffer, gaps, evictions, drops). Between them, the same load under
+#     empty programs on the same tracepoints (build/bench/bpf_floor) and
+#     under `wirespan capture --summary`: what the floor, the capture and the
+#     agent's userspace each cost the gateway.
 #
 # Knobs: HTTP_SECONDS (5; QUICK=1: 3), HTTP_REPS (3; QUICK=1: 2),
 # HTTP_PARSER_REPS (5; QUICK=1: 3), HTTP_GATEWAYS ("nginx caddy").
@@ -39,6 +42,8 @@ die() {
 [ "$(id -u)" = 0 ] || die "needs root (BPF)"
 for t in wrk nginx caddy jq; do command -v "$t" >/dev/null || die "$t not found"; done
 [ -x "$WS" ] || die "$WS not built (make)"
+FLOOR=$ROOT/build/bench/bpf_floor
+[ -x "$FLOOR" ] || die "$FLOOR not built (make)"
 rm -rf "$OUT" && mkdir -p "$OUT" || die "cannot create $OUT"
 PIDS=()
 cleanup() {
@@ -173,6 +178,23 @@ for gw in $HTTP_GATEWAYS; do
 	for r in $(seq 1 "$HTTP_REPS"); do
 		log "b: $gw run $r without the agent"
 		wrk_run "$gw-off-$r" >>"$OUT/$gw.off"
+		# the same load under the floor (empty programs on the same
+		# tracepoints) and under the capture alone (BPF + a reader that
+		# only counts): where the agent's cost comes from
+		log "b: $gw run $r with the floor programs"
+		"$FLOOR" 2>"$OUT/$gw-floor-$r.err" &
+		FL=$!
+		for i in $(seq 1 100); do grep -q ready "$OUT/$gw-floor-$r.err" && break; sleep 0.1; done
+		wrk_run "$gw-floor-$r" >>"$OUT/$gw.floor"
+		kill -INT "$FL"
+		wait "$FL"
+		log "b: $gw run $r with the capture alone"
+		"$WS" capture --summary --port "$FRONT" --port "$BACK" >/dev/null 2>"$OUT/$gw-cap-$r.err" &
+		CP=$!
+		for i in $(seq 1 100); do grep -q ready "$OUT/$gw-cap-$r.err" && break; sleep 0.1; done
+		wrk_run "$gw-cap-$r" >>"$OUT/$gw.cap"
+		kill -INT "$CP"
+		wait "$CP"
 		log "b: $gw run $r with the agent"
 		"$WS" agent --output stdout --port "$FRONT" --port "$BACK" \
 			--key-hash-secret-file "$OUT/secret" >/dev/null 2>"$OUT/$gw-on-$r.err" &
@@ -231,3 +253,17 @@ for gw in $HTTP_GATEWAYS; do
 done
 echo
 echo "Each request is two server exchanges (gateway, backend) and two client exchanges (wrk, the gateway's upstream call): both columns should be twice wrk's count, plus the requests in flight when wrk stopped."
+echo
+echo "Where the cost comes from (same runs, alternating): req/s under empty programs on the same tracepoints (bpf/floor.bpf.c: the floor of a syscall-tracepoint design), under \`wirespan capture --summary\` (the BPF capture and a reader that only counts), and under the agent, each as a ratio to the runs without anything attached."
+echo
+echo "| gateway | without | floor programs | capture alone | agent |"
+echo "|---|---:|---:|---:|---:|"
+for gw in $HTTP_GATEWAYS; do
+	off=$(median <"$OUT/$gw.off")
+	row="| $gw | $off"
+	for k in floor cap on; do
+		v=$(median <"$OUT/$gw.$k")
+		row="$row | $v ($(awk -v a="$v" -v b="$off" 'BEGIN {printf "%.3f", b ? a / b : 0}'))"
+	done
+	echo "$row |"
+done
