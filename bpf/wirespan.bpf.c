@@ -420,7 +420,11 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys,
 	a.cnt = cnt;
 	a.fd = fd;
 	a.sys = sys;
-	a.start = bpf_ktime_get_ns();
+	/* an egress record is stamped when its bytes started to leave; an
+	 * ingress one at the exit: reads need no clock here */
+	if (sys == WS_SYS_WRITE || sys == WS_SYS_WRITEV ||
+	    sys == WS_SYS_SENDTO || sys == WS_SYS_SENDMSG)
+		a.start = bpf_ktime_get_ns();
 	args_save(pid_tgid, &a);
 	return 0;
 }

@@ -43,7 +43,7 @@ struct ws_counters {
 struct ws_args {
 	__u64 buf;   /* buffer, iovec array or msghdr (user pointer) */
 	__u64 cnt;   /* iovec count for readv/writev */
-	__u64 start; /* ktime at enter: a write's bytes left then */
+	__u64 start; /* ktime at enter (writes only: their bytes left then) */
 	__s32 fd;
 	__u8 sys;  /* enum ws_syscall */
 	__u8 live; /* task storage: saved and not yet taken */
