@@ -35,6 +35,7 @@ struct ws_loader {
 	unsigned n_links;
 	int ncpus;
 	bool task_storage;
+	bool go_on; /* the Go runtime programs are loaded */
 	uint64_t listen_full; /* listening ports the loader could not add */
 };
 
@@ -193,7 +194,9 @@ static int attach_all(struct ws_loader *l)
 	bpf_object__for_each_program (prog, l->skel->obj) {
 		struct bpf_link *link;
 
-		if (!bpf_program__autoload(prog))
+		/* uprobes are attached per binary (gort.c) */
+		if (!bpf_program__autoload(prog) ||
+		    !strncmp(bpf_program__section_name(prog), "uprobe", 6))
 			continue;
 		link = bpf_program__attach(prog);
 		if (!link) {
@@ -206,6 +209,31 @@ static int attach_all(struct ws_loader *l)
 		l->links[l->n_links++] = link;
 	}
 	return 0;
+}
+
+/* Go runtime evidence (gort.c): uprobe programs, and tracepoints that may
+ * read the user registers of the task. Without them the Go programs are not
+ * loaded and data records carry no goroutine. */
+static void go_probe(struct ws_loader *l)
+{
+	l->go_on = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_KPROBE, NULL) > 0 &&
+		   libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT,
+					   BPF_FUNC_task_pt_regs, NULL) > 0 &&
+		   libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT,
+					   BPF_FUNC_get_current_task_btf,
+					   NULL) > 0;
+	l->skel->rodata->go_on = l->go_on;
+	if (!l->go_on) {
+		ws_info("Go runtime evidence unavailable: the kernel lacks "
+			"uprobe programs or bpf_task_pt_regs");
+		bpf_program__set_autoload(l->skel->progs.go_round_trip, false);
+		bpf_program__set_autoload(l->skel->progs.go_req_write, false);
+	}
+}
+
+struct bpf_object *ws_loader_go_object(const struct ws_loader *l)
+{
+	return l && l->go_on ? l->skel->obj : NULL;
 }
 
 int ws_loader_open(struct ws_loader **out, const struct ws_loader_opts *opts)
@@ -258,6 +286,7 @@ int ws_loader_open(struct ws_loader **out, const struct ws_loader_opts *opts)
 		bpf_map__set_autocreate(l->skel->maps.args_task, false);
 	ws_info("syscall arguments kept in %s",
 		l->task_storage ? "task storage" : "a hash map");
+	go_probe(l);
 	bpf_map__set_max_entries(l->skel->maps.rb, opts->ringbuf_size);
 	bpf_map__set_max_entries(l->skel->maps.scratch, l->ncpus);
 
