@@ -90,6 +90,7 @@ static void on_ready(void *ctx, struct ws_pipeline *p, unsigned programs)
 	ag->gort = ws_gort_new(ws_loader_go_object(p->ld));
 	if (!ag->gort)
 		ws_warn("Go runtime evidence off: %s", strerror(errno));
+	ws_gort_scan_listeners(ag->gort);
 	ws_pipeline_say_ready("agent", programs);
 }
 

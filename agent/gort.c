@@ -8,6 +8,7 @@
  * the goroutine that read the inbound request to the one that writes the
  * upstream one.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -203,6 +204,96 @@ static struct bin *bin_get(struct ws_gort *g, const char *path,
 	}
 	g->known[g->n_known++] = b;
 	return b;
+}
+
+/* Listening sockets' inodes, at most this many are looked for. */
+#define SCAN_MAX_INODES 4096
+
+static int ino_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The inodes of the TCP sockets in state LISTEN (0A) of one table. */
+static size_t listen_inodes(const char *path, uint64_t *out, size_t n,
+			    size_t cap)
+{
+	char line[512];
+	unsigned st;
+	unsigned long long ino;
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return n;
+	while (n < cap && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*d: %*s %*s %x %*s %*s %*s %*s %*s %llu",
+			   &st, &ino) == 2 &&
+		    st == 0x0a && ino)
+			out[n++] = ino;
+	fclose(f);
+	return n;
+}
+
+/* Does process pid hold one of the sorted inodes? */
+static bool holds_socket(unsigned long pid, const uint64_t *inos, size_t n)
+{
+	char path[64], link[64];
+	struct dirent *de;
+	bool found = false;
+	uint64_t ino;
+	DIR *d;
+	ssize_t l;
+
+	snprintf(path, sizeof(path), "/proc/%lu/fd", pid);
+	d = opendir(path);
+	if (!d)
+		return false;
+	while (!found && (de = readdir(d))) {
+		snprintf(path, sizeof(path), "/proc/%lu/fd/%.16s", pid,
+			 de->d_name);
+		l = readlink(path, link, sizeof(link) - 1);
+		if (l <= 8 || strncmp(link, "socket:[", 8))
+			continue;
+		link[l] = 0;
+		ino = strtoull(link + 8, NULL, 10);
+		found = bsearch(&ino, inos, n, sizeof(*inos), ino_cmp);
+	}
+	closedir(d);
+	return found;
+}
+
+unsigned ws_gort_scan_listeners(struct ws_gort *g)
+{
+	uint64_t *inos;
+	size_t n;
+	unsigned seen = 0;
+	struct dirent *de;
+	DIR *d;
+
+	if (!g || !g->obj)
+		return 0;
+	inos = calloc(SCAN_MAX_INODES, sizeof(*inos));
+	if (!inos)
+		return 0;
+	n = listen_inodes("/proc/net/tcp", inos, 0, SCAN_MAX_INODES);
+	n = listen_inodes("/proc/net/tcp6", inos, n, SCAN_MAX_INODES);
+	qsort(inos, n, sizeof(*inos), ino_cmp);
+	d = n ? opendir("/proc") : NULL;
+	while (d && (de = readdir(d))) {
+		unsigned long pid = strtoul(de->d_name, NULL, 10);
+
+		if (!pid || pid == (unsigned long)getpid() ||
+		    !holds_socket(pid, inos, n))
+			continue;
+		ws_gort_see(g, (uint32_t)pid);
+		seen++;
+	}
+	if (d)
+		closedir(d);
+	free(inos);
+	return seen;
 }
 
 void ws_gort_see(struct ws_gort *g, uint32_t tgid)

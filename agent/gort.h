@@ -51,6 +51,13 @@ struct bpf_object;
 struct ws_gort *ws_gort_new(struct bpf_object *obj);
 /* Process tgid has an HTTP connection: attach its binary if it is Go. */
 void ws_gort_see(struct ws_gort *g, uint32_t tgid);
+/*
+ * Look at the processes already listening on TCP (at start): a Go gateway
+ * idle when the agent starts is probed before its first request, not after
+ * it. Walks /proc/net/tcp{,6} and /proc/<pid>/fd once. Returns how many
+ * processes were looked at.
+ */
+unsigned ws_gort_scan_listeners(struct ws_gort *g);
 /* Process tgid exited. */
 void ws_gort_exit(struct ws_gort *g, uint32_t tgid);
 /* Detach everything and free. Safe on NULL. */
