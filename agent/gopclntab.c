@@ -210,8 +210,7 @@ int ws_gobin_parse(const uint8_t *buf, size_t len, struct ws_gobin *gb)
 	return 0;
 }
 
-int ws_gobin_file_off(const struct ws_gobin *gb, uint64_t vaddr,
-		      uint64_t *off)
+int ws_gobin_file_off(const struct ws_gobin *gb, uint64_t vaddr, uint64_t *off)
 {
 	unsigned i;
 
@@ -256,8 +255,8 @@ static int func_at(const struct ws_gobin *gb, uint64_t i, uint64_t *entry,
 	return 0;
 }
 
-int ws_gobin_func(const struct ws_gobin *gb, const char *name,
-		  uint64_t *vaddr, uint64_t *file_off)
+int ws_gobin_func(const struct ws_gobin *gb, const char *name, uint64_t *vaddr,
+		  uint64_t *file_off)
 {
 	size_t nlen = strlen(name) + 1, max;
 	const char *fn;

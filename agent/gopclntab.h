@@ -45,7 +45,7 @@ struct ws_gobin {
 	uint32_t magic;
 	uint8_t ptr_size;
 	uint64_t nfunc;
-	uint64_t text_start; /* vaddr of runtime.text (1.18+) */
+	uint64_t text_start;		     /* vaddr of runtime.text (1.18+) */
 	uint64_t funcname_off, pcln_tab_off; /* within .gopclntab */
 	/* "go1.19.8", or "" when the build info could not be read */
 	char version[32];
@@ -67,14 +67,13 @@ int ws_gobin_parse(const uint8_t *buf, size_t len, struct ws_gobin *gb);
  * "net/http.(*Request).write"): its vaddr and the file offset of that
  * vaddr (what a uprobe attaches to). 0, -ENOENT, or -EINVAL (malformed).
  */
-int ws_gobin_func(const struct ws_gobin *gb, const char *name,
-		  uint64_t *vaddr, uint64_t *file_off);
+int ws_gobin_func(const struct ws_gobin *gb, const char *name, uint64_t *vaddr,
+		  uint64_t *file_off);
 
 /* "go1.19.8" -> 1, 19 (also "go1.21rc2", "devel go1.22-..."). 0 or -EINVAL. */
 int ws_go_version_parse(const char *s, unsigned *major, unsigned *minor);
 
 /* The file offset of vaddr in a loaded segment. 0 or -ENOENT. */
-int ws_gobin_file_off(const struct ws_gobin *gb, uint64_t vaddr,
-		      uint64_t *off);
+int ws_gobin_file_off(const struct ws_gobin *gb, uint64_t vaddr, uint64_t *off);
 
 #endif /* WIRESPAN_GOPCLNTAB_H */

@@ -388,8 +388,7 @@ void ws_gort_free(struct ws_gort *g)
 
 	if (!g)
 		return;
-	HASH_ITER(hh, g->procs, p, tmp)
-	{
+	HASH_ITER (hh, g->procs, p, tmp) {
 		HASH_DEL(g->procs, p);
 		free(p);
 	}

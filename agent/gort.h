@@ -36,10 +36,10 @@ struct ws_gort_stats {
 	uint64_t go_too_old;  /* Go before 1.17, or the version unknown */
 	uint64_t no_func;     /* Go without net/http's client (or renamed) */
 	uint64_t bad_binary;  /* unreadable or malformed */
-	uint64_t attach_failed; /* the kernel refused a uprobe */
-	uint64_t binaries_over; /* not attached: WS_GORT_MAX_BINARIES */
-	uint64_t known_over;	/* not remembered: WS_GORT_MAX_KNOWN */
-	uint64_t procs_over;	/* not followed: WS_GORT_MAX_PROCS */
+	uint64_t attach_failed;	 /* the kernel refused a uprobe */
+	uint64_t binaries_over;	 /* not attached: WS_GORT_MAX_BINARIES */
+	uint64_t known_over;	 /* not remembered: WS_GORT_MAX_KNOWN */
+	uint64_t procs_over;	 /* not followed: WS_GORT_MAX_PROCS */
 	uint64_t procs_map_full; /* go_procs in the kernel is full */
 };
 

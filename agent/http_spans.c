@@ -43,7 +43,7 @@ enum link_ev {
 };
 
 static const char *const link_ev_name[] = {
-	"none", "traceparent", "thread",    "heuristic",      "thread_order",
+	"none", "traceparent", "thread",    "heuristic",       "thread_order",
 	"dial", "queue",       "ambiguous", "response_thread", "goroutine"};
 
 /* A held upstream call waits this long for its response-thread evidence. */
@@ -149,7 +149,7 @@ struct held {
  *   GO_SENT  request address req was handed to a connection (roundTrip)
  *            by a goroutine whose inbound request is span
  *   GO_UP    goroutine g writes (Request.write) the request sent for span
- * Kept in insertion order; past WS_HTTP_MAX_GO the oldest go (go_evicted).
+ * Kept in insertion order; past max_go_facts the oldest go (go_evicted).
  */
 enum { GO_IN = 0, GO_SENT, GO_UP };
 struct gor_key {
@@ -234,6 +234,7 @@ void ws_http_spans_cfg_init(struct ws_http_spans_cfg *cfg)
 	cfg->max_pending_conn = WS_HTTP_MAX_PIPELINE;
 	cfg->max_pending = 16384;
 	cfg->max_link_candidates = 512;
+	cfg->max_go_facts = 65536;
 	cfg->link_heuristic = true;
 	ws_http_auth_cfg_init(&cfg->auth);
 }
@@ -534,7 +535,11 @@ static void go_put(struct ws_http_spans *b, uint32_t tgid, uint32_t kind,
 
 	if (e)
 		go_del(b, e);
-	if (b->n_gors >= WS_HTTP_MAX_GO) {
+	if (!b->cfg.max_go_facts) {
+		b->st.go_evicted++;
+		return;
+	}
+	if (b->n_gors >= b->cfg.max_go_facts) {
 		go_del(b, b->gors); /* the oldest */
 		b->st.go_evicted++;
 	}
@@ -605,8 +610,7 @@ static void go_free_all(struct ws_http_spans *b)
 {
 	struct gor *e, *tmp;
 
-	HASH_ITER(hh, b->gors, e, tmp)
-	{
+	HASH_ITER (hh, b->gors, e, tmp) {
 		go_del(b, e);
 	}
 }

@@ -29,8 +29,6 @@
 #include "proto/http.h"
 #include "span.h"
 
-/* Go runtime facts kept at most (goroutines and requests in flight). */
-#define WS_HTTP_MAX_GO 65536
 /* Explicit route patterns at most. */
 #define WS_HTTP_MAX_ROUTES 64
 /* Longest route or template (longer paths are cut at a segment). */
@@ -56,6 +54,9 @@ struct ws_http_spans_cfg {
 	/* Open inbound requests of one process compared with each upstream
 	 * call, newest first (link_candidates_cut). Default 512. */
 	uint32_t max_link_candidates;
+	/* Go runtime facts kept (goroutines and requests in flight); past
+	 * it the oldest goes (go_evicted). Default 65536. */
+	uint32_t max_go_facts;
 	/* Link upstream calls to inbound requests in the same process when
 	 * no traceparent decides (same thread, heuristic). Default true. */
 	bool link_heuristic;
@@ -97,11 +98,11 @@ struct ws_http_spans_stats {
 	uint64_t link_candidates_cut; /* inbound requests not compared */
 	/* Go runtime evidence (ws_http_spans_go): links by it, hand-overs
 	 * and writes reported, writes of a request no hand-over named,
-	 * facts whose inbound request had ended, facts evicted (bound
-	 * WS_HTTP_MAX_GO), malformed reports */
+	 * facts whose inbound request had ended, facts evicted
+	 * (max_go_facts), malformed reports */
 	uint64_t link_goroutine, go_round_trips, go_writes, go_unmatched,
 		go_stale, go_evicted, go_bad;
-	uint64_t traceparent_in;      /* server spans continuing a trace */
+	uint64_t traceparent_in;  /* server spans continuing a trace */
 	uint64_t bad_traceparent; /* traceparent headers that did not parse */
 	uint64_t nats_parent; /* NATS spans parented to an HTTP server span */
 	/* same-host hops: server spans made the child of the client span at

@@ -35,7 +35,7 @@ struct ws_loader {
 	unsigned n_links;
 	int ncpus;
 	bool task_storage;
-	bool go_on; /* the Go runtime programs are loaded */
+	bool go_on;	      /* the Go runtime programs are loaded */
 	uint64_t listen_full; /* listening ports the loader could not add */
 };
 

@@ -1259,8 +1259,7 @@ static void publish_context(struct ws_nats_conn *nc,
 	} else if ((proc = sole_request_served(nc))) {
 		ws_span_set_parent(s, proc->span->trace_id,
 				   proc->span->span_id);
-		ws_attrs_cstr(&s->a, "wirespan.link.evidence",
-			      "sole_request");
+		ws_attrs_cstr(&s->a, "wirespan.link.evidence", "sole_request");
 		nc->b->st.parent_sole_request++;
 	}
 	apply_traceparent(nc->b, s, f);

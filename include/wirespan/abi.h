@@ -237,8 +237,8 @@ enum ws_counter {
 	WS_C_OPEN_LOST,	     /* open records lost to a full ring buffer */
 	WS_C_CLOSE_LOST,     /* close records lost to a full ring buffer */
 	WS_C_LISTEN_MAP_FULL, /* listening ports not remembered: map full */
-	WS_C_GO_LOST,	      /* Go runtime records lost to a full ring buffer */
-	WS_C_GO_FAULT,	      /* Go runtime probes whose user read failed */
+	WS_C_GO_LOST,  /* Go runtime records lost to a full ring buffer */
+	WS_C_GO_FAULT, /* Go runtime probes whose user read failed */
 	WS_C_MAX,
 };
 
