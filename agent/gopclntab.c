@@ -226,7 +226,8 @@ int ws_gobin_file_off(const struct ws_gobin *gb, uint64_t vaddr, uint64_t *off)
 		    &po);
 		get(gb->buf, gb->len, ph + offsetof(Elf64_Phdr, p_filesz), 8,
 		    &pf);
-		if (type == PT_LOAD && vaddr >= pv && vaddr - pv < pf) {
+		if (type == PT_LOAD && vaddr >= pv && vaddr - pv < pf &&
+		    po < gb->len && vaddr - pv < gb->len - po) {
 			*off = vaddr - pv + po;
 			return 0;
 		}

@@ -73,7 +73,8 @@ int ws_gobin_func(const struct ws_gobin *gb, const char *name, uint64_t *vaddr,
 /* "go1.19.8" -> 1, 19 (also "go1.21rc2", "devel go1.22-..."). 0 or -EINVAL. */
 int ws_go_version_parse(const char *s, unsigned *major, unsigned *minor);
 
-/* The file offset of vaddr in a loaded segment. 0 or -ENOENT. */
+/* The file offset of vaddr in a loaded segment, inside the file. 0 or
+ * -ENOENT. */
 int ws_gobin_file_off(const struct ws_gobin *gb, uint64_t vaddr, uint64_t *off);
 
 #endif /* WIRESPAN_GOPCLNTAB_H */
