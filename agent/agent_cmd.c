@@ -300,6 +300,7 @@ static void on_tick(void *ctx, uint64_t now_ns)
 	ag->sink.ops->tick(ag->sink.impl, now_ns);
 	if (now_ns >= ag->next_sweep) {
 		ws_enrich_sweep(&ag->en);
+		ws_gort_sweep(ag->gort);
 		ag->next_sweep = now_ns + ENRICH_SWEEP_NS;
 	}
 }
@@ -335,19 +336,9 @@ static void put_gort_metrics(struct ws_jsonw *w, struct agent *ag)
 		return;
 	g = ws_gort_stats(ag->gort);
 	jw_obj_open(w, "go");
-	jw_u64(w, "unavailable", g->unavailable);
-	jw_u64(w, "procs", g->procs);
-	jw_u64(w, "attached", g->attached);
-	jw_u64(w, "detached", g->detached);
-	jw_u64(w, "not_go", g->not_go);
-	jw_u64(w, "go_too_old", g->go_too_old);
-	jw_u64(w, "no_func", g->no_func);
-	jw_u64(w, "bad_binary", g->bad_binary);
-	jw_u64(w, "attach_failed", g->attach_failed);
-	jw_u64(w, "binaries_over", g->binaries_over);
-	jw_u64(w, "known_over", g->known_over);
-	jw_u64(w, "procs_over", g->procs_over);
-	jw_u64(w, "procs_map_full", g->procs_map_full);
+#define PUT_GORT_STAT(n) jw_u64(w, #n, g->n);
+	WS_GORT_STATS(PUT_GORT_STAT)
+#undef PUT_GORT_STAT
 	jw_obj_close(w);
 }
 

@@ -381,6 +381,22 @@ void ws_gort_exit(struct ws_gort *g, uint32_t tgid)
 	free(b);
 }
 
+void ws_gort_sweep(struct ws_gort *g)
+{
+	struct gproc *p, *tmp;
+	char path[32];
+
+	if (!g)
+		return;
+	HASH_ITER (hh, g->procs, p, tmp) {
+		snprintf(path, sizeof(path), "/proc/%u", p->tgid);
+		if (access(path, F_OK) && errno == ENOENT) {
+			g->st.swept++;
+			ws_gort_exit(g, p->tgid);
+		}
+	}
+}
+
 void ws_gort_free(struct ws_gort *g)
 {
 	struct gproc *p, *tmp;

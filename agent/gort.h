@@ -27,20 +27,43 @@
 #define WS_GORT_FN_ROUND_TRIP "net/http.(*persistConn).roundTrip"
 #define WS_GORT_FN_REQ_WRITE "net/http.(*Request).write"
 
+/* The counters (agent_metrics.go.<name>), as an X-macro so the struct and
+ * the printed names cannot drift:
+ *   unavailable     processes not looked at: no uprobes in this kernel
+ *   procs           processes whose records carry goroutines
+ *   attached        binaries attached (over time)
+ *   detached        of which detached: their last process exited
+ *   not_go          binaries without a Go function table
+ *   go_too_old      Go before 1.17, or the version unknown
+ *   no_func         Go without net/http's client (or renamed)
+ *   bad_binary      unreadable or malformed
+ *   attach_failed   the kernel refused a uprobe
+ *   binaries_over   not attached: WS_GORT_MAX_BINARIES
+ *   known_over      not remembered: WS_GORT_MAX_KNOWN
+ *   procs_over      not followed: WS_GORT_MAX_PROCS
+ *   procs_map_full  go_procs in the kernel is full
+ *   swept           processes found gone by ws_gort_sweep (exit record
+ *                   lost) */
+#define WS_GORT_STATS(X)  \
+	X(unavailable)    \
+	X(procs)          \
+	X(attached)       \
+	X(detached)       \
+	X(not_go)         \
+	X(go_too_old)     \
+	X(no_func)        \
+	X(bad_binary)     \
+	X(attach_failed)  \
+	X(binaries_over)  \
+	X(known_over)     \
+	X(procs_over)     \
+	X(procs_map_full) \
+	X(swept)
+
 struct ws_gort_stats {
-	uint64_t unavailable; /* processes not looked at: no uprobes */
-	uint64_t procs;	      /* processes whose records carry goroutines */
-	uint64_t attached;    /* binaries attached (over time) */
-	uint64_t detached;    /* of which detached: their last process exited */
-	uint64_t not_go;      /* binaries without a Go function table */
-	uint64_t go_too_old;  /* Go before 1.17, or the version unknown */
-	uint64_t no_func;     /* Go without net/http's client (or renamed) */
-	uint64_t bad_binary;  /* unreadable or malformed */
-	uint64_t attach_failed;	 /* the kernel refused a uprobe */
-	uint64_t binaries_over;	 /* not attached: WS_GORT_MAX_BINARIES */
-	uint64_t known_over;	 /* not remembered: WS_GORT_MAX_KNOWN */
-	uint64_t procs_over;	 /* not followed: WS_GORT_MAX_PROCS */
-	uint64_t procs_map_full; /* go_procs in the kernel is full */
+#define WS_GORT_STAT_FIELD(n) uint64_t n;
+	WS_GORT_STATS(WS_GORT_STAT_FIELD)
+#undef WS_GORT_STAT_FIELD
 };
 
 struct ws_gort;
@@ -60,6 +83,9 @@ void ws_gort_see(struct ws_gort *g, uint32_t tgid);
 unsigned ws_gort_scan_listeners(struct ws_gort *g);
 /* Process tgid exited. */
 void ws_gort_exit(struct ws_gort *g, uint32_t tgid);
+/* Forget the processes that are gone without an exit record (lost to a
+ * full ring buffer), as ws_gort_exit. Call every few seconds. */
+void ws_gort_sweep(struct ws_gort *g);
 /* Detach everything and free. Safe on NULL. */
 void ws_gort_free(struct ws_gort *g);
 const struct ws_gort_stats *ws_gort_stats(const struct ws_gort *g);

@@ -221,11 +221,13 @@ static void go_probe(struct ws_loader *l)
 					   BPF_FUNC_task_pt_regs, NULL) > 0 &&
 		   libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT,
 					   BPF_FUNC_get_current_task_btf,
-					   NULL) > 0;
+					   NULL) > 0 &&
+		   !getenv("WIRESPAN_NO_GO_PROBES");
 	l->skel->rodata->go_on = l->go_on;
 	if (!l->go_on) {
 		ws_info("Go runtime evidence unavailable: the kernel lacks "
-			"uprobe programs or bpf_task_pt_regs");
+			"uprobe programs or bpf_task_pt_regs (or "
+			"WIRESPAN_NO_GO_PROBES is set)");
 		bpf_program__set_autoload(l->skel->progs.go_round_trip, false);
 		bpf_program__set_autoload(l->skel->progs.go_req_write, false);
 	}

@@ -50,7 +50,7 @@ WRK = "/usr/bin/wrk"
 class Gateway:
     """backend + gateway (+ agent) on free loopback ports."""
 
-    def __init__(self, env, kind, agent_args=()):
+    def __init__(self, env, kind, agent_args=(), agent_wrap=()):
         self.env, self.kind = env, kind
         self.bport, self.pport = free_port(), free_port()
         self.backend = env.spawn([PYTHON, HTTP_BACKEND, "--port", self.bport, "--timeout", 150],
@@ -60,7 +60,7 @@ class Gateway:
         wait_port("127.0.0.1", self.pport, 15, self.proxy)
         self.secret = env.path("key-hash.secret")
         self.agent = Agent(env, ["--port", self.pport, "--port", self.bport, "--capture-header", "X-Test-Seq", "--capture-header", "X-Forwarded-For",
-                                 "--key-hash-secret-file", self.secret] + list(agent_args))
+                                 "--key-hash-secret-file", self.secret] + list(agent_args), wrap=list(agent_wrap))
         self.url = "http://127.0.0.1:%d" % self.pport
 
     def load(self, n, c, *extra, path="/text/10"):
@@ -134,10 +134,10 @@ def check_identity(servers, reqs, secret_path, who):
     check(not bad, "%s: %d of %d identities wrong, e.g. %s", who, len(bad), len(reqs), bad[:3])
 
 
-def accuracy_test(kind):
+def accuracy_test(kind, agent_wrap=()):
     """64 concurrent connections: every upstream call's parent, by evidence."""
     with Env("http-" + kind) as env:
-        gw = Gateway(env, kind)
+        gw = Gateway(env, kind, agent_wrap=agent_wrap)
         # one client address: X-Forwarded-For tells nothing (worst case)
         same_ip = gw.load(600, 64)
         phases = [("many clients", gw.load(1200, 64, "--distinct-ips", "--auth", "mixed")),
@@ -212,11 +212,19 @@ def accuracy_test(kind):
         for k in ("end_timeout", "end_evicted", "pending_dropped", "pending_evicted", "orphan_responses", "gap_messages", "nomem"):
             check(st[k] == 0, "%s: agent_metrics.http.%s = %s", kind, k, st[k])
         check(metric(res.metrics, "rb_full_events") == 0, "%s: the ring buffer overflowed: %s", kind, res.metrics)
+        return go
 
 
 def test_http_gateway_caddy():
     """caddy reverse_proxy, 64 concurrent: N server + N client spans, parents >= 99% right, identities."""
     accuracy_test("caddy")
+
+
+def test_http_gateway_caddy_no_go_probes():
+    """caddy without the Go runtime probes (as on a kernel without uprobes): the other evidence, counted, agent fine."""
+    go = accuracy_test("caddy", agent_wrap=["env", "WIRESPAN_NO_GO_PROBES=1"])
+    check(go.get("procs") == 0 and go.get("attached") == 0 and go.get("unavailable", 0) >= 1,
+          "without probes: agent_metrics.go = %s", go)
 
 
 def test_http_gateway_nginx():
