@@ -210,6 +210,29 @@ int ws_gobin_parse(const uint8_t *buf, size_t len, struct ws_gobin *gb)
 	return 0;
 }
 
+size_t ws_go_probe_skip(const uint8_t *c, size_t n)
+{
+	static const uint8_t cmp_rsp[] = {0x49, 0x3b, 0x66, 0x10};
+	static const uint8_t cmp_r12[] = {0x4d, 0x3b, 0x66, 0x10};
+	size_t i = 0;
+
+	/* lea disp8/disp32(%rsp),%r12 then cmp 0x10(%r14),%r12 */
+	if (n >= 5 && c[0] == 0x4c && c[1] == 0x8d && c[3] == 0x24 &&
+	    (c[2] == 0x64 || c[2] == 0xa4)) {
+		i = c[2] == 0x64 ? 5 : 8;
+		if (n < i + 4 || memcmp(c + i, cmp_r12, 4))
+			return 0;
+	} else if (n < 4 || memcmp(c, cmp_rsp, 4)) {
+		return 0;
+	}
+	i += 4;
+	/* jbe rel8 or jbe rel32 */
+	if ((n > i + 1 && c[i] == 0x76) ||
+	    (n > i + 5 && c[i] == 0x0f && c[i + 1] == 0x86))
+		return i;
+	return 0;
+}
+
 int ws_gobin_file_off(const struct ws_gobin *gb, uint64_t vaddr, uint64_t *off)
 {
 	unsigned i;

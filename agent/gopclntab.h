@@ -70,6 +70,19 @@ int ws_gobin_parse(const uint8_t *buf, size_t len, struct ws_gobin *gb);
 int ws_gobin_func(const struct ws_gobin *gb, const char *name, uint64_t *vaddr,
 		  uint64_t *file_off);
 
+/*
+ * Where to put a uprobe in a Go function whose code starts at code[0..n):
+ * the bytes from the entry to the conditional jump of its stack-bound check
+ *   [lea -X(%rsp),%r12 ;] cmp 0x10(%r14),%rsp|%r12 ; jbe morestack
+ * (amd64, Go 1.17+). The kernel emulates a jump in place, while the
+ * instruction at the entry (lea, cmp) must be single-stepped out of line:
+ * a second trap, 30x the cost on the test machine (docs/ARCHITECTURE.md).
+ * The registers the probes read (RAX, RBX, R14) are unchanged by then.
+ * Returns the offset of the jbe, or 0 (probe the entry) for any other
+ * prologue (leaf functions, huge frames).
+ */
+size_t ws_go_probe_skip(const uint8_t *code, size_t n);
+
 /* "go1.19.8" -> 1, 19 (also "go1.21rc2", "devel go1.22-..."). 0 or -EINVAL. */
 int ws_go_version_parse(const char *s, unsigned *major, unsigned *minor);
 

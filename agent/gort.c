@@ -81,7 +81,8 @@ struct ws_gort *ws_gort_new(struct bpf_object *obj)
 }
 
 /* Why a binary is refused, for the log and the counters. */
-static int inspect(const char *path, uint64_t offs[2], char *ver, size_t cap)
+static int inspect(const char *path, uint64_t offs[2], char *ver, size_t cap,
+		   unsigned *at_entry)
 {
 	struct ws_gobin gb;
 	struct stat st;
@@ -104,8 +105,19 @@ static int inspect(const char *path, uint64_t offs[2], char *ver, size_t cap)
 	snprintf(ver, cap, "%s", err ? "" : gb.version);
 	if (!err && (gb.go_major != 1 || gb.go_minor < WS_GO_MIN_MINOR))
 		err = -ERANGE;
-	for (i = 0; !err && i < 2; i++)
+	*at_entry = 0;
+	for (i = 0; !err && i < 2; i++) {
+		size_t skip;
+
 		err = ws_gobin_func(&gb, fn_names[i], &va, &offs[i]);
+		if (err)
+			break;
+		/* past the stack check, where the kernel need not
+		 * single-step (ws_go_probe_skip) */
+		skip = ws_go_probe_skip(gb.buf + offs[i], gb.len - offs[i]);
+		offs[i] += skip;
+		*at_entry += !skip;
+	}
 	munmap(map, (size_t)st.st_size);
 	return err;
 }
@@ -156,7 +168,7 @@ static struct bin *bin_get(struct ws_gort *g, const char *path,
 	uint64_t offs[2];
 	char ver[32];
 	struct bin *b;
-	unsigned i;
+	unsigned i, at_entry = 0;
 	int err;
 
 	for (i = 0; i < g->n_known; i++)
@@ -172,7 +184,7 @@ static struct bin *bin_get(struct ws_gort *g, const char *path,
 		return NULL;
 	b->dev = st->st_dev;
 	b->ino = st->st_ino;
-	err = inspect(path, offs, ver, sizeof(ver));
+	err = inspect(path, offs, ver, sizeof(ver), &at_entry);
 	if (err) {
 		refuse_count(g, err);
 		if (err != -ENOEXEC)
@@ -197,6 +209,7 @@ static struct bin *bin_get(struct ws_gort *g, const char *path,
 		b->state = BIN_REFUSED;
 	} else {
 		g->st.attached++;
+		g->st.probes_at_entry += at_entry;
 		g->n_attached++;
 		ws_info("Go runtime evidence: process %u (%s): net/http probed",
 			tgid, ver);

@@ -43,7 +43,9 @@
  *   procs_over      not followed: WS_GORT_MAX_PROCS
  *   procs_map_full  go_procs in the kernel is full
  *   swept           processes found gone by ws_gort_sweep (exit record
- *                   lost) */
+ *                   lost)
+ *   probes_at_entry probes put at a function's entry: its prologue was not
+ *                   the usual stack check (slower: single-stepped) */
 #define WS_GORT_STATS(X)  \
 	X(unavailable)    \
 	X(procs)          \
@@ -58,7 +60,8 @@
 	X(known_over)     \
 	X(procs_over)     \
 	X(procs_map_full) \
-	X(swept)
+	X(swept)          \
+	X(probes_at_entry)
 
 struct ws_gort_stats {
 #define WS_GORT_STAT_FIELD(n) uint64_t n;

@@ -160,6 +160,7 @@ struct gor_key {
 struct gor {
 	struct gor_key k;
 	uint8_t span[8];
+	uint64_t req; /* GO_UP: the request written */
 	UT_hash_handle hh;
 };
 
@@ -591,12 +592,20 @@ void ws_http_spans_go(struct ws_http_spans *b, uint32_t tgid, uint8_t kind,
 			go_del(b, e); /* an older request at that address */
 		break;
 	case WS_GO_REQ_WRITE:
+		e = go_find(b, tgid, GO_UP, g);
+		/* the same write again: the function ran its prologue twice
+		 * (the stack grew), or a retry on the same goroutine */
+		if (e && e->req == req)
+			break;
 		b->st.go_writes++;
 		if (go_take(b, tgid, GO_SENT, req, span)) {
 			go_put(b, tgid, GO_UP, g, span);
+			e = go_find(b, tgid, GO_UP, g);
+			if (e)
+				e->req = req;
 		} else {
 			b->st.go_unmatched++;
-			if ((e = go_find(b, tgid, GO_UP, g)))
+			if (e)
 				go_del(b, e);
 		}
 		break;

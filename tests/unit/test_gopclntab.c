@@ -240,6 +240,42 @@ static void versions(void **state)
 	}
 }
 
+/* The probe point: past the stack check's compare, on its jbe. */
+static void probe_skip(void **state)
+{
+	static const struct {
+		const char *code;
+		size_t n, want;
+	} t[] = {
+		/* lea -0x230(%rsp),%r12; cmp 0x10(%r14),%r12; jbe rel32 */
+		{"\x4c\x8d\xa4\x24\xd0\xfd\xff\xff\x4d\x3b\x66\x10"
+		 "\x0f\x86\xc3\x0e\x00\x00",
+		 18, 12},
+		/* lea -0x28(%rsp),%r12; cmp ...,%r12; jbe rel8 */
+		{"\x4c\x8d\x64\x24\xd8\x4d\x3b\x66\x10\x76\x20", 11, 9},
+		/* cmp 0x10(%r14),%rsp; jbe rel8 */
+		{"\x49\x3b\x66\x10\x76\x3b", 6, 4},
+		/* the same cut before the jump's operand: entry */
+		{"\x49\x3b\x66\x10\x76", 5, 0},
+		{"\x49\x3b\x66\x10\x0f\x86\x00\x00\x00", 9, 0},
+		/* a leaf function (no check), a huge frame (other code) */
+		{"\x48\x8d\x0c\x40\x48\xff\xc1\xc3", 8, 0},
+		{"\x4c\x8b\xe4\x49\x81\xec\x00\x10\x00\x00", 10, 0},
+		/* lea then not the r12 compare */
+		{"\x4c\x8d\x64\x24\xd8\x49\x3b\x66\x10\x76\x20", 11, 0},
+		{"", 0, 0},
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		assert_int_equal(
+			ws_go_probe_skip(
+				guard_copy((const uint8_t *)t[i].code, t[i].n),
+				t[i].n),
+			t[i].want);
+}
+
 /* Run cmd; its first output line into out. 0 or -1. */
 static int run_line(const char *cmd, char *out, size_t cap)
 {
@@ -347,8 +383,11 @@ static void real_caddy(void **state)
 		assert_int_equal(ws_gobin_func(&gb, names[k], &va, &off), 0);
 		assert_true(off + 16 <= f.len);
 		/* a Go function's prologue: the stack bound check against
-		 * g->stackguard0, i.e. 0x10(%r14) (cmp ..., 0x10(%r14)) */
+		 * g->stackguard0, i.e. 0x10(%r14) (cmp ..., 0x10(%r14)),
+		 * whose jbe the probes go on */
 		assert_non_null(memmem(f.buf + off, 16, "\x3b\x66\x10", 3));
+		assert_int_equal(ws_go_probe_skip(f.buf + off, f.len - off),
+				 12);
 	}
 	unmap_file(&f);
 }
@@ -356,9 +395,10 @@ static void real_caddy(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(layouts),	  cmocka_unit_test(refusals),
-		cmocka_unit_test(damage),	  cmocka_unit_test(versions),
-		cmocka_unit_test(real_go_binary), cmocka_unit_test(real_caddy),
+		cmocka_unit_test(layouts),    cmocka_unit_test(refusals),
+		cmocka_unit_test(damage),     cmocka_unit_test(versions),
+		cmocka_unit_test(probe_skip), cmocka_unit_test(real_go_binary),
+		cmocka_unit_test(real_caddy),
 	};
 
 	return cmocka_run_group_tests(tests, guard_setup, guard_teardown);

@@ -1024,6 +1024,9 @@ static void hop_goroutine(void **state)
 		ws_http_spans_go(fx.b, 50, WS_GO_ROUND_TRIP, G(i), REQ(i));
 		ws_http_spans_go(fx.b, 50, WS_GO_REQ_WRITE, G(10 + k % 2),
 				 REQ(i));
+		/* hit twice (the stack grew and the prologue ran again) */
+		ws_http_spans_go(fx.b, 50, WS_GO_REQ_WRITE, G(10 + k % 2),
+				 REQ(i));
 		snprintf(path, sizeof(path), "/u%d", i);
 		/* the request line differs only so the test can find it */
 		feed_g(c[4 + k % 2], EG,
