@@ -199,6 +199,7 @@ def accuracy_test(kind, agent_wrap=()):
             check(by_ev["goroutine"] * 2 > len(clients), "caddy: most links by goroutine: %s", dict(by_ev))
         # every link is counted under the evidence its span names
         st = res.agent_metrics["http"]
+        log("%s counters: %s", kind, {k: v for k, v in st.items() if k.startswith(("link_", "go_")) and v})
         named = collections.Counter(c.a("wirespan.link.evidence") for c in res.spans
                                     if c.kind == CLIENT and c.a("wirespan.link.evidence"))
         for ev in ("traceparent", "thread", "heuristic", "thread_order", "dial", "queue", "ambiguous",
