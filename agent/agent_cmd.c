@@ -44,6 +44,7 @@ struct agent {
 	struct ws_nats_spans_stats nats_final;
 	struct ws_http_spans *http;
 	struct ws_gort *gort; /* Go runtime probes (NULL until ready) */
+	const struct ws_loader_opts *lo; /* the capture's filters */
 	struct ws_sink sink;
 	struct ws_config cfg;
 	const struct ws_agent_args *args;
@@ -90,7 +91,8 @@ static void on_ready(void *ctx, struct ws_pipeline *p, unsigned programs)
 	ag->gort = ws_gort_new(ws_loader_go_object(p->ld));
 	if (!ag->gort)
 		ws_warn("Go runtime evidence off: %s", strerror(errno));
-	ws_gort_scan_listeners(ag->gort);
+	ws_gort_scan_listeners(ag->gort, ag->lo->ports, ag->lo->n_ports,
+			       ag->lo->pids, ag->lo->n_pids);
 	ws_pipeline_say_ready("agent", programs);
 }
 
@@ -732,6 +734,7 @@ int cmd_agent(int argc, char **argv)
 	rc = open_sink(&ag);
 	if (rc)
 		goto out;
+	ag.lo = &o.lo;
 	rc = ws_pipeline_run(&o, &ops, &ag);
 	/* Connections were closed by the pipeline; end what is left. */
 	ws_http_spans_end_all(ag.http, ag.last_ts);

@@ -229,22 +229,41 @@ static int ino_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* The inodes of the TCP sockets in state LISTEN (0A) of one table. */
+static bool in_list32(uint32_t v, const uint32_t *l, unsigned n)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++)
+		if (l[i] == v)
+			return true;
+	return !n;
+}
+
+/* The inodes of the TCP sockets in state LISTEN (0A) of one table, on
+ * one of ports (any when n_ports is 0). */
 static size_t listen_inodes(const char *path, uint64_t *out, size_t n,
-			    size_t cap)
+			    size_t cap, const uint16_t *ports, unsigned n_ports)
 {
 	char line[512];
-	unsigned st;
+	unsigned st, port, i;
 	unsigned long long ino;
+	bool want;
 	FILE *f = fopen(path, "re");
 
 	if (!f)
 		return n;
-	while (n < cap && fgets(line, sizeof(line), f))
-		if (sscanf(line, "%*d: %*s %*s %x %*s %*s %*s %*s %*s %llu",
-			   &st, &ino) == 2 &&
-		    st == 0x0a && ino)
+	while (n < cap && fgets(line, sizeof(line), f)) {
+		if (sscanf(line,
+			   "%*d: %*[0-9A-Fa-f]:%x %*s %x %*s %*s %*s %*s "
+			   "%*s %llu",
+			   &port, &st, &ino) != 3 ||
+		    st != 0x0a || !ino)
+			continue;
+		for (want = !n_ports, i = 0; i < n_ports; i++)
+			want |= ports[i] == port;
+		if (want)
 			out[n++] = ino;
+	}
 	fclose(f);
 	return n;
 }
@@ -277,7 +296,9 @@ static bool holds_socket(unsigned long pid, const uint64_t *inos, size_t n)
 	return found;
 }
 
-unsigned ws_gort_scan_listeners(struct ws_gort *g)
+unsigned ws_gort_scan_listeners(struct ws_gort *g, const uint16_t *ports,
+				unsigned n_ports, const uint32_t *pids,
+				unsigned n_pids)
 {
 	uint64_t *inos;
 	size_t n;
@@ -290,14 +311,17 @@ unsigned ws_gort_scan_listeners(struct ws_gort *g)
 	inos = calloc(SCAN_MAX_INODES, sizeof(*inos));
 	if (!inos)
 		return 0;
-	n = listen_inodes("/proc/net/tcp", inos, 0, SCAN_MAX_INODES);
-	n = listen_inodes("/proc/net/tcp6", inos, n, SCAN_MAX_INODES);
+	n = listen_inodes("/proc/net/tcp", inos, 0, SCAN_MAX_INODES, ports,
+			  n_ports);
+	n = listen_inodes("/proc/net/tcp6", inos, n, SCAN_MAX_INODES, ports,
+			  n_ports);
 	qsort(inos, n, sizeof(*inos), ino_cmp);
 	d = n ? opendir("/proc") : NULL;
 	while (d && (de = readdir(d))) {
 		unsigned long pid = strtoul(de->d_name, NULL, 10);
 
 		if (!pid || pid == (unsigned long)getpid() ||
+		    !in_list32((uint32_t)pid, pids, n_pids) ||
 		    !holds_socket(pid, inos, n))
 			continue;
 		ws_gort_see(g, (uint32_t)pid);

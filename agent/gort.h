@@ -80,10 +80,13 @@ void ws_gort_see(struct ws_gort *g, uint32_t tgid);
 /*
  * Look at the processes already listening on TCP (at start): a Go gateway
  * idle when the agent starts is probed before its first request, not after
- * it. Walks /proc/net/tcp{,6} and /proc/<pid>/fd once. Returns how many
- * processes were looked at.
+ * it. Walks /proc/net/tcp{,6} and /proc/<pid>/fd once. With the capture's
+ * filters (n > 0): only sockets on those ports, only those processes.
+ * Returns how many processes were looked at.
  */
-unsigned ws_gort_scan_listeners(struct ws_gort *g);
+unsigned ws_gort_scan_listeners(struct ws_gort *g, const uint16_t *ports,
+				unsigned n_ports, const uint32_t *pids,
+				unsigned n_pids);
 /* Process tgid exited. */
 void ws_gort_exit(struct ws_gort *g, uint32_t tgid);
 /* Forget the processes that are gone without an exit record (lost to a

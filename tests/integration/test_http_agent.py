@@ -439,3 +439,57 @@ def test_http_secrets_never_leave():
         users = sorted(s.a("enduser.id") or s.a("enduser.pseudo.id", "")[:4] + "*" for s in servers)
         check("alice" in users and "carol" in users, "identities %s", users)
         check(sum(1 for s in servers if s.a("enduser.pseudo.id")) == 3, "pseudo ids: %s", [s.attrs for s in servers])
+
+
+def test_go_probes_one_attach_per_binary():
+    """Two caddy processes of one binary started after the agent: one attach, both followed, their upstream calls linked by goroutine, detached when the last exits."""
+    with Env("go-probes") as env:
+        bport = free_port()
+        backend = env.spawn([PYTHON, HTTP_BACKEND, "--port", bport, "--timeout", 60],
+                            stdout=env.path("backend.out"), stderr=env.path("backend.err"), name="httpbackend")
+        wait_port("127.0.0.1", bport, 10, backend)
+        ports = [free_port(), free_port()]
+        agent = Agent(env, ["--port", ports[0], "--port", ports[1], "--port", bport,
+                            "--capture-header", "X-Test-Seq"])
+        caddies = []
+        for i, p in enumerate(ports):
+            sub = env.path("caddy%d" % i)
+            sub.mkdir()
+            caddies.append(start_caddy(env, p, bport))
+            wait_port("127.0.0.1", p, 15, caddies[-1])
+
+        def curl(port, seqs):
+            args = [CURL]
+            for s in seqs:  # one connection (keep-alive), a header each
+                args += ["-sS", "--http1.1", "-H", "X-Test-Seq: %s" % s, "-o", "/dev/null",
+                         "http://127.0.0.1:%d/text/10" % port, "--next"]
+            args.pop()
+            r = subprocess.run(args, capture_output=True, text=True, timeout=30)
+            check(r.returncode == 0, "curl: %s", r.stderr)
+
+        # the first request of each process makes the agent probe it (its
+        # own bytes were read before); the next ones carry goroutines
+        for p in ports:
+            curl(p, ["warm-%d" % p])
+        time.sleep(1.0)
+        want = ["%d-%d" % (p, i) for p in ports for i in range(5)]
+        for p in ports:
+            curl(p, [s for s in want if s.startswith("%d-" % p)])
+        time.sleep(0.5)
+        for c in caddies:
+            stop_process(c)
+        time.sleep(1.0)
+        res = agent.stop()
+        stop_process(backend)
+        res.check_well_formed()
+        go = res.agent_metrics.get("go", {})
+        log("go probes: %s", go)
+        check(go.get("attached") == 1 and go.get("procs") == 2 and go.get("detached") == 1,
+              "one caddy binary, two processes: agent_metrics.go = %s", go)
+        servers = {s.id: s for s in res.spans if s.exe == "caddy" and s.kind == SERVER}
+        calls = [s for s in res.spans if s.exe == "caddy" and s.kind == CLIENT and s.a(SEQ) in want]
+        check(len(calls) == len(want), "%d upstream calls of %d", len(calls), len(want))
+        for c in calls:
+            p = servers.get(c.parent)
+            check(c.a("wirespan.link.evidence") == "goroutine" and p is not None and p.a(SEQ) == c.a(SEQ),
+                  "call %s: evidence %s, parent %s", c.a(SEQ), c.a("wirespan.link.evidence"), p and p.a(SEQ))
