@@ -37,7 +37,7 @@ LIB_OBJS    := $(patsubst %.c,$(OUT)/obj/%.o,$(LIB_SRCS))
 MAIN_OBJ    := $(OUT)/obj/agent/main.o
 UNIT_SRCS   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS   := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(UNIT_SRCS))
-HDRS        := $(wildcard include/wirespan/*.h bpf/lib/*.h agent/*.h agent/proto/*.h agent/export/*.h)
+HDRS        := $(wildcard include/wirespan/*.h bpf/*.h bpf/lib/*.h agent/*.h agent/proto/*.h agent/export/*.h)
 
 # Skeletons and objects are inputs of later builds, not throwaway intermediates.
 .SECONDARY: $(BPF_OBJS) $(SKELS) $(PB_SRCS) $(PB_HDRS)
@@ -99,11 +99,11 @@ test: all
 	$(Q)bash tests/run-all.sh
 
 format:
-	$(Q)clang-format -i $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] agent/export/*.[ch] bpf/*.c bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/reliability/*.c tests/fuzz/*.c))
+	$(Q)clang-format -i $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] agent/export/*.[ch] bpf/*.[ch] bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/reliability/*.c tests/fuzz/*.c))
 
 lint: all
 	$(call msg,FORMAT,check)
-	$(Q)clang-format --dry-run --Werror $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] agent/export/*.[ch] bpf/*.c bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/reliability/*.c tests/fuzz/*.c))
+	$(Q)clang-format --dry-run --Werror $(filter-out bpf/vmlinux.h,$(wildcard agent/*.[ch] agent/proto/*.[ch] agent/export/*.[ch] bpf/*.[ch] bpf/lib/*.h include/wirespan/*.h tests/unit/*.[ch] tests/peers/c/*.c tests/bench/*.c tests/reliability/*.c tests/fuzz/*.c))
 	$(call msg,CPPCHECK,agent)
 	$(Q)cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,portability,performance \
 	    --suppress=missingIncludeSystem --inline-suppr --include=.ci/cppcheck-macros.h \

@@ -5,6 +5,7 @@
  * OTLP/JSON lines on stdout (--output stdout). Configuration: config.h.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "cli.h"
 #include "config.h"
 #include "enrich.h"
+#include "gort.h"
 #include "export/nats_export.h"
 #include "http_spans.h"
 #include "identity.h"
@@ -41,6 +43,8 @@ struct agent {
 	struct ws_nats_spans *nats;
 	struct ws_nats_spans_stats nats_final;
 	struct ws_http_spans *http;
+	struct ws_gort *gort; /* Go runtime probes (NULL until ready) */
+	const struct ws_loader_opts *lo; /* the capture's filters */
 	struct ws_sink sink;
 	struct ws_config cfg;
 	const struct ws_agent_args *args;
@@ -84,6 +88,11 @@ static void on_ready(void *ctx, struct ws_pipeline *p, unsigned programs)
 	struct agent *ag = ctx;
 
 	ag->p = p;
+	ag->gort = ws_gort_new(ws_loader_go_object(p->ld));
+	if (!ag->gort)
+		ws_warn("Go runtime evidence off: %s", strerror(errno));
+	ws_gort_scan_listeners(ag->gort, ag->lo->ports, ag->lo->n_ports,
+			       ag->lo->pids, ag->lo->n_pids);
 	ws_pipeline_say_ready("agent", programs);
 }
 
@@ -107,6 +116,7 @@ static bool open_http(struct agent *ag, struct ws_conn *c)
 	info.open_ns = ws_pipeline_unix_ns(ag->p, c->id.gen);
 	info.open_tid = c->open_tid;
 	info.resource = ws_enrich_resource(&ag->en, c);
+	ws_gort_see(ag->gort, info.tgid);
 	pc->app = ws_http_conn_new(ag->http, &info);
 	ws_resource_put(info.resource);
 	if (!pc->app) /* no close follows: undo the open's note */
@@ -214,7 +224,8 @@ static void on_data(void *ctx, struct ws_conn *c, uint8_t dir, uint64_t offset,
 	uint32_t tid = ag->p->cur ? ag->p->cur->tid : c->id.tgid;
 
 	if (c->proto == WS_PROTO_HTTP) {
-		ws_http_conn_feed(pc->app, dir, buf, len, tid, ts);
+		ws_http_conn_feed_g(pc->app, dir, buf, len, tid,
+				    ag->p->cur ? ag->p->cur->go_g : 0, ts);
 		return;
 	}
 	ws_nats_conn_feed(pc->app, dir, buf, len, tid, ts);
@@ -253,6 +264,14 @@ static void on_proc_exit(void *ctx, uint32_t tgid)
 	struct agent *ag = ctx;
 
 	ws_enrich_proc_exit(&ag->en, tgid);
+	ws_gort_exit(ag->gort, tgid);
+}
+
+static void on_go(void *ctx, const struct ws_go_event *ev)
+{
+	struct agent *ag = ctx;
+
+	ws_http_spans_go(ag->http, ev->tgid, ev->kind, ev->g, ev->req);
 }
 
 static void on_tick(void *ctx, uint64_t now_ns)
@@ -283,6 +302,7 @@ static void on_tick(void *ctx, uint64_t now_ns)
 	ag->sink.ops->tick(ag->sink.impl, now_ns);
 	if (now_ns >= ag->next_sweep) {
 		ws_enrich_sweep(&ag->en);
+		ws_gort_sweep(ag->gort);
 		ag->next_sweep = now_ns + ENRICH_SWEEP_NS;
 	}
 }
@@ -306,6 +326,21 @@ static void put_jwt_metrics(struct ws_jsonw *w, struct agent *ag)
 	jw_u64(w, "jwks_load_errors", st->load_errors);
 	jw_u64(w, "jwks_keys", st->keys);
 	jw_u64(w, "jwks_keys_skipped", st->keys_skipped);
+	jw_obj_close(w);
+}
+
+/* The "go" object of agent_metrics: the Go runtime probes (gort.h). */
+static void put_gort_metrics(struct ws_jsonw *w, struct agent *ag)
+{
+	const struct ws_gort_stats *g;
+
+	if (!ag->gort)
+		return;
+	g = ws_gort_stats(ag->gort);
+	jw_obj_open(w, "go");
+#define PUT_GORT_STAT(n) jw_u64(w, #n, g->n);
+	WS_GORT_STATS(PUT_GORT_STAT)
+#undef PUT_GORT_STAT
 	jw_obj_close(w);
 }
 
@@ -341,6 +376,13 @@ static void put_http_metrics(struct ws_jsonw *w, struct agent *ag)
 	jw_u64(w, "link_queue", st->link_queue);
 	jw_u64(w, "link_ambiguous", st->link_ambiguous);
 	jw_u64(w, "link_response_thread", st->link_response_thread);
+	jw_u64(w, "link_goroutine", st->link_goroutine);
+	jw_u64(w, "go_round_trips", st->go_round_trips);
+	jw_u64(w, "go_writes", st->go_writes);
+	jw_u64(w, "go_unmatched", st->go_unmatched);
+	jw_u64(w, "go_stale", st->go_stale);
+	jw_u64(w, "go_evicted", st->go_evicted);
+	jw_u64(w, "go_bad", st->go_bad);
 	jw_u64(w, "link_candidates_cut", st->link_candidates_cut);
 	jw_u64(w, "traceparent_in", st->traceparent_in);
 	jw_u64(w, "bad_traceparent", st->bad_traceparent);
@@ -374,6 +416,7 @@ static void put_http_metrics(struct ws_jsonw *w, struct agent *ag)
 	put_jwt_metrics(w, ag);
 	jw_u64(w, "nomem", st->nomem);
 	jw_obj_close(w);
+	put_gort_metrics(w, ag);
 }
 
 static void print_agent_metrics(struct agent *ag)
@@ -593,6 +636,7 @@ int cmd_agent(int argc, char **argv)
 		.gap = on_gap,
 		.close = on_close,
 		.proc_exit = on_proc_exit,
+		.go = on_go,
 		.tick = on_tick,
 		.ready = on_ready,
 		.dump = on_dump,
@@ -690,6 +734,7 @@ int cmd_agent(int argc, char **argv)
 	rc = open_sink(&ag);
 	if (rc)
 		goto out;
+	ag.lo = &o.lo;
 	rc = ws_pipeline_run(&o, &ops, &ag);
 	/* Connections were closed by the pipeline; end what is left. */
 	ws_http_spans_end_all(ag.http, ag.last_ts);
@@ -700,6 +745,7 @@ int cmd_agent(int argc, char **argv)
 	print_agent_metrics(&ag);
 	ag.sink.ops->close(ag.sink.impl);
 out:
+	ws_gort_free(ag.gort);
 	ws_http_spans_free(ag.http, 0);
 	ws_jwt_verifier_free(ag.jwt);
 	ws_nats_spans_free(ag.nats, 0);

@@ -596,9 +596,13 @@ static void env_name(const char *key, char *out, size_t cap)
 
 /* WIRESPAN_* variables that are not configuration keys. */
 static const char *const env_other[] = {
-	"WIRESPAN_CONFIG",	   "WIRESPAN_NO_TASK_STORAGE",
-	"WIRESPAN_NO_RDONLY_CAST", "WIRESPAN",
-	"WIRESPAN_PEERS",	   "WIRESPAN_KEEP_TMP",
+	"WIRESPAN_CONFIG",
+	"WIRESPAN_NO_TASK_STORAGE",
+	"WIRESPAN_NO_RDONLY_CAST",
+	"WIRESPAN_NO_GO_PROBES",
+	"WIRESPAN",
+	"WIRESPAN_PEERS",
+	"WIRESPAN_KEEP_TMP",
 	"WIRESPAN_TEST_VERBOSE",
 };
 

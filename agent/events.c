@@ -13,6 +13,7 @@ static const size_t type_size[WS_EV_TYPE_MAX] = {
 	[WS_EV_CONN_CLOSE] = sizeof(struct ws_conn_close),
 	[WS_EV_DATA] = sizeof(struct ws_data),
 	[WS_EV_PROC_EXIT] = sizeof(struct ws_proc_exit),
+	[WS_EV_GO] = sizeof(struct ws_go_event),
 };
 
 enum ws_decode_err ws_event_decode(const void *buf, size_t len,
@@ -53,6 +54,11 @@ enum ws_decode_err ws_event_decode(const void *buf, size_t len,
 		break;
 	case WS_EV_PROC_EXIT:
 		ev->exit = buf;
+		break;
+	case WS_EV_GO:
+		ev->go = buf;
+		if (ev->go->version != WS_GO_EV_VERSION)
+			return WS_DEC_BAD_FIELD;
 		break;
 	}
 	return WS_DEC_OK;

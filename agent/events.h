@@ -19,6 +19,7 @@ struct ws_event {
 		const struct ws_conn_close *close;
 		const struct ws_data *data;
 		const struct ws_proc_exit *exit;
+		const struct ws_go_event *go;
 	};
 	const uint8_t *payload; /* WS_EV_DATA: cap_len bytes */
 };

@@ -39,11 +39,12 @@ enum link_ev {
 	LINK_QUEUE,
 	LINK_AMBIGUOUS,
 	LINK_RESPONSE_THREAD,
+	LINK_GOROUTINE,
 };
 
 static const char *const link_ev_name[] = {
-	"none", "traceparent", "thread",    "heuristic",      "thread_order",
-	"dial", "queue",       "ambiguous", "response_thread"};
+	"none", "traceparent", "thread",    "heuristic",       "thread_order",
+	"dial", "queue",       "ambiguous", "response_thread", "goroutine"};
 
 /* A held upstream call waits this long for its response-thread evidence. */
 #define HOLD_NS 1000000000ull
@@ -67,6 +68,7 @@ struct xch {
 	 * stays queued so later responses still pair with their requests */
 	struct ws_span *span;
 	uint32_t tid;	   /* thread that read (server) / wrote the head */
+	uint64_t g;	   /* Go processes: its goroutine, else 0 */
 	uint64_t start_ns; /* first request byte */
 	uint64_t head_ns;  /* the request head was complete */
 	enum ws_http_method method;
@@ -140,6 +142,28 @@ struct held {
 	UT_hash_handle hh;
 };
 
+/*
+ * Go runtime evidence (ws_http_spans_go): one fact, keyed by process, kind
+ * and a goroutine or request address, naming an inbound request's span:
+ *   GO_IN    goroutine g read the head of inbound request span
+ *   GO_SENT  request address req was handed to a connection (roundTrip)
+ *            by a goroutine whose inbound request is span
+ *   GO_UP    goroutine g writes (Request.write) the request sent for span
+ * Kept in insertion order; past max_go_facts the oldest go (go_evicted).
+ */
+enum { GO_IN = 0, GO_SENT, GO_UP };
+struct gor_key {
+	uint32_t tgid;
+	uint32_t kind;
+	uint64_t v;
+};
+struct gor {
+	struct gor_key k;
+	uint8_t span[8];
+	uint64_t req; /* GO_UP: the request written */
+	UT_hash_handle hh;
+};
+
 /* A process with open inbound requests or client connections. */
 struct proc {
 	uint32_t tgid;
@@ -159,6 +183,7 @@ struct side {
 	/* the feed being parsed: its first offset, time and thread */
 	uint64_t feed_base, feed_ts;
 	uint32_t tid;
+	uint64_t g; /* its goroutine (Go processes with the probes), or 0 */
 	/* time of the feed in which the unfinished message started */
 	uint64_t carry_ts;
 	struct xch *cur; /* the exchange of the message being parsed */
@@ -191,6 +216,8 @@ struct ws_http_spans {
 		*hops; /* by hop: exchanges whose other end is not seen yet */
 	struct thr *thrs;  /* by tid: threads that just read a request */
 	struct held *held; /* by tid: calls waiting for their evidence */
+	struct gor *gors;  /* Go runtime evidence, oldest first */
+	unsigned n_gors;
 	/* "http.request.header.<name>" per capture header (NULL: refused) */
 	char *capture_keys[WS_AUTH_MAX_HEADERS];
 	/* parser counters of the open connections (for stats) */
@@ -208,6 +235,7 @@ void ws_http_spans_cfg_init(struct ws_http_spans_cfg *cfg)
 	cfg->max_pending_conn = WS_HTTP_MAX_PIPELINE;
 	cfg->max_pending = 16384;
 	cfg->max_link_candidates = 512;
+	cfg->max_go_facts = 65536;
 	cfg->link_heuristic = true;
 	ws_http_auth_cfg_init(&cfg->auth);
 }
@@ -476,6 +504,126 @@ static void thr_read(struct ws_http_spans *b, uint32_t tid, struct xch *x)
 	x->thr = t;
 }
 
+/* ---- Go runtime evidence ------------------------------------------------ */
+
+static struct gor *go_find(struct ws_http_spans *b, uint32_t tgid,
+			   uint32_t kind, uint64_t v)
+{
+	struct gor_key k;
+	struct gor *e = NULL;
+
+	memset(&k, 0, sizeof(k));
+	k.tgid = tgid;
+	k.kind = kind;
+	k.v = v;
+	if (b->gors)
+		HASH_FIND(hh, b->gors, &k, sizeof(k), e);
+	return e;
+}
+
+static void go_del(struct ws_http_spans *b, struct gor *e)
+{
+	HASH_DEL(b->gors, e);
+	b->n_gors--;
+	free(e);
+}
+
+/* Record a fact (replacing the one of the same key, made the newest). */
+static void go_put(struct ws_http_spans *b, uint32_t tgid, uint32_t kind,
+		   uint64_t v, const uint8_t span[8])
+{
+	struct gor *e = go_find(b, tgid, kind, v);
+
+	if (e)
+		go_del(b, e);
+	if (!b->cfg.max_go_facts) {
+		b->st.go_evicted++;
+		return;
+	}
+	if (b->n_gors >= b->cfg.max_go_facts) {
+		go_del(b, b->gors); /* the oldest */
+		b->st.go_evicted++;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		b->st.nomem++;
+		return;
+	}
+	e->k.tgid = tgid;
+	e->k.kind = kind;
+	e->k.v = v;
+	memcpy(e->span, span, 8);
+	HASH_ADD(hh, b->gors, k, sizeof(e->k), e);
+	b->n_gors++;
+}
+
+/* Take (remove) a fact: true and its span, or false. */
+static bool go_take(struct ws_http_spans *b, uint32_t tgid, uint32_t kind,
+		    uint64_t v, uint8_t span[8])
+{
+	struct gor *e = go_find(b, tgid, kind, v);
+
+	if (!e)
+		return false;
+	memcpy(span, e->span, 8);
+	go_del(b, e);
+	return true;
+}
+
+void ws_http_spans_go(struct ws_http_spans *b, uint32_t tgid, uint8_t kind,
+		      uint64_t g, uint64_t req)
+{
+	struct gor *e;
+	uint8_t span[8];
+
+	if (!b || !g || !req) {
+		if (b)
+			b->st.go_bad++;
+		return;
+	}
+	switch (kind) {
+	case WS_GO_ROUND_TRIP:
+		/* the handler's inbound request, as of this hand-over */
+		b->st.go_round_trips++;
+		e = go_find(b, tgid, GO_IN, g);
+		if (e)
+			go_put(b, tgid, GO_SENT, req, e->span);
+		else if ((e = go_find(b, tgid, GO_SENT, req)))
+			go_del(b, e); /* an older request at that address */
+		break;
+	case WS_GO_REQ_WRITE:
+		e = go_find(b, tgid, GO_UP, g);
+		/* the same write again: the function ran its prologue twice
+		 * (the stack grew), or a retry on the same goroutine */
+		if (e && e->req == req)
+			break;
+		b->st.go_writes++;
+		if (go_take(b, tgid, GO_SENT, req, span)) {
+			go_put(b, tgid, GO_UP, g, span);
+			e = go_find(b, tgid, GO_UP, g);
+			if (e)
+				e->req = req;
+		} else {
+			b->st.go_unmatched++;
+			if (e)
+				go_del(b, e);
+		}
+		break;
+	default:
+		b->st.go_bad++;
+		break;
+	}
+}
+
+static void go_free_all(struct ws_http_spans *b)
+{
+	struct gor *e, *tmp;
+
+	HASH_ITER (hh, b->gors, e, tmp) {
+		go_del(b, e);
+	}
+}
+
 /* ---- link counters ------------------------------------------------------ */
 
 static uint64_t *link_counter(struct ws_http_spans *b, enum link_ev ev)
@@ -497,6 +645,8 @@ static uint64_t *link_counter(struct ws_http_spans *b, enum link_ev ev)
 		return &b->st.link_ambiguous;
 	case LINK_RESPONSE_THREAD:
 		return &b->st.link_response_thread;
+	case LINK_GOROUTINE:
+		return &b->st.link_goroutine;
 	case LINK_NONE:
 		break;
 	}
@@ -1032,11 +1182,39 @@ static bool is_candidate(const struct xch *c, const struct xch *x, int n_tp,
 }
 
 /*
+ * The goroutine evidence for upstream call x: the goroutine that wrote it
+ * ran Request.write for a request a handler goroutine handed over while
+ * its inbound request was c. The fact is used up.
+ */
+static struct xch *go_parent(struct ws_http_spans *b, struct proc *p,
+			     const struct xch *x, int n_tp,
+			     const uint8_t trace[16])
+{
+	uint8_t span[8];
+	struct xch *c;
+
+	if (!x->g || !go_take(b, p->tgid, GO_UP, x->g, span))
+		return NULL;
+	DL_FOREACH2(p->open, c, pnext)
+	{
+		if (is_candidate(c, x, n_tp, trace) &&
+		    !memcmp(c->span->span_id, span, 8))
+			return c;
+	}
+	b->st.go_stale++; /* that inbound request is gone */
+	return NULL;
+}
+
+/*
  * Find the inbound request of this process that an upstream call serves.
  * Candidates: open inbound requests read before the call began. If the
  * call carries a traceparent whose trace some candidates continue, only
  * those. Ranked by likeness (X-Request-Id, the gateway's X-Forwarded-For
  * entry, method, path), then not linked yet, then by the order rules:
+ *   goroutine     (Go, right after traceparent) the goroutine that wrote
+ *                 the call ran Request.write for the request a handler
+ *                 goroutine handed over (roundTrip) while that handler's
+ *                 last inbound request was the candidate (go_parent)
  *   thread_order  the request the calling thread read last, with no other
  *                 HTTP event on that thread since (struct thr)
  *   dial          the first request on a fresh connection: the request
@@ -1077,6 +1255,11 @@ static enum link_ev link_upstream(struct ws_http_conn *hc, struct xch *x,
 		{
 			n_tp += in_trace(c, trace) && c->head_ns <= x->start_ns;
 		}
+	}
+	/* right after traceparent: the goroutine that wrote the call */
+	if (n_tp != 1 && (c = go_parent(b, p, x, n_tp, trace))) {
+		*out = c;
+		return LINK_GOROUTINE;
 	}
 	if (!n_tp && !b->cfg.link_heuristic)
 		return LINK_NONE;
@@ -1280,6 +1463,7 @@ static struct xch *xch_start(struct side *sd, const struct ws_http_msg *m)
 	}
 	x->hc = hc;
 	x->tid = sd->tid;
+	x->g = sd->g;
 	x->start_ns = x->span->start_ns;
 	x->head_ns = sd->feed_ts;
 	x->method = m->method;
@@ -1385,6 +1569,8 @@ static void on_request_head(struct side *sd, const struct ws_http_msg *m)
 			x->idle_at_read = p->idle;
 		}
 		thr_read(b, sd->tid, x);
+		if (x->g)
+			go_put(b, hc->info.tgid, GO_IN, x->g, s->span_id);
 	} else {
 		const struct ws_http_str *host = hdr(m, "Host");
 
@@ -1627,6 +1813,13 @@ struct ws_http_conn *ws_http_conn_new(struct ws_http_spans *b,
 int ws_http_conn_feed(struct ws_http_conn *hc, uint8_t dir, const uint8_t *buf,
 		      size_t len, uint32_t tid, uint64_t ts_ns)
 {
+	return ws_http_conn_feed_g(hc, dir, buf, len, tid, 0, ts_ns);
+}
+
+int ws_http_conn_feed_g(struct ws_http_conn *hc, uint8_t dir,
+			const uint8_t *buf, size_t len, uint32_t tid,
+			uint64_t g, uint64_t ts_ns)
+{
 	struct side *sd;
 	uint64_t pend;
 	int rc;
@@ -1646,6 +1839,7 @@ int ws_http_conn_feed(struct ws_http_conn *hc, uint8_t dir, const uint8_t *buf,
 			thr_drop(hc->b, t);
 	}
 	sd->tid = tid;
+	sd->g = g;
 	sd->feed_ts = ts_ns;
 	sd->feed_base = sd->off;
 	rc = ws_http_parser_feed(sd->p, buf, len);
@@ -1824,6 +2018,7 @@ void ws_http_spans_free(struct ws_http_spans *b, uint64_t now_ns)
 		return;
 	ws_http_spans_end_all(b, now_ns);
 	free(b->live);
+	go_free_all(b);
 	for (i = 0; i < WS_AUTH_MAX_HEADERS; i++)
 		free(b->capture_keys[i]);
 	free(b);

@@ -54,6 +54,9 @@ struct ws_http_spans_cfg {
 	/* Open inbound requests of one process compared with each upstream
 	 * call, newest first (link_candidates_cut). Default 512. */
 	uint32_t max_link_candidates;
+	/* Go runtime facts kept (goroutines and requests in flight); past
+	 * it the oldest goes (go_evicted). Default 65536. */
+	uint32_t max_go_facts;
 	/* Link upstream calls to inbound requests in the same process when
 	 * no traceparent decides (same thread, heuristic). Default true. */
 	bool link_heuristic;
@@ -93,7 +96,13 @@ struct ws_http_spans_stats {
 	 * from those counters) */
 	uint64_t link_response_thread;
 	uint64_t link_candidates_cut; /* inbound requests not compared */
-	uint64_t traceparent_in;      /* server spans continuing a trace */
+	/* Go runtime evidence (ws_http_spans_go): links by it, hand-overs
+	 * and writes reported, writes of a request no hand-over named,
+	 * facts whose inbound request had ended, facts evicted
+	 * (max_go_facts), malformed reports */
+	uint64_t link_goroutine, go_round_trips, go_writes, go_unmatched,
+		go_stale, go_evicted, go_bad;
+	uint64_t traceparent_in;  /* server spans continuing a trace */
 	uint64_t bad_traceparent; /* traceparent headers that did not parse */
 	uint64_t nats_parent; /* NATS spans parented to an HTTP server span */
 	/* same-host hops: server spans made the child of the client span at
@@ -153,6 +162,11 @@ struct ws_http_conn *ws_http_conn_new(struct ws_http_spans *b,
  * ts_ns (unix; egress: the write began, ingress: the read returned). */
 int ws_http_conn_feed(struct ws_http_conn *hc, uint8_t dir, const uint8_t *buf,
 		      size_t len, uint32_t tid, uint64_t ts_ns);
+/* The same from a Go process whose data records name the goroutine g
+ * (ws_data.go_g; 0: unknown, as ws_http_conn_feed). */
+int ws_http_conn_feed_g(struct ws_http_conn *hc, uint8_t dir,
+			const uint8_t *buf, size_t len, uint32_t tid,
+			uint64_t g, uint64_t ts_ns);
 /* len bytes of one direction are missing here. */
 int ws_http_conn_gap(struct ws_http_conn *hc, uint8_t dir, uint64_t len);
 /* The connection is gone: end its exchanges, free it. */
@@ -167,6 +181,18 @@ void ws_http_conn_close(struct ws_http_conn *hc, uint64_t ts_ns);
 bool ws_http_spans_parent(struct ws_http_spans *b, uint32_t tgid, uint32_t tid,
 			  uint64_t ts_ns, uint8_t trace_id[16],
 			  uint8_t span_id[8]);
+
+/*
+ * Go runtime evidence (bpf/gort.bpf.h): in process tgid, goroutine g ran
+ * kind (enum ws_go_kind) for the *http.Request at address req. A hand-over
+ * (WS_GO_ROUND_TRIP) on the goroutine that read an inbound request, then
+ * the write (WS_GO_REQ_WRITE) of the same req on another goroutine, make
+ * the next upstream request that goroutine writes the inbound request's
+ * child (wirespan.link.evidence=goroutine). Reports must come in the
+ * order they happened relative to the bytes fed.
+ */
+void ws_http_spans_go(struct ws_http_spans *b, uint32_t tgid, uint8_t kind,
+		      uint64_t g, uint64_t req);
 
 /* Exposed for tests. */
 /* The route of path into out: an explicit pattern (returns true) or the

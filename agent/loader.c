@@ -37,6 +37,7 @@ struct ws_loader {
 	int ncpus;
 	bool task_storage;
 	bool rdonly_cast;     /* the tp_enter_* programs, not tpr_enter_* */
+	bool go_on;	      /* the Go runtime programs are loaded */
 	uint64_t listen_full; /* listening ports the loader could not add */
 };
 
@@ -195,7 +196,9 @@ static int attach_all(struct ws_loader *l)
 	bpf_object__for_each_program (prog, l->skel->obj) {
 		struct bpf_link *link;
 
-		if (!bpf_program__autoload(prog))
+		/* uprobes are attached per binary (gort.c) */
+		if (!bpf_program__autoload(prog) ||
+		    !strncmp(bpf_program__section_name(prog), "uprobe", 6))
 			continue;
 		link = bpf_program__attach(prog);
 		if (!link) {
@@ -208,6 +211,29 @@ static int attach_all(struct ws_loader *l)
 		l->links[l->n_links++] = link;
 	}
 	return 0;
+}
+
+/* Go runtime evidence (gort.c): uprobe programs, and tracepoints that may
+ * read the user registers of the task. Without them the Go programs are not
+ * loaded and data records carry no goroutine. */
+static void go_probe(struct ws_loader *l)
+{
+	l->go_on = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_KPROBE, NULL) > 0 &&
+		   libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT,
+					   BPF_FUNC_task_pt_regs, NULL) > 0 &&
+		   libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT,
+					   BPF_FUNC_get_current_task_btf,
+					   NULL) > 0 &&
+		   !getenv("WIRESPAN_NO_GO_PROBES");
+	if (!l->go_on)
+		ws_info("Go runtime evidence unavailable: the kernel lacks "
+			"uprobe programs or bpf_task_pt_regs (or "
+			"WIRESPAN_NO_GO_PROBES is set)");
+}
+
+struct bpf_object *ws_loader_go_object(const struct ws_loader *l)
+{
+	return l && l->go_on ? l->skel->obj : NULL;
 }
 
 /* Does the running kernel's BTF name this kfunc? */
@@ -270,6 +296,11 @@ static int open_and_load(struct ws_loader *l, const struct ws_loader_opts *opts,
 	if (!l->task_storage)
 		bpf_map__set_autocreate(l->skel->maps.args_task, false);
 	pick_enter_programs(l, cast);
+	l->skel->rodata->go_on = l->go_on;
+	if (!l->go_on) {
+		bpf_program__set_autoload(l->skel->progs.go_round_trip, false);
+		bpf_program__set_autoload(l->skel->progs.go_req_write, false);
+	}
 	bpf_map__set_max_entries(l->skel->maps.rb, opts->ringbuf_size);
 	bpf_map__set_max_entries(l->skel->maps.scratch, l->ncpus);
 
@@ -324,17 +355,21 @@ int ws_loader_open(struct ws_loader **out, const struct ws_loader_opts *opts)
 		!getenv("WIRESPAN_NO_TASK_STORAGE");
 	ws_info("syscall arguments kept in %s",
 		l->task_storage ? "task storage" : "a hash map");
+	go_probe(l);
 	/* Direct loads in the fd walk where the kernel has bpf_rdonly_cast;
 	 * if the programs that use it do not load, the helper-read ones. */
 	cast = kernel_has_kfunc("bpf_rdonly_cast") &&
 	       !getenv("WIRESPAN_NO_RDONLY_CAST");
 	err = open_and_load(l, opts, events, cast);
-	if (err && cast) {
-		ws_warn("the fd walk with bpf_rdonly_cast did not load: "
-			"reading with helpers instead");
+	if (err && (cast || l->go_on)) {
+		ws_warn("the BPF programs did not load with%s%s: retrying "
+			"without",
+			cast ? " the bpf_rdonly_cast fd walk" : "",
+			l->go_on ? " the Go runtime probes" : "");
 		wirespan_bpf__destroy(l->skel);
 		l->skel = NULL;
 		cast = false;
+		l->go_on = false;
 		err = open_and_load(l, opts, events, cast);
 	}
 	if (err)

@@ -82,4 +82,9 @@ int ws_loader_sweep(struct ws_loader *l,
 		    void (*cb)(const struct ws_conn_state *st, void *ctx),
 		    void *ctx);
 
+/* The BPF object when its Go runtime programs (go_round_trip, go_req_write)
+ * and go_procs map are loaded, else NULL (gort.c attaches them). */
+struct bpf_object;
+struct bpf_object *ws_loader_go_object(const struct ws_loader *l);
+
 #endif

@@ -9,6 +9,7 @@ static const char *const type_names[WS_EV_TYPE_MAX] = {
 	[WS_EV_CONN_CLOSE] = "close",
 	[WS_EV_DATA] = "data",
 	[WS_EV_PROC_EXIT] = "proc_exit",
+	[WS_EV_GO] = "go",
 };
 
 void ws_metrics_print(FILE *f, const uint64_t kernel[WS_C_MAX],

@@ -386,6 +386,10 @@ void ws_pipeline_record(struct ws_pipeline *p, const void *data, size_t size)
 	case WS_EV_PROC_EXIT:
 		handle_proc_exit(p, ev.exit->tgid);
 		break;
+	case WS_EV_GO:
+		if (p->ops->go)
+			p->ops->go(p->ctx, ev.go);
+		break;
 	}
 }
 

@@ -69,6 +69,9 @@ struct ws_pipeline_ops {
 	/* Process tgid exited, after its connections were closed (may be
 	 * NULL): forget what is cached about it. */
 	void (*proc_exit)(void *ctx, uint32_t tgid);
+	/* Go runtime evidence (bpf/gort.bpf.h), in record order with the
+	 * data (may be NULL). */
+	void (*go)(void *ctx, const struct ws_go_event *ev);
 	/* SIGUSR1, after the pipeline's metrics line (may be NULL). */
 	void (*dump)(void *ctx);
 	/* SIGHUP (may be NULL: SIGHUP then keeps its default action). */

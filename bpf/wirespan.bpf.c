@@ -226,6 +226,8 @@ static __always_inline bool port_filtered(__u16 lport, __u16 rport)
 	       !bpf_map_lookup_elem(&filter_ports, &rport);
 }
 
+#include "gort.bpf.h"
+
 /* Only classified connections were announced, so only they are closed. */
 static __always_inline bool announced(const struct ws_conn_state *cs)
 {
@@ -576,6 +578,7 @@ static __always_inline int emit_data(struct ws_scratch *s,
 	s->ev.offset = off;
 	s->ev.syscall_len = len;
 	s->ev.tid = (__u32)pid_tgid;
+	s->ev.go_g = go_g(pid_tgid >> 32);
 	s->ev.dir = dir;
 	s->ev.proto = proto;
 	s->ev.syscall = sys;

@@ -34,7 +34,7 @@
 #include <linux/types.h>
 #endif
 
-#define WS_ABI_VERSION 1
+#define WS_ABI_VERSION 2 /* 2: ws_data.go_g, the ws_go_event record */
 
 /* Largest per-syscall payload a data record can carry (config may lower it). */
 #define WS_MAX_CAPTURE 32768u
@@ -63,6 +63,7 @@ enum ws_event_type {
 	WS_EV_CONN_CLOSE = 2, /* struct ws_conn_close */
 	WS_EV_DATA = 3,	      /* struct ws_data + payload */
 	WS_EV_PROC_EXIT = 4,  /* struct ws_proc_exit */
+	WS_EV_GO = 5,	      /* struct ws_go_event */
 	WS_EV_TYPE_MAX,
 };
 
@@ -174,12 +175,42 @@ struct ws_data {
 	__u8 proto;   /* enum ws_proto */
 	__u8 flags;   /* WS_DF_* */
 	__u8 syscall; /* enum ws_syscall */
+	/* Go processes with the runtime probes attached (bpf/gort.bpf.h):
+	 * the goroutine (its g, register R14) that made the syscall; else 0 */
+	__u64 go_g;
 };
 
 struct ws_proc_exit {
 	struct ws_event_hdr hdr;
 	__u32 tgid;
 	__u32 _pad;
+};
+
+/*
+ * Go runtime evidence: uprobes on the net/http functions of a Go binary
+ * (bpf/gort.bpf.h, agent/gort.c) report which goroutine handled which
+ * *http.Request. g is the goroutine (R14 in Go's register ABI), req the
+ * request's address, valid while the request lives.
+ */
+#define WS_GO_EV_VERSION 1
+enum ws_go_kind {
+	/* net/http.(*persistConn).roundTrip: goroutine g (the handler) hands
+	 * request req to a connection */
+	WS_GO_ROUND_TRIP = 1,
+	/* net/http.(*Request).write: goroutine g (the connection's writeLoop)
+	 * writes request req */
+	WS_GO_REQ_WRITE = 2,
+};
+
+struct ws_go_event {
+	struct ws_event_hdr hdr;
+	__u32 tgid;
+	__u32 tid;
+	__u64 g;
+	__u64 req;
+	__u16 version; /* WS_GO_EV_VERSION */
+	__u8 kind;     /* enum ws_go_kind */
+	__u8 _pad[5];
 };
 
 /* Per-CPU kernel counters, indexes of the `counters` array map. Append-only. */
@@ -206,6 +237,8 @@ enum ws_counter {
 	WS_C_OPEN_LOST,	     /* open records lost to a full ring buffer */
 	WS_C_CLOSE_LOST,     /* close records lost to a full ring buffer */
 	WS_C_LISTEN_MAP_FULL, /* listening ports not remembered: map full */
+	WS_C_GO_LOST,  /* Go runtime records lost to a full ring buffer */
+	WS_C_GO_FAULT, /* Go runtime probes whose user read failed */
 	WS_C_MAX,
 };
 
@@ -217,6 +250,6 @@ enum ws_counter {
 		"conn_opened", "conn_closed", "classified_nats",            \
 		"classified_http", "classify_giveup", "unclassified_bytes", \
 		"filtered", "preexisting", "proc_exit_lost", "open_lost",   \
-		"close_lost", "listen_map_full"
+		"close_lost", "listen_map_full", "go_lost", "go_fault"
 
 #endif /* WIRESPAN_ABI_H */

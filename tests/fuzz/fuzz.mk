@@ -2,9 +2,9 @@
 # libFuzzer targets; the top Makefile includes this file, and it also works
 # on its own:  make -f tests/fuzz/fuzz.mk fuzz-smoke
 #
-#   make fuzz [FUZZ_SECONDS=60]   build build/fuzz/fuzz_{nats,http,jwt}, run each
+#   make fuzz [FUZZ_SECONDS=60]   build build/fuzz/fuzz_{nats,http,jwt,gopclntab}, run each
 #   make fuzz-smoke               the same for 10 s each (CI)
-#   make fuzz-nats / fuzz-http / fuzz-jwt  one target (as for fuzz)
+#   make fuzz-nats / fuzz-http / fuzz-jwt / fuzz-gopclntab  one target (as for fuzz)
 #
 # Runs work on a temporary copy of the committed seed corpus, so it never
 # grows; crashes are written to build/fuzz/ (crash-*, leak-*, timeout-*;
@@ -47,15 +47,23 @@ FUZZ_JWT_ARGS  := -dict=$(FUZZ_ROOT)/tests/fuzz/jwt.dict -max_len=8192 \
 		  -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 		  -artifact_prefix=$(FUZZ_OUT)/jwt-
 
+# Go binaries' function tables (agent/gopclntab.c, the uprobe attacher's).
+FUZZ_GOPCLN_SRCS := $(FUZZ_ROOT)/agent/gopclntab.c $(FUZZ_ROOT)/tests/fuzz/fuzz_gopclntab.c
+FUZZ_GOPCLN_HDRS := $(FUZZ_ROOT)/agent/gopclntab.h
+FUZZ_GOPCLN_BIN  := $(FUZZ_OUT)/fuzz_gopclntab
+FUZZ_GOPCLN_ARGS := -dict=$(FUZZ_ROOT)/tests/fuzz/gopclntab.dict -max_len=8192 \
+		  -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+		  -artifact_prefix=$(FUZZ_OUT)/gopclntab-
+
 # $(call FUZZ_RUN,binary,args,seconds,corpus dir)
 FUZZ_RUN = FUZZ_TMP=$$(mktemp -d) && cp $(4)/* "$$FUZZ_TMP"/ && \
 	$(1) $(2) -max_total_time=$(3) "$$FUZZ_TMP"; \
 	FUZZ_RC=$$?; rm -rf "$$FUZZ_TMP"; exit $$FUZZ_RC
 
 .PHONY: fuzz fuzz-smoke fuzz-build fuzz-nats fuzz-http fuzz-smoke-nats \
-	fuzz-smoke-http fuzz-jwt fuzz-smoke-jwt
+	fuzz-smoke-http fuzz-jwt fuzz-smoke-jwt fuzz-gopclntab fuzz-smoke-gopclntab
 
-fuzz-build: $(FUZZ_NATS_BIN) $(FUZZ_HTTP_BIN) $(FUZZ_JWT_BIN)
+fuzz-build: $(FUZZ_NATS_BIN) $(FUZZ_HTTP_BIN) $(FUZZ_JWT_BIN) $(FUZZ_GOPCLN_BIN)
 
 $(FUZZ_NATS_BIN): $(FUZZ_NATS_SRCS) $(FUZZ_NATS_HDRS)
 	@mkdir -p $(@D)
@@ -72,10 +80,15 @@ $(FUZZ_JWT_BIN): $(FUZZ_JWT_SRCS) $(FUZZ_JWT_HDRS)
 	@printf '  %-8s %s\n' FUZZ-CC $@
 	@$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_JWT_SRCS) -ljson-c -lcrypto -o $@
 
-# One target after the other (without -j); a failure stops the rest.
-fuzz: fuzz-nats fuzz-http fuzz-jwt
+$(FUZZ_GOPCLN_BIN): $(FUZZ_GOPCLN_SRCS) $(FUZZ_GOPCLN_HDRS)
+	@mkdir -p $(@D)
+	@printf '  %-8s %s\n' FUZZ-CC $@
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_GOPCLN_SRCS) -o $@
 
-fuzz-smoke: fuzz-smoke-nats fuzz-smoke-http fuzz-smoke-jwt
+# One target after the other (without -j); a failure stops the rest.
+fuzz: fuzz-nats fuzz-http fuzz-jwt fuzz-gopclntab
+
+fuzz-smoke: fuzz-smoke-nats fuzz-smoke-http fuzz-smoke-jwt fuzz-smoke-gopclntab
 
 fuzz-nats: $(FUZZ_NATS_BIN)
 	@$(call FUZZ_RUN,$(FUZZ_NATS_BIN),$(FUZZ_NATS_ARGS),$(FUZZ_SECONDS),$(FUZZ_ROOT)/tests/fuzz/corpus/nats)
@@ -94,3 +107,9 @@ fuzz-jwt: $(FUZZ_JWT_BIN)
 
 fuzz-smoke-jwt: $(FUZZ_JWT_BIN)
 	@$(call FUZZ_RUN,$(FUZZ_JWT_BIN),$(FUZZ_JWT_ARGS),$(FUZZ_SMOKE_SECONDS),$(FUZZ_ROOT)/tests/fuzz/corpus/jwt)
+
+fuzz-gopclntab: $(FUZZ_GOPCLN_BIN)
+	@$(call FUZZ_RUN,$(FUZZ_GOPCLN_BIN),$(FUZZ_GOPCLN_ARGS),$(FUZZ_SECONDS),$(FUZZ_ROOT)/tests/fuzz/corpus/gopclntab)
+
+fuzz-smoke-gopclntab: $(FUZZ_GOPCLN_BIN)
+	@$(call FUZZ_RUN,$(FUZZ_GOPCLN_BIN),$(FUZZ_GOPCLN_ARGS),$(FUZZ_SMOKE_SECONDS),$(FUZZ_ROOT)/tests/fuzz/corpus/gopclntab)

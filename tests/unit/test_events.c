@@ -66,6 +66,28 @@ static void data_record_lies(void **state)
 			 WS_DEC_SIZE);
 }
 
+/* Go runtime records: a version of their own, a size at least theirs. */
+static void go_record(void **state)
+{
+	struct ws_go_event g;
+	struct ws_event ev;
+
+	memset(&g, 0, sizeof(g));
+	fill_hdr(&g.hdr, WS_EV_GO, sizeof(g));
+	g.version = WS_GO_EV_VERSION;
+	g.kind = WS_GO_REQ_WRITE;
+	g.g = 0xc000001a00;
+	g.req = 0xc000400000;
+	assert_int_equal(ws_event_decode(&g, sizeof(g), &ev), WS_DEC_OK);
+	assert_int_equal(ev.type, WS_EV_GO);
+	assert_ptr_equal(ev.go, &g);
+	g.version = WS_GO_EV_VERSION + 1;
+	assert_int_equal(ws_event_decode(&g, sizeof(g), &ev), WS_DEC_BAD_FIELD);
+	g.version = WS_GO_EV_VERSION;
+	g.hdr.size = sizeof(g) - 8;
+	assert_int_equal(ws_event_decode(&g, sizeof(g), &ev), WS_DEC_SHORT);
+}
+
 static void header_checks(void **state)
 {
 	struct ws_conn_close c;
@@ -144,6 +166,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(data_record),
 		cmocka_unit_test(data_record_lies),
+		cmocka_unit_test(go_record),
 		cmocka_unit_test(header_checks),
 		cmocka_unit_test(open_role),
 		cmocka_unit_test(random_records),

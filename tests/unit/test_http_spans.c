@@ -671,7 +671,6 @@ static void hop_traceparent_forwarded(void **state)
 			    *up = conn(50, WS_ROLE_CLIENT, 41000);
 	struct ws_span *client;
 	char hex[33];
-	int i;
 
 	/* two inbound requests on one thread; the second carries TP */
 	feed(a, IN, "GET /x HTTP/1.1\r\n\r\n", 1, 10);
@@ -686,8 +685,9 @@ static void hop_traceparent_forwarded(void **state)
 	assert_child(client, fx.out.s[1], "traceparent");
 	ws_id_hex(client->trace_id, 16, hex);
 	assert_string_equal(hex, TP_TRACE);
-	for (i = 0; i < 8; i++)
-		assert_int_not_equal(client->parent_span_id[i], 0xff);
+	/* not the sibling: its parent is not the span the traceparent names */
+	ws_id_hex(client->parent_span_id, 8, hex);
+	assert_string_not_equal(hex, TP_SPAN);
 	assert_int_equal(client->n_links, 0);
 	assert_int_equal(ws_http_spans_stats(fx.b)->link_traceparent, 1);
 	ws_http_conn_close(a, 60);
@@ -981,6 +981,184 @@ static void hop_none(void **state)
 	assert_int_equal(ws_http_spans_stats(fx.b)->link_none, 1);
 	ws_http_conn_close(a, 70);
 	ws_http_conn_close(up, 70);
+}
+
+/* ---- Go runtime evidence ------------------------------------------------ */
+
+static void feed_g(struct ws_http_conn *c, uint8_t dir, const char *s,
+		   uint32_t tid, uint64_t g, uint64_t ts)
+{
+	assert_int_equal(ws_http_conn_feed_g(c, dir, (const uint8_t *)s,
+					     strlen(s), tid, g, ts),
+			 0);
+}
+
+#define G(n) (0xc000100000ull + (n)*0x1a0)
+#define REQ(n) (0xc000400000ull + (n)*0x100)
+
+/*
+ * A Go gateway's worst case: identical requests from one address, all
+ * read on one thread by four handler goroutines, handed over in another
+ * order than read, written by two writeLoop goroutines in yet another
+ * order, on a thread that read nothing. Only the goroutines tell, and they
+ * tell exactly: each call is its handler's child (goroutine).
+ */
+static void hop_goroutine(void **state)
+{
+	static const int handed[4] = {2, 0, 3, 1}; /* roundTrip order */
+	struct ws_http_conn *c[6];
+	const struct ws_http_spans_stats *st;
+	char path[16];
+	int i, k;
+
+	(void)state;
+	for (i = 0; i < 4; i++)
+		c[i] = conn(50, WS_ROLE_SERVER, (uint16_t)(40000 + i));
+	c[4] = conn(50, WS_ROLE_CLIENT, 41000);
+	c[5] = conn(50, WS_ROLE_CLIENT, 41001);
+	for (i = 0; i < 4; i++)
+		feed_g(c[i], IN, GET("/x"), 1, G(i), 10 + i);
+	for (k = 0; k < 4; k++) {
+		i = handed[k];
+		/* writeLoop G(10 + conn) of the connection it goes out on */
+		ws_http_spans_go(fx.b, 50, WS_GO_ROUND_TRIP, G(i), REQ(i));
+		ws_http_spans_go(fx.b, 50, WS_GO_REQ_WRITE, G(10 + k % 2),
+				 REQ(i));
+		/* hit twice (the stack grew and the prologue ran again) */
+		ws_http_spans_go(fx.b, 50, WS_GO_REQ_WRITE, G(10 + k % 2),
+				 REQ(i));
+		snprintf(path, sizeof(path), "/u%d", i);
+		/* the request line differs only so the test can find it */
+		feed_g(c[4 + k % 2], EG,
+		       k % 2 ? (i == 1 ? GET("/u1") : GET("/u0"))
+			     : (i == 2 ? GET("/u2") : GET("/u3")),
+		       7, G(10 + k % 2), 20 + k);
+		feed_g(c[4 + k % 2], IN, OK, 8, G(20 + k % 2), 30 + k);
+	}
+	for (i = 0; i < 4; i++)
+		feed_g(c[i], EG, OK, 9, G(i), 40 + i);
+	finish(c, 6);
+	for (i = 0; i < 4; i++) {
+		snprintf(path, sizeof(path), "/u%d", i);
+		assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, path),
+			     inbound(i), "goroutine");
+	}
+	st = ws_http_spans_stats(fx.b);
+	assert_int_equal(st->link_goroutine, 4);
+	assert_int_equal(st->go_round_trips, 4);
+	assert_int_equal(st->go_writes, 4);
+	assert_int_equal(st->go_unmatched + st->go_stale + st->go_bad, 0);
+	assert_int_equal(st->link_ambiguous + st->link_queue +
+				 st->link_thread_order +
+				 st->link_response_thread,
+			 0);
+}
+
+/*
+ * What the goroutines do not tell, the other evidence does: a write whose
+ * request no hand-over named (unmatched), a hand-over by a goroutine that
+ * read no inbound request, facts whose inbound request has ended (stale),
+ * malformed reports; and a traceparent naming one candidate still wins.
+ */
+static void hop_goroutine_fallback(void **state)
+{
+	struct ws_http_conn *a = conn(50, WS_ROLE_SERVER, 40000),
+			    *b2 = conn(50, WS_ROLE_SERVER, 40001),
+			    *up = conn(50, WS_ROLE_CLIENT, 41000);
+	const struct ws_http_spans_stats *st;
+	const struct ws_span *cl;
+
+	(void)state;
+	/* unmatched: the write's request was never handed over */
+	feed_g(a, IN, GET("/x"), 1, G(0), 10);
+	ws_http_spans_go(fx.b, 50, WS_GO_REQ_WRITE, G(10), REQ(0));
+	feed_g(up, EG, GET("/u0"), 1, G(10), 12);
+	feed_g(up, IN, OK, 1, G(20), 14);
+	feed_g(a, EG, OK, 1, G(0), 16);
+	cl = find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u0");
+	assert_memory_equal(cl->parent_span_id, inbound(0)->span_id, 8);
+	assert_string_not_equal(attr_s(cl, "wirespan.link.evidence"),
+				"goroutine");
+	/* a hand-over by a goroutine with no inbound request forgets an
+	 * older fact at that address (the address was reused) */
+	feed_g(b2, IN, GET("/x"), 1, G(1), 20);
+	ws_http_spans_go(fx.b, 50, WS_GO_ROUND_TRIP, G(1), REQ(1));
+	ws_http_spans_go(fx.b, 50, WS_GO_ROUND_TRIP, G(7), REQ(1));
+	ws_http_spans_go(fx.b, 50, WS_GO_REQ_WRITE, G(10), REQ(1));
+	/* stale: G(11) writes for b2's request after b2 was answered */
+	ws_http_spans_go(fx.b, 50, WS_GO_ROUND_TRIP, G(1), REQ(2));
+	ws_http_spans_go(fx.b, 50, WS_GO_REQ_WRITE, G(11), REQ(2));
+	feed_g(b2, EG, OK, 1, G(1), 22);
+	feed_g(up, EG, GET("/u1"), 1, G(11), 24);
+	feed_g(up, IN, OK, 1, G(20), 26);
+	cl = find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u1");
+	assert_null(attr_s(cl, "wirespan.link.evidence"));
+	/* malformed */
+	ws_http_spans_go(fx.b, 50, WS_GO_ROUND_TRIP, 0, REQ(3));
+	ws_http_spans_go(fx.b, 50, 99, G(1), REQ(3));
+	ws_http_spans_go(NULL, 50, WS_GO_ROUND_TRIP, G(1), REQ(3));
+	st = ws_http_spans_stats(fx.b);
+	assert_int_equal(st->link_goroutine, 0);
+	assert_int_equal(st->go_unmatched, 2);
+	assert_int_equal(st->go_stale, 1);
+	assert_int_equal(st->go_bad, 2);
+	ws_http_conn_close(a, 70);
+	ws_http_conn_close(b2, 70);
+	ws_http_conn_close(up, 70);
+}
+
+/* A traceparent naming exactly one candidate decides before goroutines. */
+static void hop_goroutine_traceparent(void **state)
+{
+	struct ws_http_conn *a = conn(50, WS_ROLE_SERVER, 40000),
+			    *b2 = conn(50, WS_ROLE_SERVER, 40001),
+			    *up = conn(50, WS_ROLE_CLIENT, 41000);
+
+	(void)state;
+	feed_g(a, IN, "GET /x HTTP/1.1\r\ntraceparent: " TP "\r\n\r\n", 1, G(0),
+	       10);
+	feed_g(b2, IN, GET("/x"), 1, G(1), 11);
+	/* the goroutines say b2, the forwarded traceparent says a */
+	ws_http_spans_go(fx.b, 50, WS_GO_ROUND_TRIP, G(1), REQ(0));
+	ws_http_spans_go(fx.b, 50, WS_GO_REQ_WRITE, G(10), REQ(0));
+	feed_g(up, EG, "GET /u0 HTTP/1.1\r\ntraceparent: " TP "\r\n\r\n", 1,
+	       G(10), 12);
+	feed_g(up, IN, OK, 1, G(20), 14);
+	feed_g(a, EG, OK, 1, G(0), 16);
+	feed_g(b2, EG, OK, 1, G(1), 17);
+	ws_http_conn_close(a, 70);
+	ws_http_conn_close(b2, 70);
+	ws_http_conn_close(up, 70);
+	assert_child(find_span(WS_SPAN_KIND_CLIENT, NULL, 0, "/u0"), inbound(0),
+		     "traceparent");
+}
+
+/* Past max_go_facts the oldest fact goes, counted; 0 keeps none. */
+static void hop_goroutine_bound(void **state)
+{
+	struct ws_http_conn *c[3];
+	unsigned max;
+	int i;
+
+	(void)state;
+	for (max = 0; max < 3; max += 2) {
+		ws_http_spans_free(fx.b, 0);
+		out_free(&fx.out);
+		fx.cfg.max_go_facts = max;
+		start(&fx.cfg);
+		for (i = 0; i < 3; i++) {
+			c[i] = conn(50, WS_ROLE_SERVER, (uint16_t)(40000 + i));
+			feed_g(c[i], IN, GET("/x"), 1, G(i), 10 + i);
+		}
+		/* max 2: the third read evicts the first; max 0: none kept */
+		assert_int_equal(ws_http_spans_stats(fx.b)->go_evicted,
+				 max ? 1 : 3);
+		ws_http_spans_go(fx.b, 50, WS_GO_ROUND_TRIP, G(0), REQ(0));
+		ws_http_spans_go(fx.b, 50, WS_GO_REQ_WRITE, G(10), REQ(0));
+		assert_int_equal(ws_http_spans_stats(fx.b)->go_unmatched, 1);
+		for (i = 0; i < 3; i++)
+			ws_http_conn_close(c[i], 70);
+	}
 }
 
 /* Both ends of 127.0.0.1:port <-> 127.0.0.1:8081 on this host. */
@@ -1279,6 +1457,10 @@ int main(void)
 		T(hop_event_loop),
 		T(hop_connect_time),
 		T(hop_thread_order),
+		T(hop_goroutine),
+		T(hop_goroutine_fallback),
+		T(hop_goroutine_traceparent),
+		T(hop_goroutine_bound),
 		T(hop_response_thread),
 		T(hop_none),
 		T(hop_same_host),
