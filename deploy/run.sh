@@ -88,6 +88,11 @@ done
 grep -q ready "$DIR/agent.log" || die "the agent is not ready after 30 s: $(tail -n 5 "$DIR/agent.log")"
 say "agent ready (log: $DIR/agent.log); traces of this host follow, Ctrl-C stops"
 # tail in the foreground: Ctrl-C stops it (it prints what it holds), then
-# the EXIT trap stops the agent and the server
+# the EXIT trap stops the agent and the server. Without TAIL_ARGS, tail ends
+# with status 0 only when a signal stopped it: that is a Ctrl-C (130), even
+# when bash itself did not run its INT trap first.
 # shellcheck disable=SC2086
-"$W" tail --nats-url "$url" ${TAIL_ARGS:-} || true
+"$W" tail --nats-url "$url" ${TAIL_ARGS:-}
+rc=$?
+[ "$rc" = 0 ] && [ -z "${TAIL_ARGS:-}" ] && rc=130
+exit "$rc"
