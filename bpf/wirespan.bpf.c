@@ -148,6 +148,16 @@ static __always_inline bool file_is_sock(struct file *f, bool cast)
 	return true;
 }
 
+/* The inode number of f (not NULL). cast: as for fd_file. */
+static __always_inline __u64 file_ino(struct file *f, bool cast)
+{
+	if (cast)
+		return ((struct file *)bpf_rdonly_cast(
+				f, bpf_core_type_id_kernel(struct file)))
+			->f_inode->i_ino;
+	return BPF_CORE_READ(f, f_inode, i_ino);
+}
+
 /* The struct sock of a socket's file. */
 static __always_inline struct sock *file_sk(struct file *f)
 {
@@ -343,20 +353,31 @@ conn_open(__u32 tgid, int fd, struct sock *sk, __u8 role, __u8 sflags)
 	return bpf_map_lookup_elem(&conns, &key);
 }
 
-/* Keep a syscall's arguments from its enter to its exit. */
-static __always_inline void args_save(__u64 pid_tgid, const struct ws_args *a)
+/* This thread's task storage, created if create. */
+static __always_inline struct ws_args *task_args(bool create)
 {
-	struct ws_args *st;
+	return bpf_task_storage_get(&args_task, bpf_get_current_task_btf(), 0,
+				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE
+					   : 0);
+}
 
+/* Keep a syscall's arguments from its enter to its exit; st: this thread's
+ * task storage if already looked up. */
+static __always_inline void args_save(__u64 pid_tgid, const struct ws_args *a,
+				      struct ws_args *st)
+{
 	if (use_task_storage) {
-		st = bpf_task_storage_get(&args_task,
-					  bpf_get_current_task_btf(), 0,
-					  BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!st)
+			st = task_args(true);
 		if (!st) {
 			count(WS_C_ARGS_MAP_FULL, 1);
 			return;
 		}
-		*st = *a;
+		st->buf = a->buf;
+		st->cnt = a->cnt;
+		st->start = a->start;
+		st->fd = a->fd;
+		st->sys = a->sys;
 		st->live = 1;
 		return;
 	}
@@ -394,9 +415,10 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys,
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	struct ws_fd_key key = {.tgid = tgid, .fd = fd};
+	struct ws_args a = {}, *st = NULL;
 	struct ws_conn_state *cs;
-	struct ws_args a = {};
 	struct file *f;
+	__u64 ino = 0;
 
 	if (pid_filtered(tgid))
 		return 0;
@@ -406,6 +428,15 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys,
 	f = fd_file(fd, cast);
 	if (!f || !file_is_sock(f, cast))
 		return 0;
+	if (use_task_storage) {
+		/* the socket this thread found not worth following last
+		 * time: no map lookup (the inode number tells a new socket
+		 * from a struct file reused at the same address) */
+		ino = file_ino(f, cast);
+		st = task_args(false);
+		if (st && st->skip_file == (__u64)f && st->skip_ino == ino)
+			return 0;
+	}
 	cs = bpf_map_lookup_elem(&conns, &key);
 	if (!cs) {
 		/* A socket opened before we started (or by a path we do not
@@ -416,8 +447,17 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys,
 			return 0;
 	}
 	/* Not TCP, filtered out, or given up on: nothing to do, cheaply. */
-	if ((cs->flags & WS_SF_IGNORED) || cs->proto == WS_PROTO_OTHER)
+	if ((cs->flags & WS_SF_IGNORED) || cs->proto == WS_PROTO_OTHER) {
+		if (use_task_storage) {
+			if (!st)
+				st = task_args(true);
+			if (st) {
+				st->skip_file = (__u64)f;
+				st->skip_ino = ino;
+			}
+		}
 		return 0;
+	}
 	a.buf = buf;
 	a.cnt = cnt;
 	a.fd = fd;
@@ -427,7 +467,7 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys,
 	if (sys == WS_SYS_WRITE || sys == WS_SYS_WRITEV ||
 	    sys == WS_SYS_SENDTO || sys == WS_SYS_SENDMSG)
 		a.start = bpf_ktime_get_ns();
-	args_save(pid_tgid, &a);
+	args_save(pid_tgid, &a, st);
 	return 0;
 }
 
@@ -772,7 +812,7 @@ int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
 
 	if (pid_filtered(pid_tgid >> 32))
 		return 0;
-	args_save(pid_tgid, &a);
+	args_save(pid_tgid, &a, NULL);
 	return 0;
 }
 

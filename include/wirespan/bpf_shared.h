@@ -48,6 +48,11 @@ struct ws_args {
 	__u8 sys;  /* enum ws_syscall */
 	__u8 live; /* task storage: saved and not yet taken */
 	__u8 _pad[2];
+	/* task storage only: the socket this thread last found not worth
+	 * following (not TCP, filtered, or neither NATS nor HTTP), by its
+	 * struct file and inode number; its next syscalls skip the lookup */
+	__u64 skip_file;
+	__u64 skip_ino;
 };
 
 /* Per-CPU scratch: a data record under construction and the inference
