@@ -85,7 +85,8 @@ extern void *bpf_rdonly_cast(const void *obj__ign,
 
 /* The struct file behind fd in the current task, or NULL. cast: read the
  * fd slot with bpf_rdonly_cast (else a helper). */
-static __always_inline struct file *fd_file(int fd, bool cast)
+static __always_inline struct file *fd_file(int fd, bool cast,
+					    struct task_struct *cur)
 {
 	struct file **fds;
 	struct file *f = NULL;
@@ -96,7 +97,7 @@ static __always_inline struct file *fd_file(int fd, bool cast)
 		/* Kernels that give tracepoints task storage also give a
 		 * BTF-typed current task: plain loads instead of helper
 		 * calls for the first steps of the walk. */
-		struct task_struct *t = bpf_get_current_task_btf();
+		struct task_struct *t = cur ? cur : bpf_get_current_task_btf();
 		struct fdtable *fdt = t->files->fdt;
 
 		if (!fdt || (unsigned int)fd >= fdt->max_fds)
@@ -169,7 +170,7 @@ static __always_inline struct sock *file_sk(struct file *f)
 /* The struct sock behind fd in the current task, or NULL if fd is not a socket. */
 static __always_inline struct sock *fd_to_sock(int fd)
 {
-	struct file *f = fd_file(fd, false);
+	struct file *f = fd_file(fd, false, NULL);
 
 	return f && file_is_sock(f, false) ? file_sk(f) : NULL;
 }
@@ -353,12 +354,14 @@ conn_open(__u32 tgid, int fd, struct sock *sk, __u8 role, __u8 sflags)
 	return bpf_map_lookup_elem(&conns, &key);
 }
 
-/* This thread's task storage, created if create. */
-static __always_inline struct ws_args *task_args(bool create)
+/* This thread's task storage, created if create; cur: the current task if
+ * already at hand. */
+static __always_inline struct ws_args *task_args(struct task_struct *cur,
+						 bool create)
 {
-	return bpf_task_storage_get(&args_task, bpf_get_current_task_btf(), 0,
-				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE
-					   : 0);
+	return bpf_task_storage_get(
+		&args_task, cur ? cur : bpf_get_current_task_btf(), 0,
+		create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 }
 
 /* Keep a syscall's arguments from its enter to its exit; st: this thread's
@@ -368,7 +371,7 @@ static __always_inline void args_save(__u64 pid_tgid, const struct ws_args *a,
 {
 	if (use_task_storage) {
 		if (!st)
-			st = task_args(true);
+			st = task_args(NULL, true);
 		if (!st) {
 			count(WS_C_ARGS_MAP_FULL, 1);
 			return;
@@ -412,20 +415,31 @@ static __always_inline bool args_take(__u64 pid_tgid, struct ws_args *out)
 static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys,
 				      bool cast)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
-	struct ws_fd_key key = {.tgid = tgid, .fd = fd};
+	struct task_struct *cur = NULL;
 	struct ws_args a = {}, *st = NULL;
 	struct ws_conn_state *cs;
+	struct ws_fd_key key;
+	__u64 pid_tgid, ino = 0;
 	struct file *f;
-	__u64 ino = 0;
+	__u32 tgid;
 
+	/* With a BTF-typed current task, ids and storage come from it by
+	 * plain loads: one helper call instead of three. */
+	if (use_task_storage) {
+		cur = bpf_get_current_task_btf();
+		pid_tgid = (__u64)cur->tgid << 32 | (__u32)cur->pid;
+	} else {
+		pid_tgid = bpf_get_current_pid_tgid();
+	}
+	tgid = pid_tgid >> 32;
+	key.tgid = tgid;
+	key.fd = fd;
 	if (pid_filtered(tgid))
 		return 0;
 	/* Is fd a socket at all? Once socket_file_ops is known that is two
 	 * reads, cheaper than the hash lookup that files and pipes (most
 	 * syscalls of a host) would otherwise pay for a miss. */
-	f = fd_file(fd, cast);
+	f = fd_file(fd, cast, cur);
 	if (!f || !file_is_sock(f, cast))
 		return 0;
 	if (use_task_storage) {
@@ -433,7 +447,7 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys,
 		 * time: no map lookup (the inode number tells a new socket
 		 * from a struct file reused at the same address) */
 		ino = file_ino(f, cast);
-		st = task_args(false);
+		st = task_args(cur, false);
 		if (st && st->skip_file == (__u64)f && st->skip_ino == ino)
 			return 0;
 	}
@@ -450,7 +464,7 @@ static __always_inline int data_enter(int fd, __u64 buf, __u64 cnt, __u8 sys,
 	if ((cs->flags & WS_SF_IGNORED) || cs->proto == WS_PROTO_OTHER) {
 		if (use_task_storage) {
 			if (!st)
-				st = task_args(true);
+				st = task_args(cur, true);
 			if (st) {
 				st->skip_file = (__u64)f;
 				st->skip_ino = ino;
