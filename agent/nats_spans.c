@@ -141,8 +141,10 @@ struct ws_nats_conn {
 	unsigned n_subs;
 	struct pend *pends;
 	/* open process spans of this connection that await their reply:
-	 * requests being served */
+	 * requests being served; served: the one, when serving is 1 and it
+	 * has been found (NULL: not yet looked for) */
 	unsigned serving;
+	struct pend *served;
 	/* last pull receive span, for the deliveries after its first */
 	uint8_t pull_trace[16], pull_span[8];
 	char pull_stream[64], pull_consumer[64];
@@ -727,8 +729,10 @@ static struct thread *thread_get(struct ws_nats_spans *b, uint32_t tgid,
 
 static void pend_unlink(struct ws_nats_spans *b, struct pend *p)
 {
-	if (p->keyed && p->kind == PEND_PROCESS && p->nc)
+	if (p->keyed && p->kind == PEND_PROCESS && p->nc) {
 		p->nc->serving--;
+		p->nc->served = NULL;
+	}
 	if (p->keyed) {
 		if (p->kind == PEND_PROCESS)
 			HASH_DEL(b->replies, p);
@@ -808,8 +812,10 @@ static struct pend *pend_add(struct ws_nats_spans *b, struct ws_nats_conn *nc,
 				HASH_ADD_KEYPTR(hh, b->requests, p->key,
 						strlen(p->key), p);
 			p->keyed = true;
-			if (kind == PEND_PROCESS)
+			if (kind == PEND_PROCESS) {
 				nc->serving++;
+				nc->served = nc->serving == 1 ? p : NULL;
+			}
 		}
 	}
 	DL_APPEND2(b->age, p, prev, next);
@@ -850,10 +856,14 @@ static struct pend *sole_request_served(struct ws_nats_conn *nc)
 
 	if (nc->serving != 1)
 		return NULL;
+	if (nc->served)
+		return nc->served;
+	/* down to one from more: found once, then remembered (the walk of
+	 * the connection's open spans is not repeated per publish) */
 	DL_FOREACH2(nc->pends, p, cnext)
 	{
 		if (p->kind == PEND_PROCESS && p->keyed)
-			return p;
+			return nc->served = p;
 	}
 	return NULL;
 }

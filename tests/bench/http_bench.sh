@@ -172,6 +172,23 @@ wrk_run() { # name
 	awk '/Requests\/sec/ {print $2}' "$OUT/$1.wrk"
 }
 
+# wrk_under KIND CMD...: the same wrk run with CMD running (stdout to
+# /dev/null, stderr to $gw-KIND-$r.err, "ready" awaited); its req/s go to
+# $gw.KIND, its exit status after SIGINT to $gw-KIND-$r.rc.
+wrk_under() {
+	local kind=$1 bg i
+	shift
+	log "b: $gw run $r under $kind: $*"
+	"$@" >/dev/null 2>"$OUT/$gw-$kind-$r.err" &
+	bg=$!
+	for i in $(seq 1 100); do grep -q ready "$OUT/$gw-$kind-$r.err" && break; sleep 0.1; done
+	wrk_run "$gw-$kind-$r" >>"$OUT/$gw.$kind"
+	sleep 1 # what the run left in flight reaches the agent
+	kill -INT "$bg"
+	wait "$bg"
+	echo $? >"$OUT/$gw-$kind-$r.rc"
+}
+
 for gw in $HTTP_GATEWAYS; do
 	start_gateway "$gw"
 	wrk -t2 -c64 -d1s "http://127.0.0.1:$FRONT/" >/dev/null 2>&1 # warm up
@@ -181,30 +198,10 @@ for gw in $HTTP_GATEWAYS; do
 		# the same load under the floor (empty programs on the same
 		# tracepoints) and under the capture alone (BPF + a reader that
 		# only counts): where the agent's cost comes from
-		log "b: $gw run $r with the floor programs"
-		"$FLOOR" 2>"$OUT/$gw-floor-$r.err" &
-		FL=$!
-		for i in $(seq 1 100); do grep -q ready "$OUT/$gw-floor-$r.err" && break; sleep 0.1; done
-		wrk_run "$gw-floor-$r" >>"$OUT/$gw.floor"
-		kill -INT "$FL"
-		wait "$FL"
-		log "b: $gw run $r with the capture alone"
-		"$WS" capture --summary --port "$FRONT" --port "$BACK" >/dev/null 2>"$OUT/$gw-cap-$r.err" &
-		CP=$!
-		for i in $(seq 1 100); do grep -q ready "$OUT/$gw-cap-$r.err" && break; sleep 0.1; done
-		wrk_run "$gw-cap-$r" >>"$OUT/$gw.cap"
-		kill -INT "$CP"
-		wait "$CP"
-		log "b: $gw run $r with the agent"
-		"$WS" agent --output stdout --port "$FRONT" --port "$BACK" \
-			--key-hash-secret-file "$OUT/secret" >/dev/null 2>"$OUT/$gw-on-$r.err" &
-		AG=$!
-		for i in $(seq 1 100); do grep -q ready "$OUT/$gw-on-$r.err" && break; sleep 0.1; done
-		wrk_run "$gw-on-$r" >>"$OUT/$gw.on"
-		sleep 1
-		kill -INT "$AG"
-		wait "$AG"
-		echo $? >"$OUT/$gw-on-$r.rc"
+		wrk_under floor "$FLOOR"
+		wrk_under cap "$WS" capture --summary --port "$FRONT" --port "$BACK"
+		wrk_under on "$WS" agent --output stdout --port "$FRONT" --port "$BACK" \
+			--key-hash-secret-file "$OUT/secret"
 	done
 	kill "$GW" 2>/dev/null
 	wait "$GW" 2>/dev/null

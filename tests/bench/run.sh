@@ -199,7 +199,7 @@ PROG_IDS=
 # start_capture NAME [capture args...]: start, wait for "ready", learn the
 # ids of its BPF programs from its fds (/proc/PID/fdinfo "prog_id:").
 start_capture() {
-	local name=$1 i
+	local name=$1
 	shift
 	wait_quiet
 	awk '{print $1}' /proc/loadavg >>"$RAW/loadavg"
@@ -210,41 +210,40 @@ start_capture() {
 	"$WS" capture "${rb[@]}" "$@" >"$CAP_DIR/capture.out" 2>"$CAP_DIR/capture.err" &
 	CAP_PID=$!
 	PIDS+=("$CAP_PID")
+	await_programs "capture ($name)"
+	proc_kb "$CAP_PID" VmRSS >"$CAP_DIR/rss_ready_kb"
+}
+
+# await_programs WHAT: wait (30 s at most) for CAP_PID to print "ready" in
+# $CAP_DIR/capture.err, then learn the ids of its BPF programs from its fds
+# (/proc/PID/fdinfo "prog_id:").
+await_programs() {
+	local i
 	for i in $(seq 1 600); do
 		grep -q ready "$CAP_DIR/capture.err" 2>/dev/null && break
 		kill -0 "$CAP_PID" 2>/dev/null || {
 			cat "$CAP_DIR/capture.err" >&2
-			die "capture ($name) exited before ready"
+			die "$1 exited before ready"
 		}
 		sleep 0.05
 	done
-	grep -q ready "$CAP_DIR/capture.err" || die "capture ($name) not ready after 30 s"
+	grep -q ready "$CAP_DIR/capture.err" || die "$1 not ready after 30 s"
 	PROG_IDS=$(grep -h '^prog_id:' /proc/"$CAP_PID"/fdinfo/* 2>/dev/null |
 		awk '{print $2}' | sort -un | jq -sc .)
-	[ "$PROG_IDS" != "[]" ] || die "no BPF program fds found in capture pid $CAP_PID"
-	proc_kb "$CAP_PID" VmRSS >"$CAP_DIR/rss_ready_kb"
+	[ "$PROG_IDS" != "[]" ] || die "no BPF program fds found in $1, pid $CAP_PID"
 }
 
 # start_floor NAME: the empty programs of bpf/floor.bpf.c on the same
 # tracepoints (build/bench/bpf_floor), in place of the capture; stop_capture
 # stops it.
 start_floor() {
-	local i
 	wait_quiet
 	CAP_DIR=$RAW/$1
 	mkdir -p "$CAP_DIR"
 	"$FLOOR" 2>"$CAP_DIR/capture.err" &
 	CAP_PID=$!
 	PIDS+=("$CAP_PID")
-	for i in $(seq 1 200); do
-		grep -q ready "$CAP_DIR/capture.err" 2>/dev/null && break
-		kill -0 "$CAP_PID" 2>/dev/null || die "bpf_floor exited: $(cat "$CAP_DIR/capture.err")"
-		sleep 0.05
-	done
-	grep -q ready "$CAP_DIR/capture.err" || die "bpf_floor not ready after 10 s"
-	PROG_IDS=$(grep -h '^prog_id:' /proc/"$CAP_PID"/fdinfo/* 2>/dev/null |
-		awk '{print $2}' | sort -un | jq -sc .)
-	[ "$PROG_IDS" != "[]" ] || die "no BPF program fds found in bpf_floor pid $CAP_PID"
+	await_programs "bpf_floor ($1)"
 }
 
 # stop_capture: SIGINT, wait (bounded), record the exit status.

@@ -54,19 +54,25 @@ def test_signals_and_clean_detach():
     check(not (ours & _our_programs()), "programs left behind after exit: ids %s", sorted(ours & _our_programs()))
 
 
-def test_hash_map_fallback():
-    """Kernels without task storage for tracepoints keep syscall arguments in a
-    hash map: the same byte-exact capture through that path."""
+def _byte_exact_with(var):
+    """Two byte-exact capture tests (a raw-socket client, nats-server's
+    writev) with the environment variable var=1 forcing a fallback path."""
     import os
 
     import test_capture
 
-    os.environ["WIRESPAN_NO_TASK_STORAGE"] = "1"
+    os.environ[var] = "1"
     try:
         test_capture.test_py_raw_client()
         test_capture.test_server_writev()
     finally:
-        del os.environ["WIRESPAN_NO_TASK_STORAGE"]
+        del os.environ[var]
+
+
+def test_hash_map_fallback():
+    """Kernels without task storage for tracepoints keep syscall arguments in a
+    hash map: the same byte-exact capture through that path."""
+    _byte_exact_with("WIRESPAN_NO_TASK_STORAGE")
 
 
 def test_helper_read_fallback():
@@ -75,20 +81,13 @@ def test_helper_read_fallback():
     through them."""
     import os
 
-    import test_capture
-
     for env, want in (({}, "direct loads (bpf_rdonly_cast)"), ({"WIRESPAN_NO_RDONLY_CAST": "1"}, "helper reads")):
         r = subprocess.run([str(WIRESPAN), "capture", "--summary", "--duration", "1", "-v"], capture_output=True,
                            timeout=30, env=dict(os.environ, **env))
         err = r.stderr.decode()
         check(r.returncode == 0 and ("fd walk: " + want) in err, "capture %s: exit %s, no 'fd walk: %s': %r",
               env, r.returncode, want, err[-400:])
-    os.environ["WIRESPAN_NO_RDONLY_CAST"] = "1"
-    try:
-        test_capture.test_py_raw_client()
-        test_capture.test_server_writev()
-    finally:
-        del os.environ["WIRESPAN_NO_RDONLY_CAST"]
+    _byte_exact_with("WIRESPAN_NO_RDONLY_CAST")
 
 
 def test_missing_kernel_feature():
