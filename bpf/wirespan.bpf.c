@@ -388,25 +388,31 @@ static __always_inline void args_save(__u64 pid_tgid, const struct ws_args *a,
 		count(WS_C_ARGS_MAP_FULL, 1);
 }
 
-/* The arguments saved at this syscall's enter, if any (and forget them). */
-static __always_inline bool args_take(__u64 pid_tgid, struct ws_args *out)
+/* The arguments saved at this syscall's enter, if any (and forget them), and
+ * the thread's pid_tgid. With task storage, a syscall with nothing saved
+ * (most of them) costs two helper calls here, the ids coming from the task
+ * only when there is something to do. */
+static __always_inline bool args_take(__u64 *pid_tgid, struct ws_args *out)
 {
+	struct task_struct *cur;
 	struct ws_args *st;
 
 	if (use_task_storage) {
-		st = bpf_task_storage_get(&args_task,
-					  bpf_get_current_task_btf(), 0, 0);
+		cur = bpf_get_current_task_btf();
+		st = bpf_task_storage_get(&args_task, cur, 0, 0);
 		if (!st || !st->live)
 			return false;
 		*out = *st;
 		st->live = 0;
+		*pid_tgid = (__u64)cur->tgid << 32 | (__u32)cur->pid;
 		return true;
 	}
-	st = bpf_map_lookup_elem(&args, &pid_tgid);
+	*pid_tgid = bpf_get_current_pid_tgid();
+	st = bpf_map_lookup_elem(&args, pid_tgid);
 	if (!st)
 		return false;
 	*out = *st;
-	bpf_map_delete_elem(&args, &pid_tgid);
+	bpf_map_delete_elem(&args, pid_tgid);
 	return true;
 }
 
@@ -670,9 +676,8 @@ static __always_inline int emit_data(struct ws_scratch *s,
 
 static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 cpu = bpf_get_smp_processor_id(), i, r;
-	__u64 off, iovp = 0, iovcnt = 1, moved, start;
+	__u64 off, iovp = 0, iovcnt = 1, moved, start, pid_tgid;
+	__u32 cpu, i, r;
 	struct ws_conn_state *cs;
 	struct ws_scratch *s;
 	struct ws_fd_key key;
@@ -680,7 +685,7 @@ static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 	__u64 buf;
 	__u8 proto, flags = 0;
 
-	if (!args_take(pid_tgid, &a))
+	if (!args_take(&pid_tgid, &a))
 		return 0;
 	ap = &a;
 	buf = ap->buf;
@@ -719,6 +724,7 @@ static __always_inline int data_exit(long ret, __u8 dir, __u8 sys)
 		iovcnt = 1;
 	}
 
+	cpu = bpf_get_smp_processor_id();
 	s = bpf_map_lookup_elem(&scratch, &cpu);
 	if (!s)
 		return 0;
@@ -833,12 +839,12 @@ int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_connect")
 int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct ws_args a;
 	struct sock *sk;
+	__u64 pid_tgid;
 	int fd;
 
-	if (!args_take(pid_tgid, &a))
+	if (!args_take(&pid_tgid, &a))
 		return 0;
 	fd = a.fd;
 	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)

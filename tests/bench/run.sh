@@ -152,6 +152,7 @@ done
 [ ${#missing[@]} -eq 0 ] || die "missing tools: ${missing[*]} (Debian: apt-get install bpftool jq gcc nats-server iproute2 procps)"
 [ -x "$WS" ] || die "$WS not built; run make first (make bench does)"
 [ -x "$FLOOR" ] || die "$FLOOR not built; run make first (make bench does)"
+[ -x "$OUT/ring_copy" ] || die "$OUT/ring_copy not built; run make first (make bench does)"
 [ -r /proc/sys/kernel/bpf_stats_enabled ] || die "kernel.bpf_stats_enabled not available on this kernel"
 rm -rf "$RAW" && mkdir -p "$RAW" || die "cannot create $RAW"
 
@@ -593,6 +594,19 @@ for _ in 1 2 3; do
 	"$OUT/ring_floor" "${RINGBUF:-8388608}" 4162 $((N_NATS * 5)) >>"$RAW/ring_floor.jsonl" ||
 		die "ring_floor failed"
 done
+# and in the kernel: one BPF program that moves the same 4 KiB and does
+# nothing else (bpf/ringcopy.bpf.c), its reader on any CPU, then pinned
+# with the caller to one CPU (taskset), where the ring's lines never cross
+# between cores
+RC=$OUT/ring_copy
+for _ in 1 2 3; do
+	for m in none user ring user+ring dyn; do
+		"$RC" "$m" 4096 $((N_NATS * 2)) "${RINGBUF:-8388608}" >>"$RAW/ring_copy.jsonl" 2>>"$RAW/ring_copy.err" ||
+			[ "$m" = dyn ] || die "ring_copy $m failed"
+	done
+	taskset -c 0 "$RC" user+ring 4096 $((N_NATS * 2)) "${RINGBUF:-8388608}" |
+		jq -c '.mode = "user+ring, one CPU"' >>"$RAW/ring_copy.jsonl" || die "ring_copy (one CPU) failed"
+done
 fi
 
 LOADS=()
@@ -695,6 +709,17 @@ T_END=$(date +%s)
 	if [ -s "$RAW/ring_floor.jsonl" ]; then
 		echo
 		jq -rs "$JQ_MEDIAN"'"Moving the captured write'"'"'s bytes through a shared ring costs the producer, in plain userspace (tests/bench/ring_floor.c: memcpy of a 48 + 4114 B record into a \(.[0].ring_bytes)-byte ring while a consumer thread reads every line of it; median of \(length) runs of \(.[0].n) records): \([.[].ns_per_record] | median) ns per record (\([.[].ns_per_record_no_consumer] | median) ns with no consumer). The captured write pays at least this on top of its floor pair."' "$RAW/ring_floor.jsonl"
+	fi
+	if [ -s "$RAW/ring_copy.jsonl" ]; then
+		echo
+		echo "**The copy alone, in the kernel**: one BPF program on getppid's enter that moves 4096 B and does nothing else (bpf/ringcopy.bpf.c, build/bench/ring_copy), its reader draining the ring as the capture's does and reading every line; mean ns per run from bpf_stats, median of runs (min-max)."
+		echo
+		echo "| what the program does | ns per run | runs |"
+		echo "|---|---:|---:|"
+		jq -rs "$JQ_MEDIAN"'group_by(.mode) | .[] |
+			"| \(.[0].mode) | \([.[].ns_per_run] | median) (\([.[].ns_per_run] | min)-\([.[].ns_per_run] | max)) | \(length) |"' "$RAW/ring_copy.jsonl"
+		echo
+		echo "none: the floor of a program; user: 4 KiB from user memory into a per-CPU buffer; ring: a per-CPU buffer into the ring buffer; user+ring: both, the capture's data path; dyn: user memory straight into a reserved record (one copy; Linux 6.16+); one CPU: user+ring with the caller and the reader pinned to CPU 0."
 	fi
 	prog_table nonsock "non-socket fds: write() 64 B to /dev/null, read() 64 B from a file"
 	prog_table tcp "unclassified loopback TCP: write() 64 B junk; sink thread read()s 64 KiB"
