@@ -154,6 +154,9 @@ struct ws_nats_conn {
 	struct ws_attr shared_store[24];
 	struct ws_attrs shared;
 	bool shared_ok;
+	/* the same in a block that spans use in place (NULL: no memory,
+	 * copied instead) */
+	struct ws_attr_block *shared_blk;
 };
 
 struct ws_nats_spans {
@@ -547,17 +550,23 @@ static void put_identity(struct ws_attrs *a, const struct ws_nats_conn *nc)
 	}
 }
 
-/* The connection's shared attributes, rebuilt after INFO or CONNECT. */
-static const struct ws_attrs *shared_attrs(struct ws_nats_conn *nc)
+/* Set the connection's shared attributes in a, rebuilt after INFO or
+ * CONNECT. */
+static void put_shared_attrs(struct ws_attrs *a, struct ws_nats_conn *nc)
 {
 	if (!nc->shared_ok) {
 		ws_attrs_clear(&nc->shared);
 		nc->shared.dropped = nc->shared.cut = 0;
 		put_addr_attrs(&nc->shared, nc);
 		put_identity(&nc->shared, nc);
+		ws_attr_block_put(nc->shared_blk);
+		nc->shared_blk = ws_attr_block_new(&nc->shared);
 		nc->shared_ok = true;
 	}
-	return &nc->shared;
+	if (nc->shared_blk)
+		ws_attrs_add_block(a, nc->shared_blk);
+	else
+		ws_attrs_copy(a, &nc->shared);
 }
 
 static bool is_inbox(struct ws_nats_str s)
@@ -615,7 +624,7 @@ static struct ws_span *new_span(struct ws_nats_conn *nc, const char *op,
 	ws_attrs_cstr(&s->a, "messaging.operation.type", optype);
 	if (dest.len)
 		put_destination(s, dest);
-	ws_attrs_copy(&s->a, shared_attrs(nc));
+	put_shared_attrs(&s->a, nc);
 	/* the peer may be learnt after the connection opened: not shared */
 	if (nc->info.peer)
 		ws_attrs_copy(&s->a, &nc->info.peer->a);
@@ -1960,6 +1969,7 @@ void ws_nats_conn_close(struct ws_nats_conn *nc, uint64_t ts_ns)
 	for (d = 0; d < 2; d++)
 		ws_nats_parser_free(nc->parser[d]);
 	ws_attrs_clear(&nc->shared);
+	ws_attr_block_put(nc->shared_blk);
 	ws_resource_put(nc->info.resource);
 	ws_resource_put(nc->info.peer);
 	for (i = 0; i < sizeof(identity_attrs) / sizeof(identity_attrs[0]); i++)

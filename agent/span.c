@@ -301,6 +301,8 @@ static char *str_copy(struct ws_strpool *pool, const char *s, size_t len,
 
 /* ---- attributes ---- */
 
+static size_t attr_slen(const struct ws_attr *at);
+
 void ws_attrs_init(struct ws_attrs *a, struct ws_attr *store, uint16_t cap)
 {
 	memset(a, 0, sizeof(*a));
@@ -356,6 +358,15 @@ static struct ws_attr *attr_find(const struct ws_attrs *a, const char *key,
 	return NULL;
 }
 
+/* at, an attribute of a, is about to be replaced: a's block attributes
+ * are no longer all the block's. */
+static void blk_touch(struct ws_attrs *a, const struct ws_attr *at)
+{
+	if (a->blk_whole && at >= a->v + a->blk_first &&
+	    at < a->v + a->blk_first + a->blk->a.n)
+		a->blk_whole = false;
+}
+
 /* The slot for key: the existing one (released) or a new one. */
 static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
 {
@@ -363,6 +374,7 @@ static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
 	struct ws_attr *at = attr_find(a, key, h);
 
 	if (at) {
+		blk_touch(a, at);
 		attr_release(at);
 		return at;
 	}
@@ -396,6 +408,7 @@ int ws_attrs_str(struct ws_attrs *a, const char *key, const char *s, size_t len)
 	if (!v)
 		return -ENOMEM;
 	if (at) {
+		blk_touch(a, at);
 		attr_release(at);
 	} else {
 		at = &a->v[a->n++];
@@ -530,6 +543,94 @@ void ws_attrs_clear(struct ws_attrs *a)
 		attr_release(&a->v[i]);
 	a->n = 0;
 	a->keys = 0;
+	ws_attr_block_put(a->blk);
+	a->blk = NULL;
+	a->blk_whole = false;
+}
+
+/* ---- attribute blocks ---- */
+
+struct ws_attr_block *ws_attr_block_new(const struct ws_attrs *src)
+{
+	size_t size = sizeof(struct ws_attr_block), n = 0, i;
+	struct ws_attr_block *b;
+	char *p;
+
+	for (i = 0; i < src->n; i++) {
+		if (!src->v[i].type)
+			continue;
+		n++;
+		size += sizeof(struct ws_attr);
+		if (src->v[i].type == WS_ATTR_STR)
+			size += attr_slen(&src->v[i]) + 1;
+	}
+	b = calloc(1, size);
+	if (!b)
+		return NULL;
+	b->refs = 1;
+	ws_attrs_init(&b->a, b->attrs, (uint16_t)n);
+	p = (char *)&b->attrs[n];
+	for (i = 0; i < src->n; i++) {
+		const struct ws_attr *sa = &src->v[i];
+		struct ws_attr *at;
+
+		if (!sa->type)
+			continue;
+		at = &b->attrs[b->a.n++];
+		*at = *sa;
+		/* in the block: nothing of it is freed on its own */
+		at->flags = WS_ATTR_F_POOLED | (sa->flags & WS_ATTR_F_CUT);
+		b->a.keys |= key_bit(at->khash);
+		if (at->flags & WS_ATTR_F_CUT)
+			b->n_cut++;
+		if (at->type != WS_ATTR_STR)
+			continue;
+		at->slen = (uint16_t)attr_slen(sa);
+		memcpy(p, sa->s, (size_t)at->slen + 1);
+		at->s = p;
+		p += at->slen + 1;
+	}
+	return b;
+}
+
+struct ws_attr_block *ws_attr_block_get(struct ws_attr_block *b)
+{
+	b->refs++;
+	return b;
+}
+
+void ws_attr_block_put(struct ws_attr_block *b)
+{
+	if (!b || --b->refs > 0)
+		return;
+	free(b->pb);
+	free(b);
+}
+
+int ws_attrs_add_block(struct ws_attrs *dst, struct ws_attr_block *b)
+{
+	uint16_t i, n = b->a.n;
+
+	/* a key of b there already is replaced the usual way, and
+	 * everything else with it */
+	if (dst->blk || dst->cap - dst->n < n)
+		return ws_attrs_copy(dst, &b->a);
+	if (dst->keys & b->a.keys)
+		for (i = 0; i < n; i++)
+			if (attr_find(dst, b->a.v[i].key, b->a.v[i].khash))
+				return ws_attrs_copy(dst, &b->a);
+	/* the attributes as ws_attrs_copy would set them, strings in b */
+	memcpy(&dst->v[dst->n], b->a.v, n * sizeof(*b->a.v));
+	for (i = 0; i < n; i++)
+		if (dst->v[dst->n + i].type != WS_ATTR_STR)
+			dst->v[dst->n + i].flags = 0;
+	dst->blk = ws_attr_block_get(b);
+	dst->blk_first = dst->n;
+	dst->blk_whole = true;
+	dst->n += n;
+	dst->keys |= b->a.keys;
+	dst->cut += b->n_cut;
+	return 0;
 }
 
 /* ---- spans ---- */
@@ -725,6 +826,8 @@ struct ws_resource *ws_resource_compact(const struct ws_resource *src)
 	r->a.v = r->attrs;
 	r->a.cap = src->a.n;
 	r->a.pool = NULL;
+	r->a.blk = NULL;
+	r->a.blk_whole = false;
 	p = (char *)&r->attrs[src->a.n];
 	for (i = 0; i < src->a.n; i++) {
 		struct ws_attr *at = &r->attrs[i];

@@ -98,6 +98,32 @@ struct ws_attrs {
 	/* where string values go; NULL: one malloc each */
 	struct ws_strpool *pool;
 	uint64_t keys; /* private to span.c: bits of the keys' hashes */
+	/* private to span.c and the encoders (ws_attrs_add_block): a block
+	 * whose strings some attributes use in place (referenced until
+	 * ws_attrs_clear); while blk_whole, v[blk_first ..] holds all of
+	 * blk's attributes in blk's order, none replaced since */
+	struct ws_attr_block *blk;
+	uint16_t blk_first;
+	bool blk_whole;
+};
+
+/*
+ * An immutable, reference-counted set of attributes that many spans carry
+ * (a connection's address and identity), in one allocation with its
+ * strings. ws_attrs_add_block sets its attributes in a span without copying
+ * their strings, and an encoder may keep the block's encoding in it, made
+ * once for every span that carries it (the OTLP protobuf writer does).
+ * Not thread-safe, like ws_resource: get, put and encode on one thread.
+ */
+struct ws_attr_block {
+	unsigned refs;
+	uint16_t n_cut;	   /* attributes flagged WS_ATTR_F_CUT */
+	bool pb_failed;	   /* private to otlp_pb.c: no memory for pb */
+	uint8_t *pb;	   /* private to otlp_pb.c: encoded attributes (freed
+			  * with the block) */
+	size_t pb_len;	   /* of pb */
+	struct ws_attrs a; /* read-only: a.v = attrs */
+	struct ws_attr attrs[];
 };
 
 struct ws_span_link {
@@ -184,6 +210,17 @@ const struct ws_attr *ws_attrs_get(const struct ws_attrs *a, const char *key);
  * error; the other attributes are set). */
 int ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src);
 void ws_attrs_clear(struct ws_attrs *a);
+
+/* A block of src's attributes (set ones, src's order, strings copied into
+ * the block), one reference held; NULL if out of memory. */
+struct ws_attr_block *ws_attr_block_new(const struct ws_attrs *src);
+struct ws_attr_block *ws_attr_block_get(struct ws_attr_block *b);
+void ws_attr_block_put(struct ws_attr_block *b);
+/* ws_attrs_copy(dst, &b->a), with the same result (attributes, order,
+ * cut and dropped counts), but when dst has no block yet, none of b's keys
+ * and room for all of them, b's strings are used in place and dst takes a
+ * reference on b, released by ws_attrs_clear. Returns as ws_attrs_copy. */
+int ws_attrs_add_block(struct ws_attrs *dst, struct ws_attr_block *b);
 
 /* ---- spans ---- */
 

@@ -611,29 +611,27 @@ static void kv_len(const struct ws_attr *at, struct kv_len *l)
 	l->kv = opt_str_size(l->key) + ld_size(l->any);
 }
 
-/* Repeated KeyValue field plus dropped_attributes_count. */
-static size_t attrs_size(const struct ws_attrs *a)
+/* KeyValues v[0..n) as elements of a repeated field (one-byte tags). */
+static size_t kvs_size(const struct ws_attr *v, size_t n)
 {
-	size_t b = opt_varint_size(a->dropped);
 	struct kv_len l;
-	uint16_t i;
+	size_t b = 0, i;
 
-	for (i = 0; i < a->n; i++) {
-		kv_len(&a->v[i], &l);
+	for (i = 0; i < n; i++) {
+		kv_len(&v[i], &l);
 		b += ld_size(l.kv);
 	}
 	return b;
 }
 
-static uint8_t *put_attrs_pb(uint8_t *p, const struct ws_attrs *a,
-			     uint8_t attr_field, uint8_t dropped_field)
+static uint8_t *put_kvs(uint8_t *p, const struct ws_attr *v, size_t n,
+			uint8_t tag)
 {
-	const uint8_t tag = TAG(attr_field, WT_LEN);
 	struct kv_len l;
-	uint16_t i;
+	size_t i;
 
-	for (i = 0; i < a->n; i++) {
-		const struct ws_attr *at = &a->v[i];
+	for (i = 0; i < n; i++) {
+		const struct ws_attr *at = &v[i];
 		uint64_t d;
 
 		kv_len(at, &l);
@@ -662,18 +660,81 @@ static uint8_t *put_attrs_pb(uint8_t *p, const struct ws_attrs *a,
 			break;
 		}
 	}
+	return p;
+}
+
+/*
+ * Span.attributes (field 9) that a span has from an attribute block
+ * (span.h ws_attrs_add_block: a connection's ~15 address and identity
+ * attributes) are the same bytes in every span that has the block: they
+ * are encoded once, kept in the block, and copied. NULL when a has no
+ * whole block, field is not 9, or there is no memory for the copy (then
+ * the attributes are encoded one by one, as any other).
+ */
+#define SPAN_ATTRS_FIELD 9
+
+static const uint8_t *blk_pb(const struct ws_attrs *a, uint8_t field,
+			     size_t *len)
+{
+	struct ws_attr_block *b = a->blk;
+	size_t n;
+
+	if (field != SPAN_ATTRS_FIELD || !b || !a->blk_whole)
+		return NULL;
+	if (!b->pb && !b->pb_failed) {
+		n = kvs_size(b->a.v, b->a.n);
+		b->pb = malloc(n ? n : 1);
+		if (!b->pb) {
+			b->pb_failed = true;
+			return NULL;
+		}
+		b->pb_len = (size_t)(put_kvs(b->pb, b->a.v, b->a.n,
+					     TAG(SPAN_ATTRS_FIELD, WT_LEN)) -
+				     b->pb);
+	}
+	*len = b->pb_len;
+	return b->pb;
+}
+
+/* Repeated KeyValue field plus dropped_attributes_count. */
+static size_t attrs_size(const struct ws_attrs *a, uint8_t field)
+{
+	size_t b = opt_varint_size(a->dropped), len, end;
+
+	if (!blk_pb(a, field, &len))
+		return b + kvs_size(a->v, a->n);
+	end = a->blk_first + a->blk->a.n;
+	return b + kvs_size(a->v, a->blk_first) + len +
+	       kvs_size(a->v + end, a->n - end);
+}
+
+static uint8_t *put_attrs_pb(uint8_t *p, const struct ws_attrs *a,
+			     uint8_t attr_field, uint8_t dropped_field)
+{
+	const uint8_t tag = TAG(attr_field, WT_LEN);
+	size_t len = 0, end;
+	const uint8_t *pb = blk_pb(a, attr_field, &len);
+
+	if (!pb) {
+		p = put_kvs(p, a->v, a->n, tag);
+	} else {
+		end = a->blk_first + a->blk->a.n;
+		p = put_kvs(p, a->v, a->blk_first, tag);
+		memcpy(p, pb, len);
+		p = put_kvs(p + len, a->v + end, a->n - end, tag);
+	}
 	return put_opt_varint(p, TAG(dropped_field, WT_VARINT), a->dropped);
 }
 
 static size_t event_size(const struct ws_span_event *e)
 {
 	return (e->time_ns ? 9 : 0) + opt_str_size(str_len(e->name)) +
-	       attrs_size(&e->a);
+	       attrs_size(&e->a, 3);
 }
 
 static size_t link_size(const struct ws_span_link *l)
 {
-	return ld_size(16) + ld_size(8) + attrs_size(&l->a) +
+	return ld_size(16) + ld_size(8) + attrs_size(&l->a, 4) +
 	       (l->flags ? 5 : 0);
 }
 
@@ -690,7 +751,8 @@ static size_t span_size(const struct ws_span *s)
 		   (s->has_parent ? ld_size(8) : 0) +
 		   opt_str_size(str_len(s->name)) + opt_varint_size(s->kind) +
 		   (s->start_ns ? 9 : 0) + (s->end_ns ? 9 : 0) +
-		   attrs_size(&s->a) + opt_varint_size(s->dropped_events) +
+		   attrs_size(&s->a, SPAN_ATTRS_FIELD) +
+		   opt_varint_size(s->dropped_events) +
 		   opt_varint_size(s->dropped_links) + (s->flags ? 6 : 0);
 	uint16_t i;
 
@@ -809,7 +871,7 @@ int ws_otlp_pb_encode(struct ws_span *const *spans, size_t n, uint8_t **out,
 	for (g = i = 0; g < gr.n; g++) {
 		start[g] = i;
 		i += gr.count[g];
-		gs[g].res = gr.res[g] ? attrs_size(&gr.res[g]->a) : 0;
+		gs[g].res = gr.res[g] ? attrs_size(&gr.res[g]->a, 1) : 0;
 		gs[g].ss = ld_size(scope_size());
 	}
 	for (i = 0; i < n; i++) {
