@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "nats_spans.h"
 #include "wirespan/abi.h"
@@ -738,9 +739,55 @@ static void identity_changes(void **state)
 	ws_nats_conn_close(c, 600);
 }
 
+/* The fingerprint is XXH3-64 of subject, a NUL, the payload size (8 bytes)
+ * and at most the first 1024 payload bytes, short or long: the value
+ * ws_nats_fingerprint gives, whichever way it hashes. */
+static void fingerprint_value(void **state)
+{
+	static const size_t subj_lens[] = {0, 5, 600, 1014, 1015, 3000};
+	static const uint64_t sizes[] = {0, 1, 128, 1024, 1025, 70000};
+	static char subj[3000];
+	static uint8_t payload[1100];
+	size_t i, j, k;
+	bool ok;
+
+	for (k = 0; k < sizeof(subj); k++)
+		subj[k] = (char)('a' + k % 26);
+	for (k = 0; k < sizeof(payload); k++)
+		payload[k] = (uint8_t)(k * 7);
+	for (i = 0; i < sizeof(subj_lens) / sizeof(subj_lens[0]); i++) {
+		for (j = 0; j < sizeof(sizes) / sizeof(sizes[0]); j++) {
+			uint64_t size = sizes[j];
+			size_t want = size < 1024 ? size : 1024;
+			XXH3_state_t *st = XXH3_createState();
+			uint8_t zero = 0;
+			uint64_t want_fp, fp;
+
+			assert_non_null(st);
+			XXH3_64bits_reset(st);
+			XXH3_64bits_update(st, subj, subj_lens[i]);
+			XXH3_64bits_update(st, &zero, 1);
+			XXH3_64bits_update(st, &size, 8);
+			XXH3_64bits_update(st, payload, want);
+			want_fp = XXH3_64bits_digest(st);
+			XXH3_freeState(st);
+			fp = ws_nats_fingerprint(subj, subj_lens[i], size,
+						 payload, want, &ok);
+			assert_true(ok);
+			assert_int_equal(fp, want_fp);
+			if (want) { /* the bytes hashed are not all there */
+				ws_nats_fingerprint(subj, subj_lens[i], size,
+						    payload, want - 1, &ok);
+				assert_false(ok);
+			}
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(fingerprint_value),
 		cmocka_unit_test_setup_teardown(publish_span, setup, teardown),
 		cmocka_unit_test_setup_teardown(span_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(identity_changes, setup,
