@@ -648,22 +648,18 @@ struct ws_span *ws_span_new(const char *name, uint8_t kind, uint64_t start_ns,
 	struct ws_span *s = span_cache;
 	bool pooled;
 	size_t n;
-	int i;
 
 	if (s) {
 		span_cache = s->cache_next;
 		span_cache_n--;
-		/* the pool's bytes need no zeroing; whatever follows them
-		 * (a field added later) does */
-		memset(s, 0, offsetof(struct ws_span, pool_buf));
-		memset(s->pool_buf + sizeof(s->pool_buf), 0,
-		       sizeof(*s) - offsetof(struct ws_span, pool_buf) -
-			       sizeof(s->pool_buf));
 	} else {
-		s = calloc(1, sizeof(*s));
+		s = malloc(sizeof(*s));
 		if (!s)
 			return NULL;
 	}
+	/* the fields before the storage arrays; what the arrays hold is
+	 * set up below (the attribute sets' headers) or as it is added */
+	memset(s, 0, offsetof(struct ws_span, attr_store));
 	pool_init(&s->pool, s->pool_buf, sizeof(s->pool_buf));
 	s->name = str_copy(&s->pool, name, strlen(name), NULL, &pooled, &n);
 	if (!s->name) {
@@ -681,15 +677,6 @@ struct ws_span *ws_span_new(const char *name, uint8_t kind, uint64_t start_ns,
 	s->end_ns = start_ns;
 	ws_attrs_init(&s->a, s->attr_store, WS_SPAN_MAX_ATTRS);
 	s->a.pool = &s->pool;
-	for (i = 0; i < WS_SPAN_MAX_LINKS; i++) {
-		ws_attrs_init(&s->links[i].a, s->links[i].attrs, 2);
-		s->links[i].a.pool = &s->pool;
-	}
-	for (i = 0; i < WS_SPAN_MAX_EVENTS; i++) {
-		ws_attrs_init(&s->events[i].a, s->events[i].attrs,
-			      WS_SPAN_MAX_EVENT_ATTRS);
-		s->events[i].a.pool = &s->pool;
-	}
 	return s;
 }
 
@@ -752,6 +739,8 @@ int ws_span_add_link(struct ws_span *s, const uint8_t trace_id[16],
 		return -ENOSPC;
 	}
 	l = &s->links[s->n_links++];
+	ws_attrs_init(&l->a, l->attrs, 2);
+	l->a.pool = &s->pool;
 	memcpy(l->trace_id, trace_id, 16);
 	memcpy(l->span_id, span_id, 8);
 	l->flags = flags;
@@ -768,6 +757,8 @@ struct ws_span_event *ws_span_add_event(struct ws_span *s, const char *name,
 		return NULL;
 	}
 	e = &s->events[s->n_events++];
+	ws_attrs_init(&e->a, e->attrs, WS_SPAN_MAX_EVENT_ATTRS);
+	e->a.pool = &s->pool;
 	e->name = name;
 	e->time_ns = time_ns;
 	return e;

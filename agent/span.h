@@ -162,12 +162,9 @@ struct ws_span {
 	uint8_t kind;		   /* enum ws_span_kind */
 	uint8_t domain;		   /* enum ws_span_domain */
 	uint64_t start_ns, end_ns; /* unix epoch ns */
-	struct ws_attr attr_store[WS_SPAN_MAX_ATTRS];
 	struct ws_attrs a;
-	struct ws_span_link links[WS_SPAN_MAX_LINKS];
 	uint16_t n_links;
 	uint32_t dropped_links;
-	struct ws_span_event events[WS_SPAN_MAX_EVENTS];
 	uint16_t n_events;
 	uint32_t dropped_events;
 	uint8_t status;		      /* enum ws_status_code */
@@ -177,6 +174,12 @@ struct ws_span {
 	bool name_pooled;
 	struct ws_strpool pool;
 	struct ws_span *cache_next;
+	/* storage, last: a new span zeroes what comes before it only (links
+	 * and events are set up as they are added, attributes as they are
+	 * set; nothing past n_links, n_events, a.n is read) */
+	struct ws_attr attr_store[WS_SPAN_MAX_ATTRS];
+	struct ws_span_link links[WS_SPAN_MAX_LINKS];
+	struct ws_span_event events[WS_SPAN_MAX_EVENTS];
 	char pool_buf[WS_SPAN_POOL_INLINE];
 };
 

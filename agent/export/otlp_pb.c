@@ -582,7 +582,8 @@ struct kv_len {
 	size_t kv;	 /* KeyValue content */
 };
 
-static void kv_len(const struct ws_attr *at, struct kv_len *l)
+static inline __attribute__((always_inline)) void
+kv_len(const struct ws_attr *at, struct kv_len *l)
 {
 	l->key = !at->key ? 0 : at->klen ? at->klen : strlen(at->key);
 	l->str = 0;
