@@ -612,13 +612,48 @@ kv_len(const struct ws_attr *at, struct kv_len *l)
 	l->kv = opt_str_size(l->key) + ld_size(l->any);
 }
 
+/*
+ * The common KeyValue, fast: a string attribute of a non-empty key whose
+ * KeyValue is under 128 bytes, so that every length in it is one byte:
+ *   tag kv | 0x0a klen key | 0x12 any | 0x0a slen s     (any = 2 + slen)
+ * Its KeyValue content size, or 0 when at is not such an attribute.
+ */
+static inline size_t short_str_kv(const struct ws_attr *at)
+{
+	size_t kv;
+
+	if (at->type != WS_ATTR_STR || !at->s || !at->klen || !at->slen)
+		return 0;
+	kv = 6 + (size_t)at->klen + at->slen;
+	return kv < 128 ? kv : 0;
+}
+
+/* The same for an integer attribute:
+ *   tag kv | 0x0a klen key | 0x12 any | 0x18 varint   (any = 1 + vlen) */
+static inline size_t short_int_kv(const struct ws_attr *at)
+{
+	size_t kv;
+
+	if (at->type != WS_ATTR_INT || !at->klen)
+		return 0;
+	kv = 5 + (size_t)at->klen + vlen((uint64_t)at->i);
+	return kv < 128 ? kv : 0;
+}
+
 /* KeyValues v[0..n) as elements of a repeated field (one-byte tags). */
 static size_t kvs_size(const struct ws_attr *v, size_t n)
 {
 	struct kv_len l;
-	size_t b = 0, i;
+	size_t b = 0, i, kv;
 
 	for (i = 0; i < n; i++) {
+		kv = short_str_kv(&v[i]);
+		if (!kv)
+			kv = short_int_kv(&v[i]);
+		if (kv) {
+			b += 2 + kv;
+			continue;
+		}
 		kv_len(&v[i], &l);
 		b += ld_size(l.kv);
 	}
@@ -629,12 +664,42 @@ static uint8_t *put_kvs(uint8_t *p, const struct ws_attr *v, size_t n,
 			uint8_t tag)
 {
 	struct kv_len l;
-	size_t i;
+	size_t i, kv;
 
 	for (i = 0; i < n; i++) {
 		const struct ws_attr *at = &v[i];
 		uint64_t d;
 
+		kv = short_str_kv(at);
+		if (kv) {
+			p[0] = tag;
+			p[1] = (uint8_t)kv;
+			p[2] = TAG(1, WT_LEN);
+			p[3] = (uint8_t)at->klen;
+			memcpy(p + 4, at->key, at->klen);
+			p += 4 + at->klen;
+			p[0] = TAG(2, WT_LEN);
+			p[1] = (uint8_t)(2 + at->slen);
+			p[2] = TAG(1, WT_LEN);
+			p[3] = (uint8_t)at->slen;
+			memcpy(p + 4, at->s, at->slen);
+			p += 4 + at->slen;
+			continue;
+		}
+		kv = short_int_kv(at);
+		if (kv) {
+			p[0] = tag;
+			p[1] = (uint8_t)kv;
+			p[2] = TAG(1, WT_LEN);
+			p[3] = (uint8_t)at->klen;
+			memcpy(p + 4, at->key, at->klen);
+			p += 4 + at->klen;
+			p[0] = TAG(2, WT_LEN);
+			p[1] = (uint8_t)(kv - 4 - at->klen);
+			p[2] = TAG(3, WT_VARINT);
+			p = put_varint(p + 3, (uint64_t)at->i);
+			continue;
+		}
 		kv_len(at, &l);
 		p = put_tag_varint(p, tag, l.kv);
 		p = put_opt_str(p, TAG(1, WT_LEN), at->key, l.key);
