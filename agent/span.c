@@ -610,15 +610,17 @@ void ws_attr_block_put(struct ws_attr_block *b)
 int ws_attrs_add_block(struct ws_attrs *dst, struct ws_attr_block *b)
 {
 	uint16_t i, n = b->a.n;
+	uint64_t common;
 
 	/* a key of b there already is replaced the usual way, and
 	 * everything else with it */
 	if (dst->blk || dst->cap - dst->n < n)
 		return ws_attrs_copy(dst, &b->a);
-	if (dst->keys & b->a.keys)
-		for (i = 0; i < n; i++)
-			if (attr_find(dst, b->a.v[i].key, b->a.v[i].khash))
-				return ws_attrs_copy(dst, &b->a);
+	common = dst->keys & b->a.keys;
+	for (i = 0; common && i < n; i++)
+		if ((common & key_bit(b->a.v[i].khash)) &&
+		    attr_find(dst, b->a.v[i].key, b->a.v[i].khash))
+			return ws_attrs_copy(dst, &b->a);
 	/* the attributes as ws_attrs_copy would set them, strings in b */
 	memcpy(&dst->v[dst->n], b->a.v, n * sizeof(*b->a.v));
 	for (i = 0; i < n; i++)
