@@ -436,6 +436,12 @@ static void ring_put(struct ws_nats_spans *b, struct recent_ring *r,
 	if (r->next == r->alloc)
 		r->next = 0;
 	e = &r->slots[r->next];
+	/* The index entries of the new key and of the one it evicts are at
+	 * random places of a MiB-sized index, each a cache miss at 100k
+	 * messages/s: start both loads at once, not one after the other. */
+	__builtin_prefetch(&r->by_key[idx_home(r, key)], 1);
+	if (e->used)
+		__builtin_prefetch(&r->by_key[idx_home(r, e->key)], 1);
 	/* Overwrite the oldest entry only once it can no longer be linked
 	 * to, or the ring is at its cap (or cannot grow): that is counted. */
 	if (e->used && recent_fresh(b, e, ts) && r->alloc < r->cap &&
