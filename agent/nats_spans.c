@@ -177,6 +177,14 @@ struct ws_nats_spans {
 	/* client PUBs by their derived id: the trace they are in and the span
 	 * that stands for them (a reply PUB stands for its process span) */
 	struct recent_ring pub_ids;
+	/* new_span's first attributes (messaging.system and the operation's
+	 * name and type) per operation, as attribute blocks: op and optype
+	 * are string literals, told apart by address */
+	struct op_blk {
+		const char *op, *optype;
+		struct ws_attr_block *blk;
+	} op_blks[16];
+	unsigned n_op_blks;
 	struct ws_nats_spans_stats st;
 };
 
@@ -617,12 +625,48 @@ static void put_destination(struct ws_span *s, struct ws_nats_str subject)
 	}
 }
 
+static void put_op_attrs(struct ws_attrs *a, const char *op, const char *optype)
+{
+	ws_attrs_cstr(a, "messaging.system", "nats");
+	ws_attrs_cstr(a, "messaging.operation.name", op);
+	ws_attrs_cstr(a, "messaging.operation.type", optype);
+}
+
+/* The block of put_op_attrs(op, optype), made on first use; NULL when out
+ * of memory or room (the attributes are then set one by one). */
+static struct ws_attr_block *op_block(struct ws_nats_spans *b, const char *op,
+				      const char *optype)
+{
+	struct ws_attr store[3];
+	struct ws_attrs a;
+	struct op_blk *o;
+	unsigned i;
+
+	for (i = 0; i < b->n_op_blks; i++)
+		if (b->op_blks[i].op == op && b->op_blks[i].optype == optype)
+			return b->op_blks[i].blk;
+	if (b->n_op_blks == sizeof(b->op_blks) / sizeof(b->op_blks[0]))
+		return NULL;
+	ws_attrs_init(&a, store, 3);
+	put_op_attrs(&a, op, optype);
+	o = &b->op_blks[b->n_op_blks];
+	o->blk = ws_attr_block_new(&a);
+	ws_attrs_clear(&a);
+	if (!o->blk)
+		return NULL;
+	o->op = op;
+	o->optype = optype;
+	b->n_op_blks++;
+	return o->blk;
+}
+
 /* A span of connection nc with the attributes every NATS span has. */
 static struct ws_span *new_span(struct ws_nats_conn *nc, const char *op,
 				const char *optype, struct ws_nats_str dest,
 				uint8_t kind)
 {
 	char name[MAX_SUBJECT + 32];
+	struct ws_attr_block *ob;
 	struct ws_span *s;
 	size_t n = strlen(op), d;
 
@@ -651,9 +695,11 @@ static struct ws_span *new_span(struct ws_nats_conn *nc, const char *op,
 	}
 	s->domain = WS_DOMAIN_NATS;
 	ws_span_set_resource(s, nc->info.resource);
-	ws_attrs_cstr(&s->a, "messaging.system", "nats");
-	ws_attrs_cstr(&s->a, "messaging.operation.name", op);
-	ws_attrs_cstr(&s->a, "messaging.operation.type", optype);
+	ob = op_block(nc->b, op, optype);
+	if (ob)
+		ws_attrs_add_block(&s->a, ob);
+	else
+		put_op_attrs(&s->a, op, optype);
 	if (dest.len)
 		put_destination(s, dest);
 	put_shared_attrs(&s->a, nc);
@@ -2079,6 +2125,7 @@ void ws_nats_spans_tick(struct ws_nats_spans *b, uint64_t now_ns)
 void ws_nats_spans_free(struct ws_nats_spans *b, uint64_t now_ns)
 {
 	struct thread *t, *ttmp;
+	unsigned i;
 
 	if (!b)
 		return;
@@ -2093,6 +2140,8 @@ void ws_nats_spans_free(struct ws_nats_spans *b, uint64_t now_ns)
 	ring_free(&b->evidence);
 	ring_free(&b->acks);
 	ring_free(&b->pub_ids);
+	for (i = 0; i < b->n_op_blks; i++)
+		ws_attr_block_put(b->op_blks[i].blk);
 	free(b);
 }
 

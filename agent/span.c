@@ -362,9 +362,12 @@ static struct ws_attr *attr_find(const struct ws_attrs *a, const char *key,
  * are no longer all the block's. */
 static void blk_touch(struct ws_attrs *a, const struct ws_attr *at)
 {
-	if (a->blk_whole && at >= a->v + a->blk_first &&
-	    at < a->v + a->blk_first + a->blk->a.n)
-		a->blk_whole = false;
+	int k;
+
+	for (k = 0; k < WS_ATTRS_MAX_BLOCKS; k++)
+		if (a->blk_whole[k] && at >= a->v + a->blk_first[k] &&
+		    at < a->v + a->blk_first[k] + a->blk[k]->a.n)
+			a->blk_whole[k] = false;
 }
 
 /* The slot for key: the existing one (released) or a new one. */
@@ -543,9 +546,11 @@ void ws_attrs_clear(struct ws_attrs *a)
 		attr_release(&a->v[i]);
 	a->n = 0;
 	a->keys = 0;
-	ws_attr_block_put(a->blk);
-	a->blk = NULL;
-	a->blk_whole = false;
+	for (i = 0; i < WS_ATTRS_MAX_BLOCKS; i++) {
+		ws_attr_block_put(a->blk[i]);
+		a->blk[i] = NULL;
+		a->blk_whole[i] = false;
+	}
 }
 
 /* ---- attribute blocks ---- */
@@ -611,10 +616,13 @@ int ws_attrs_add_block(struct ws_attrs *dst, struct ws_attr_block *b)
 {
 	uint16_t i, n = b->a.n;
 	uint64_t common;
+	int k;
 
 	/* a key of b there already is replaced the usual way, and
 	 * everything else with it */
-	if (dst->blk || dst->cap - dst->n < n)
+	for (k = 0; k < WS_ATTRS_MAX_BLOCKS && dst->blk[k]; k++)
+		;
+	if (k == WS_ATTRS_MAX_BLOCKS || dst->cap - dst->n < n)
 		return ws_attrs_copy(dst, &b->a);
 	common = dst->keys & b->a.keys;
 	for (i = 0; common && i < n; i++)
@@ -626,9 +634,9 @@ int ws_attrs_add_block(struct ws_attrs *dst, struct ws_attr_block *b)
 	for (i = 0; i < n; i++)
 		if (dst->v[dst->n + i].type != WS_ATTR_STR)
 			dst->v[dst->n + i].flags = 0;
-	dst->blk = ws_attr_block_get(b);
-	dst->blk_first = dst->n;
-	dst->blk_whole = true;
+	dst->blk[k] = ws_attr_block_get(b);
+	dst->blk_first[k] = dst->n;
+	dst->blk_whole[k] = true;
 	dst->n += n;
 	dst->keys |= b->a.keys;
 	dst->cut += b->n_cut;
@@ -819,8 +827,8 @@ struct ws_resource *ws_resource_compact(const struct ws_resource *src)
 	r->a.v = r->attrs;
 	r->a.cap = src->a.n;
 	r->a.pool = NULL;
-	r->a.blk = NULL;
-	r->a.blk_whole = false;
+	memset(r->a.blk, 0, sizeof(r->a.blk));
+	memset(r->a.blk_whole, 0, sizeof(r->a.blk_whole));
 	p = (char *)&r->attrs[src->a.n];
 	for (i = 0; i < src->a.n; i++) {
 		struct ws_attr *at = &r->attrs[i];

@@ -78,6 +78,9 @@ struct ws_attr {
 	};
 };
 
+/* Attribute blocks one attribute set can use in place (more are copied) */
+#define WS_ATTRS_MAX_BLOCKS 2
+
 /* Bump allocator for a span's strings: freed all at once with the span. */
 struct ws_strpool {
 	char *buf;		       /* current block */
@@ -98,13 +101,14 @@ struct ws_attrs {
 	/* where string values go; NULL: one malloc each */
 	struct ws_strpool *pool;
 	uint64_t keys; /* private to span.c: bits of the keys' hashes */
-	/* private to span.c and the encoders (ws_attrs_add_block): a block
+	/* private to span.c and the encoders (ws_attrs_add_block): blocks
 	 * whose strings some attributes use in place (referenced until
-	 * ws_attrs_clear); while blk_whole, v[blk_first ..] holds all of
-	 * blk's attributes in blk's order, none replaced since */
-	struct ws_attr_block *blk;
-	uint16_t blk_first;
-	bool blk_whole;
+	 * ws_attrs_clear), in the order they were added; while
+	 * blk_whole[k], v[blk_first[k] ..] holds all of blk[k]'s attributes
+	 * in its order, none replaced since */
+	struct ws_attr_block *blk[WS_ATTRS_MAX_BLOCKS];
+	uint16_t blk_first[WS_ATTRS_MAX_BLOCKS];
+	bool blk_whole[WS_ATTRS_MAX_BLOCKS];
 };
 
 /*
@@ -220,9 +224,10 @@ struct ws_attr_block *ws_attr_block_new(const struct ws_attrs *src);
 struct ws_attr_block *ws_attr_block_get(struct ws_attr_block *b);
 void ws_attr_block_put(struct ws_attr_block *b);
 /* ws_attrs_copy(dst, &b->a), with the same result (attributes, order,
- * cut and dropped counts), but when dst has no block yet, none of b's keys
- * and room for all of them, b's strings are used in place and dst takes a
- * reference on b, released by ws_attrs_clear. Returns as ws_attrs_copy. */
+ * cut and dropped counts), but when dst has fewer than WS_ATTRS_MAX_BLOCKS
+ * blocks, none of b's keys and room for all of them, b's strings are used
+ * in place and dst takes a reference on b, released by ws_attrs_clear.
+ * Returns as ws_attrs_copy. */
 int ws_attrs_add_block(struct ws_attrs *dst, struct ws_attr_block *b);
 
 /* ---- spans ---- */

@@ -730,22 +730,23 @@ static uint8_t *put_kvs(uint8_t *p, const struct ws_attr *v, size_t n,
 }
 
 /*
- * Span.attributes (field 9) that a span has from an attribute block
- * (span.h ws_attrs_add_block: a connection's ~15 address and identity
- * attributes) are the same bytes in every span that has the block: they
- * are encoded once, kept in the block, and copied. NULL when a has no
- * whole block, field is not 9, or there is no memory for the copy (then
- * the attributes are encoded one by one, as any other).
+ * Span.attributes (field 9) that a span has from attribute blocks (span.h
+ * ws_attrs_add_block: a connection's ~15 address and identity attributes,
+ * an operation's constant ones) are the same bytes in every span that has
+ * the block: they are encoded once, kept in the block, and copied. NULL
+ * when a's block k is missing or not whole, field is not 9, or there is
+ * no memory for the copy (then the attributes are encoded one by one, as
+ * any other).
  */
 #define SPAN_ATTRS_FIELD 9
 
-static const uint8_t *blk_pb(const struct ws_attrs *a, uint8_t field,
+static const uint8_t *blk_pb(const struct ws_attrs *a, int k, uint8_t field,
 			     size_t *len)
 {
-	struct ws_attr_block *b = a->blk;
+	struct ws_attr_block *b = a->blk[k];
 	size_t n;
 
-	if (field != SPAN_ATTRS_FIELD || !b || !a->blk_whole)
+	if (field != SPAN_ATTRS_FIELD || !b || !a->blk_whole[k])
 		return NULL;
 	if (!b->pb && !b->pb_failed) {
 		n = kvs_size(b->a.v, b->a.n);
@@ -762,33 +763,40 @@ static const uint8_t *blk_pb(const struct ws_attrs *a, uint8_t field,
 	return b->pb;
 }
 
-/* Repeated KeyValue field plus dropped_attributes_count. */
+/* Repeated KeyValue field plus dropped_attributes_count. Blocks are in
+ * a->v in the order of k. */
 static size_t attrs_size(const struct ws_attrs *a, uint8_t field)
 {
-	size_t b = opt_varint_size(a->dropped), len, end;
+	size_t b = opt_varint_size(a->dropped), pos = 0, len;
+	int k;
 
-	if (!blk_pb(a, field, &len))
-		return b + kvs_size(a->v, a->n);
-	end = a->blk_first + a->blk->a.n;
-	return b + kvs_size(a->v, a->blk_first) + len +
-	       kvs_size(a->v + end, a->n - end);
+	for (k = 0; k < WS_ATTRS_MAX_BLOCKS; k++) {
+		if (!blk_pb(a, k, field, &len))
+			continue;
+		b += kvs_size(a->v + pos, a->blk_first[k] - pos) + len;
+		pos = a->blk_first[k] + a->blk[k]->a.n;
+	}
+	return b + kvs_size(a->v + pos, a->n - pos);
 }
 
 static uint8_t *put_attrs_pb(uint8_t *p, const struct ws_attrs *a,
 			     uint8_t attr_field, uint8_t dropped_field)
 {
 	const uint8_t tag = TAG(attr_field, WT_LEN);
-	size_t len = 0, end;
-	const uint8_t *pb = blk_pb(a, attr_field, &len);
+	const uint8_t *pb;
+	size_t pos = 0, len;
+	int k;
 
-	if (!pb) {
-		p = put_kvs(p, a->v, a->n, tag);
-	} else {
-		end = a->blk_first + a->blk->a.n;
-		p = put_kvs(p, a->v, a->blk_first, tag);
+	for (k = 0; k < WS_ATTRS_MAX_BLOCKS; k++) {
+		pb = blk_pb(a, k, attr_field, &len);
+		if (!pb)
+			continue;
+		p = put_kvs(p, a->v + pos, a->blk_first[k] - pos, tag);
 		memcpy(p, pb, len);
-		p = put_kvs(p + len, a->v + end, a->n - end, tag);
+		p += len;
+		pos = a->blk_first[k] + a->blk[k]->a.n;
 	}
+	p = put_kvs(p, a->v + pos, a->n - pos, tag);
 	return put_opt_varint(p, TAG(dropped_field, WT_VARINT), a->dropped);
 }
 

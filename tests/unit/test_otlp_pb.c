@@ -1444,7 +1444,7 @@ static struct ws_span *blk_span(struct ws_attr_block *const *blk, size_t nblk,
 		s->a.dropped = s->a.cut = 0;
 		rnd_attrs(&s->a, 6);
 	}
-	k = rnd_below(4);
+	k = rnd_below(WS_ATTRS_MAX_BLOCKS + 3);
 	for (i = 0; i < k; i++) {
 		struct ws_attr_block *b = blk[rnd_below((unsigned)nblk)];
 
@@ -1497,17 +1497,18 @@ static void same_attrs(const struct ws_attrs *x, const struct ws_attrs *y)
 
 /* The twin spans (blocks used, blocks copied) have the same attributes and
  * counts, and the same bytes from both encoders, alone and in batches in
- * which spans share blocks (their encoding made once, then reused); the
- * blocks' last references are the spans'. */
+ * which spans share blocks (their encoding made once, then reused), with
+ * up to WS_ATTRS_MAX_BLOCKS blocks in a span and more copied; the blocks'
+ * last references are the spans'. */
 static void blocks_match_copies(void **state)
 {
 	struct ws_resource *r[2];
 	struct ws_attr_block *blk[4];
 	struct ws_span *x[32], *y[32];
 	uint8_t *bx, *by;
-	size_t lx, ly, n, i, whole = 0, broken = 0;
+	size_t lx, ly, n, i, whole = 0, broken = 0, two = 0;
 	uint64_t seed;
-	int round;
+	int round, k;
 	uint16_t e;
 
 	for (i = 0; i < 2; i++) {
@@ -1539,10 +1540,13 @@ static void blocks_match_copies(void **state)
 			for (e = 0; e < x[i]->n_links; e++)
 				same_attrs(&x[i]->links[e].a,
 					   &y[i]->links[e].a);
-			if (x[i]->a.blk && x[i]->a.blk_whole)
-				whole++;
-			else if (x[i]->a.blk)
-				broken++;
+			for (k = 0; k < WS_ATTRS_MAX_BLOCKS; k++) {
+				if (x[i]->a.blk[k] && x[i]->a.blk_whole[k])
+					whole++;
+				else if (x[i]->a.blk[k])
+					broken++;
+			}
+			two += x[i]->a.blk[1] && x[i]->a.blk_whole[1];
 		}
 		for (i = 0; i < 4; i++)
 			ws_attr_block_put(blk[i]); /* the spans keep theirs */
@@ -1564,6 +1568,7 @@ static void blocks_match_copies(void **state)
 	/* both ways through the encoder were taken, many times */
 	assert_true(whole > 100);
 	assert_true(broken > 10);
+	assert_true(two > 20); /* a second block in a span, whole */
 	for (i = 0; i < 2; i++)
 		ws_resource_put(r[i]);
 }
