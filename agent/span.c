@@ -329,11 +329,22 @@ static uint16_t key_hash(const char *key, uint16_t *len)
 	return (uint16_t)(h ^ (h >> 16));
 }
 
-/* ws_attrs.keys: one bit per key hash, so that a key not there yet (the
- * usual case) is known without walking the attributes. */
+/* ws_attrs.keys: one of 128 bits per key hash, so that a key not there
+ * yet (the usual case) is known without walking the attributes (with 64,
+ * a span's ~25 keys set a third of them). */
 static uint64_t key_bit(uint16_t h)
 {
-	return 1ull << (h >> 10);
+	return 1ull << ((h >> 9) & 63);
+}
+
+static bool key_maybe(const uint64_t *keys, uint16_t h)
+{
+	return keys[h >> 15] & key_bit(h);
+}
+
+static void key_add(uint64_t *keys, uint16_t h)
+{
+	keys[h >> 15] |= key_bit(h);
 }
 
 static void attr_release(struct ws_attr *at)
@@ -349,7 +360,7 @@ static struct ws_attr *attr_find(const struct ws_attrs *a, const char *key,
 {
 	uint16_t i;
 
-	if (!(a->keys & key_bit(h)))
+	if (!key_maybe(a->keys, h))
 		return NULL;
 	for (i = 0; i < a->n; i++)
 		if (a->v[i].khash == h &&
@@ -389,7 +400,7 @@ static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
 	at->key = key;
 	at->khash = h;
 	at->klen = klen;
-	a->keys |= key_bit(h);
+	key_add(a->keys, h);
 	at->type = 0;
 	at->flags = 0;
 	return at;
@@ -418,7 +429,7 @@ int ws_attrs_str(struct ws_attrs *a, const char *key, const char *s, size_t len)
 		at->key = key;
 		at->khash = h;
 		at->klen = klen;
-		a->keys |= key_bit(h);
+		key_add(a->keys, h);
 	}
 	if (cut)
 		a->cut++;
@@ -487,7 +498,7 @@ int ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src)
 
 		if (!sa->type)
 			continue;
-		if (dst->keys & key_bit(sa->khash) &&
+		if (key_maybe(dst->keys, sa->khash) &&
 		    attr_find(dst, sa->key, sa->khash)) {
 			/* already there: replace it the usual way */
 			if (sa->type == WS_ATTR_STR) {
@@ -533,7 +544,7 @@ int ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src)
 			}
 		}
 		dst->n++;
-		dst->keys |= key_bit(sa->khash);
+		key_add(dst->keys, sa->khash);
 	}
 	return err;
 }
@@ -545,7 +556,7 @@ void ws_attrs_clear(struct ws_attrs *a)
 	for (i = 0; i < a->n; i++)
 		attr_release(&a->v[i]);
 	a->n = 0;
-	a->keys = 0;
+	a->keys[0] = a->keys[1] = 0;
 	for (i = 0; i < WS_ATTRS_MAX_BLOCKS; i++) {
 		ws_attr_block_put(a->blk[i]);
 		a->blk[i] = NULL;
@@ -583,9 +594,13 @@ struct ws_attr_block *ws_attr_block_new(const struct ws_attrs *src)
 			continue;
 		at = &b->attrs[b->a.n++];
 		*at = *sa;
-		/* in the block: nothing of it is freed on its own */
-		at->flags = WS_ATTR_F_POOLED | (sa->flags & WS_ATTR_F_CUT);
-		b->a.keys |= key_bit(at->khash);
+		/* in the block: nothing of it is freed on its own; flags as
+		 * ws_attrs_copy sets them (0 but for strings) */
+		at->flags =
+			at->type == WS_ATTR_STR
+				? WS_ATTR_F_POOLED | (sa->flags & WS_ATTR_F_CUT)
+				: 0;
+		key_add(b->a.keys, at->khash);
 		if (at->flags & WS_ATTR_F_CUT)
 			b->n_cut++;
 		if (at->type != WS_ATTR_STR)
@@ -615,7 +630,6 @@ void ws_attr_block_put(struct ws_attr_block *b)
 int ws_attrs_add_block(struct ws_attrs *dst, struct ws_attr_block *b)
 {
 	uint16_t i, n = b->a.n;
-	uint64_t common;
 	int k;
 
 	/* a key of b there already is replaced the usual way, and
@@ -624,21 +638,19 @@ int ws_attrs_add_block(struct ws_attrs *dst, struct ws_attr_block *b)
 		;
 	if (k == WS_ATTRS_MAX_BLOCKS || dst->cap - dst->n < n)
 		return ws_attrs_copy(dst, &b->a);
-	common = dst->keys & b->a.keys;
-	for (i = 0; common && i < n; i++)
-		if ((common & key_bit(b->a.v[i].khash)) &&
-		    attr_find(dst, b->a.v[i].key, b->a.v[i].khash))
-			return ws_attrs_copy(dst, &b->a);
-	/* the attributes as ws_attrs_copy would set them, strings in b */
+	if ((dst->keys[0] & b->a.keys[0]) || (dst->keys[1] & b->a.keys[1]))
+		for (i = 0; i < n; i++)
+			if (attr_find(dst, b->a.v[i].key, b->a.v[i].khash))
+				return ws_attrs_copy(dst, &b->a);
+	/* the attributes as ws_attrs_copy would set them (flags made so by
+	 * ws_attr_block_new), strings in b */
 	memcpy(&dst->v[dst->n], b->a.v, n * sizeof(*b->a.v));
-	for (i = 0; i < n; i++)
-		if (dst->v[dst->n + i].type != WS_ATTR_STR)
-			dst->v[dst->n + i].flags = 0;
 	dst->blk[k] = ws_attr_block_get(b);
 	dst->blk_first[k] = dst->n;
 	dst->blk_whole[k] = true;
 	dst->n += n;
-	dst->keys |= b->a.keys;
+	dst->keys[0] |= b->a.keys[0];
+	dst->keys[1] |= b->a.keys[1];
 	dst->cut += b->n_cut;
 	return 0;
 }
