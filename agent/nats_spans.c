@@ -154,9 +154,12 @@ struct ws_nats_conn {
 	struct ws_attr shared_store[24];
 	struct ws_attrs shared;
 	bool shared_ok;
-	/* the same in a block that spans use in place (NULL: no memory,
-	 * copied instead) */
+	/* the same, and the peer's attributes if blk_has_peer (as they were
+	 * at blk_peer_gen), in a block that spans use in place (NULL: no
+	 * memory, copied instead) */
 	struct ws_attr_block *shared_blk;
+	bool blk_has_peer;
+	uint32_t blk_peer_gen;
 };
 
 struct ws_nats_spans {
@@ -590,23 +593,48 @@ static void put_identity(struct ws_attrs *a, const struct ws_nats_conn *nc)
 	}
 }
 
-/* Set the connection's shared attributes in a, rebuilt after INFO or
- * CONNECT. */
+/* Set the connection's shared attributes in a (rebuilt after INFO or
+ * CONNECT), then its peer's. Both go in one block while the peer's
+ * attributes are those the block was made with (their gen) and share no
+ * key with the connection's (so that the block gives what copying the two
+ * one after the other gives). */
 static void put_shared_attrs(struct ws_attrs *a, struct ws_nats_conn *nc)
 {
-	if (!nc->shared_ok) {
-		ws_attrs_clear(&nc->shared);
-		nc->shared.dropped = nc->shared.cut = 0;
-		put_addr_attrs(&nc->shared, nc);
-		put_identity(&nc->shared, nc);
+	const struct ws_resource *peer = nc->info.peer;
+	struct ws_attr
+		store[sizeof(nc->shared_store) / sizeof(nc->shared_store[0]) +
+		      WS_RESOURCE_MAX_ATTRS];
+	struct ws_attrs both;
+	uint16_t i;
+
+	if (!nc->shared_ok || (peer && peer->a.gen != nc->blk_peer_gen)) {
+		if (!nc->shared_ok) {
+			ws_attrs_clear(&nc->shared);
+			nc->shared.dropped = nc->shared.cut = 0;
+			put_addr_attrs(&nc->shared, nc);
+			put_identity(&nc->shared, nc);
+			nc->shared_ok = true;
+		}
+		ws_attrs_init(&both, store, sizeof(store) / sizeof(store[0]));
+		ws_attrs_copy(&both, &nc->shared);
+		nc->blk_has_peer = peer != NULL;
+		for (i = 0; peer && i < peer->a.n; i++)
+			if (ws_attrs_get(&nc->shared, peer->a.v[i].key))
+				nc->blk_has_peer = false;
+		if (nc->blk_has_peer)
+			ws_attrs_copy(&both, &peer->a);
+		nc->blk_peer_gen = peer ? peer->a.gen : 0;
 		ws_attr_block_put(nc->shared_blk);
-		nc->shared_blk = ws_attr_block_new(&nc->shared);
-		nc->shared_ok = true;
+		nc->shared_blk = ws_attr_block_new(&both);
+		ws_attrs_clear(&both);
 	}
 	if (nc->shared_blk)
 		ws_attrs_add_block(a, nc->shared_blk);
 	else
 		ws_attrs_copy(a, &nc->shared);
+	/* the peer may be learnt after the connection opened */
+	if (peer && !(nc->shared_blk && nc->blk_has_peer))
+		ws_attrs_copy(a, &peer->a);
 }
 
 static bool is_inbox(struct ws_nats_str s)
@@ -703,9 +731,6 @@ static struct ws_span *new_span(struct ws_nats_conn *nc, const char *op,
 	if (dest.len)
 		put_destination(s, dest);
 	put_shared_attrs(&s->a, nc);
-	/* the peer may be learnt after the connection opened: not shared */
-	if (nc->info.peer)
-		ws_attrs_copy(&s->a, &nc->info.peer->a);
 	ws_attrs_int(&s->a, "thread.id", nc->tid);
 	return s;
 }

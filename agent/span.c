@@ -387,6 +387,7 @@ static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
 	uint16_t klen, h = key_hash(key, &klen);
 	struct ws_attr *at = attr_find(a, key, h);
 
+	a->gen++;
 	if (at) {
 		blk_touch(a, at);
 		attr_release(at);
@@ -421,6 +422,7 @@ int ws_attrs_str(struct ws_attrs *a, const char *key, const char *s, size_t len)
 	v = str_copy(a->pool, s ? s : "", s ? len : 0, &cut, &pooled, &vlen);
 	if (!v)
 		return -ENOMEM;
+	a->gen++;
 	if (at) {
 		blk_touch(a, at);
 		attr_release(at);
@@ -490,6 +492,7 @@ int ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src)
 	uint16_t i;
 	int err = 0;
 
+	dst->gen++;
 	for (i = 0; i < src->n; i++) {
 		const struct ws_attr *sa = &src->v[i];
 		struct ws_attr *at;
@@ -557,6 +560,7 @@ void ws_attrs_clear(struct ws_attrs *a)
 		attr_release(&a->v[i]);
 	a->n = 0;
 	a->keys[0] = a->keys[1] = 0;
+	a->gen++;
 	for (i = 0; i < WS_ATTRS_MAX_BLOCKS; i++) {
 		ws_attr_block_put(a->blk[i]);
 		a->blk[i] = NULL;
@@ -649,6 +653,7 @@ int ws_attrs_add_block(struct ws_attrs *dst, struct ws_attr_block *b)
 	dst->blk_first[k] = dst->n;
 	dst->blk_whole[k] = true;
 	dst->n += n;
+	dst->gen++;
 	dst->keys[0] |= b->a.keys[0];
 	dst->keys[1] |= b->a.keys[1];
 	dst->cut += b->n_cut;

@@ -101,6 +101,7 @@ struct ws_attrs {
 	/* where string values go; NULL: one malloc each */
 	struct ws_strpool *pool;
 	uint64_t keys[2]; /* private to span.c: bits of the keys' hashes */
+	uint32_t gen;	  /* changed by every set, copy and clear */
 	/* private to span.c and the encoders (ws_attrs_add_block): blocks
 	 * whose strings some attributes use in place (referenced until
 	 * ws_attrs_clear), in the order they were added; while

@@ -784,10 +784,66 @@ static void fingerprint_value(void **state)
 	}
 }
 
+/* A connection's peer attributes follow its peer resource as it changes
+ * (a peer learnt after the connection opened), after the connection's
+ * shared ones, and a peer key that is also a shared one replaces it in
+ * place, as copying the two in turn does. */
+static void peer_attrs_follow_the_peer(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn_info in = {
+		.tgid = 10, .fd = 5, .role = WS_ROLE_CLIENT};
+	struct ws_resource *peer = ws_resource_new(0);
+	struct ws_nats_conn *c;
+	const struct ws_span *s;
+	uint16_t i, port_at = 0, svc_at = 0;
+
+	assert_non_null(peer);
+	snprintf(in.laddr, sizeof(in.laddr), "127.0.0.1");
+	snprintf(in.raddr, sizeof(in.raddr), "127.0.0.1");
+	in.lport = 5000;
+	in.rport = 4222;
+	in.peer = peer;
+	c = ws_nats_conn_new(f->b, &in);
+	assert_non_null(c);
+	feed(c, WS_DIR_INGRESS, INFO(7), 10, 100);
+	feed(c, WS_DIR_EGRESS, "CONNECT {}\r\nPUB a 1\r\nx\r\n", 10, 200);
+	assert_int_equal(f->out.n, 1);
+	assert_null(attr_s(f->out.s[0], "peer.service"));
+
+	assert_int_equal(ws_attrs_cstr(&peer->a, "peer.service", "one"), 0);
+	feed(c, WS_DIR_EGRESS, "PUB a 1\r\ny\r\n", 10, 300);
+	assert_int_equal(f->out.n, 2);
+	assert_string_equal(attr_s(f->out.s[1], "peer.service"), "one");
+
+	assert_int_equal(ws_attrs_cstr(&peer->a, "peer.service", "two"), 0);
+	assert_int_equal(ws_attrs_int(&peer->a, "server.port", 9), 0);
+	feed(c, WS_DIR_EGRESS, "PUB a 1\r\nz\r\n", 10, 400);
+	assert_int_equal(f->out.n, 3);
+	s = f->out.s[2];
+	assert_string_equal(attr_s(s, "peer.service"), "two");
+	assert_int_equal(attr_i(s, "server.port"), 9);
+	for (i = 0; i < s->a.n; i++) {
+		if (!strcmp(s->a.v[i].key, "server.port"))
+			port_at = i;
+		if (!strcmp(s->a.v[i].key, "peer.service"))
+			svc_at = i;
+	}
+	/* server.port where the shared attributes put it, peer.service
+	 * after them, thread.id after that */
+	assert_true(port_at > 0 && port_at < svc_at);
+	assert_string_equal(s->a.v[port_at - 1].key, "server.address");
+	assert_string_equal(s->a.v[svc_at + 1].key, "thread.id");
+	ws_nats_conn_close(c, 500);
+	ws_resource_put(peer);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(fingerprint_value),
+		cmocka_unit_test_setup_teardown(peer_attrs_follow_the_peer,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(publish_span, setup, teardown),
 		cmocka_unit_test_setup_teardown(span_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(identity_changes, setup,
