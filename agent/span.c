@@ -554,10 +554,26 @@ int ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src)
 
 void ws_attrs_clear(struct ws_attrs *a)
 {
-	uint16_t i;
+	uint16_t i = 0, end;
+	int k = 0;
 
-	for (i = 0; i < a->n; i++)
-		attr_release(&a->v[i]);
+	/* free what is owned; the slots need no reset (a->n governs, a set
+	 * writes its slot whole); a whole block's strings are the block's
+	 * (blocks are in a->v in the order of k) */
+	for (;;) {
+		while (k < WS_ATTRS_MAX_BLOCKS &&
+		       !(a->blk_whole[k] && a->blk_first[k] >= i))
+			k++;
+		end = k < WS_ATTRS_MAX_BLOCKS ? a->blk_first[k] : a->n;
+		for (; i < end; i++)
+			if (a->v[i].type == WS_ATTR_STR &&
+			    !(a->v[i].flags & WS_ATTR_F_POOLED))
+				free(a->v[i].s);
+		if (k == WS_ATTRS_MAX_BLOCKS)
+			break;
+		i = (uint16_t)(end + a->blk[k]->a.n);
+		k++;
+	}
 	a->n = 0;
 	a->keys[0] = a->keys[1] = 0;
 	a->gen++;
