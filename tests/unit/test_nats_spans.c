@@ -838,10 +838,80 @@ static void peer_attrs_follow_the_peer(void **state)
 	ws_resource_put(peer);
 }
 
+/*
+ * Many identical PUBs, read by the server while two subscribers get MSGs
+ * of them in a random interleaving (the rings growing meanwhile): every
+ * delivery goes to the PUB the documented rule names, checked against a
+ * model of it: the oldest of the twins read so far (all within the twin
+ * window here) that this subscriber has not been given, else the newest;
+ * one mark per PUB, so a PUB given to the other subscriber since counts
+ * as not given.
+ */
+static void twins_two_subscribers(void **state)
+{
+	enum { N = 3000 };
+	struct fixture *f = *state;
+	struct ws_nats_conn *pc = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	struct ws_nats_conn *sa = conn(f, 1, WS_ROLE_SERVER, 5000);
+	struct ws_nats_conn *sub[2] = {conn(f, 1, WS_ROLE_SERVER, 6000),
+				       conn(f, 1, WS_ROLE_SERVER, 6001)};
+	static uint8_t pub_ids[N][8];
+	static int taken[N];
+	const char *pub = "PUB a.b 4\r\ntwin\r\n",
+		   *msg = "MSG a.b 1 4\r\ntwin\r\n";
+	uint64_t ts = 100, seed = 0x2545f4914f6cdd1dull;
+	int i, read = 0, k, pick, who, deliveries = 0;
+
+	feed(sa, WS_DIR_EGRESS, INFO(1), 2, 10);
+	feed(pc, WS_DIR_INGRESS, INFO(1), 10, 11);
+	for (k = 0; k < 2; k++) {
+		feed(sub[k], WS_DIR_EGRESS, k ? INFO(3) : INFO(2), 2, 12);
+		feed(sub[k], WS_DIR_INGRESS, "CONNECT {}\r\nSUB a.b 1\r\n", 2,
+		     15);
+	}
+	feed(pc, WS_DIR_EGRESS, "CONNECT {}\r\n", 10, 20);
+	feed(sa, WS_DIR_INGRESS, "CONNECT {}\r\n", 2, 21);
+	for (i = 0; i < N; i++) {
+		feed(pc, WS_DIR_EGRESS, pub, 10, ts++);
+		assert_int_equal(f->out.n, 1);
+		memcpy(pub_ids[i], f->out.s[0]->span_id, 8);
+		out_free(&f->out);
+	}
+	while (read < N || deliveries < 2 * N) {
+		seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+		if (read < N && (seed % 3 == 0 || read == 0)) {
+			feed(sa, WS_DIR_INGRESS, pub, 2, ts++);
+			read++;
+			continue;
+		}
+		who = (int)((seed >> 8) % 2);
+		feed(sub[who], WS_DIR_EGRESS, msg, 2, ts++);
+		assert_int_equal(f->out.n, 1);
+		/* the model */
+		pick = taken[read - 1] == who + 1 ? -1 : read - 1;
+		for (k = read - 2; k >= 0; k--)
+			if (taken[k] != who + 1)
+				pick = k;
+		if (pick < 0)
+			pick = read - 1;
+		taken[pick] = who + 1;
+		assert_memory_equal(f->out.s[0]->parent_span_id, pub_ids[pick],
+				    8);
+		out_free(&f->out);
+		deliveries++;
+	}
+	ws_nats_conn_close(pc, ts);
+	ws_nats_conn_close(sa, ts);
+	ws_nats_conn_close(sub[0], ts);
+	ws_nats_conn_close(sub[1], ts);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(fingerprint_value),
+		cmocka_unit_test_setup_teardown(twins_two_subscribers, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(peer_attrs_follow_the_peer,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(publish_span, setup, teardown),
