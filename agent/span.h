@@ -5,9 +5,10 @@
  * bounded: attributes, links and events have fixed capacities, and what does
  * not fit is counted in the dropped_* fields (OTLP carries those counts).
  *
- * A span owns its strings (copied in, freed by ws_span_free). Attribute keys
- * are not copied: they must be string literals or otherwise outlive the span.
- * A span holds a reference on its resource.
+ * A span owns its strings (copied in, freed by ws_span_free), but for those
+ * of attribute blocks (ws_attrs_add_block), which it references. Attribute
+ * keys are not copied: they must be string literals or otherwise outlive
+ * the span. A span holds a reference on its resource.
  *
  * Cost (the agent makes a few spans per message): a span's attribute, link
  * and event strings live in the span's own string pool (a block inside the
