@@ -116,7 +116,8 @@ struct recent_ring {
 	size_t alloc; /* slots allocated: grows by doubling up to cap */
 	size_t next;  /* the slot written next; the oldest entry once full */
 	struct recent_idx *by_key;
-	size_t mask; /* entries of by_key - 1 */
+	size_t mask;	/* entries of by_key - 1 */
+	uint32_t epoch; /* bumped when ring_grow renumbers the slots */
 };
 
 struct ws_nats_conn {
@@ -135,6 +136,12 @@ struct ws_nats_conn {
 	uint64_t client_id;
 	bool have_client_id;
 	uint32_t tag; /* names this connection in recent.taken_by */
+	/* evidence_for's last pick here (see there) */
+	struct twin_mark {
+		uint64_t key, newest_ts, steals;
+		uint32_t slot, gen, epoch;
+		bool ok;
+	} twin;
 	char *name, *lang, *version, *user, *nkey, *jwt_sub, *jwt_name,
 		*jwt_account;
 	struct nats_sub *subs;
@@ -154,6 +161,12 @@ struct ws_nats_conn {
 	struct ws_attr shared_store[24];
 	struct ws_attrs shared;
 	bool shared_ok;
+	/* the same, and the peer's attributes if blk_has_peer (as they were
+	 * at blk_peer_gen), in a block that spans use in place (NULL: no
+	 * memory, copied instead) */
+	struct ws_attr_block *shared_blk;
+	bool blk_has_peer;
+	uint32_t blk_peer_gen;
 };
 
 struct ws_nats_spans {
@@ -174,6 +187,16 @@ struct ws_nats_spans {
 	/* client PUBs by their derived id: the trace they are in and the span
 	 * that stands for them (a reply PUB stands for its process span) */
 	struct recent_ring pub_ids;
+	/* new_span's first attributes (messaging.system and the operation's
+	 * name and type) per operation, as attribute blocks: op and optype
+	 * are string literals, told apart by address */
+	struct op_blk {
+		const char *op, *optype;
+		struct ws_attr_block *blk;
+	} op_blks[16];
+	unsigned n_op_blks;
+	/* evidence marks that one connection took over from another */
+	uint64_t twin_steals;
 	struct ws_nats_spans_stats st;
 };
 
@@ -216,17 +239,31 @@ static const char *cstr(struct ws_nats_str s, char *buf, size_t cap)
 	return buf;
 }
 
+/* Inputs of at most this many bytes are hashed in one call from a copy
+ * on the stack: the same hash as XXH3's streaming API over the pieces (the
+ * one-shot and streaming functions agree on any input), at a fraction of
+ * its cost for a few hundred bytes (its state is 576 bytes to reset). */
+#define HASH_BUF 2048
+
 uint64_t ws_nats_fingerprint(const char *subject, size_t subject_len,
 			     uint64_t size, const uint8_t *payload,
 			     size_t avail, bool *ok)
 {
 	size_t want = size < FP_PAYLOAD_BYTES ? size : FP_PAYLOAD_BYTES;
+	uint8_t buf[HASH_BUF];
 	XXH3_state_t st;
 	uint8_t zero = 0;
 
 	*ok = avail >= want;
 	if (!*ok)
 		return 0;
+	if (subject_len <= sizeof(buf) - 1 - sizeof(size) - want) {
+		memcpy(buf, subject, subject_len);
+		buf[subject_len] = 0;
+		memcpy(buf + subject_len + 1, &size, sizeof(size));
+		memcpy(buf + subject_len + 1 + sizeof(size), payload, want);
+		return XXH3_64bits(buf, subject_len + 1 + sizeof(size) + want);
+	}
 	XXH3_64bits_reset(&st);
 	XXH3_64bits_update(&st, subject, subject_len);
 	XXH3_64bits_update(&st, &zero, 1);
@@ -240,17 +277,29 @@ uint64_t ws_nats_fingerprint(const char *subject, size_t subject_len,
 static bool derive_id(const struct ws_nats_conn *nc, const char *tag,
 		      uint64_t offset, uint8_t *out, size_t n)
 {
+	size_t tl, sl;
+	uint8_t buf[HASH_BUF];
 	XXH128_hash_t h;
 	XXH3_state_t st;
 
 	if (nc->info.preexisting || !nc->server_id || !nc->have_client_id)
 		return false;
-	XXH3_128bits_reset(&st);
-	XXH3_128bits_update(&st, tag, strlen(tag) + 1);
-	XXH3_128bits_update(&st, nc->server_id, strlen(nc->server_id) + 1);
-	XXH3_128bits_update(&st, &nc->client_id, sizeof(nc->client_id));
-	XXH3_128bits_update(&st, &offset, sizeof(offset));
-	h = XXH3_128bits_digest(&st);
+	tl = strlen(tag) + 1;
+	sl = strlen(nc->server_id) + 1;
+	if (tl + sl <= sizeof(buf) - 16) {
+		memcpy(buf, tag, tl);
+		memcpy(buf + tl, nc->server_id, sl);
+		memcpy(buf + tl + sl, &nc->client_id, 8);
+		memcpy(buf + tl + sl + 8, &offset, 8);
+		h = XXH3_128bits(buf, tl + sl + 16);
+	} else {
+		XXH3_128bits_reset(&st);
+		XXH3_128bits_update(&st, tag, tl);
+		XXH3_128bits_update(&st, nc->server_id, sl);
+		XXH3_128bits_update(&st, &nc->client_id, sizeof(nc->client_id));
+		XXH3_128bits_update(&st, &offset, sizeof(offset));
+		h = XXH3_128bits_digest(&st);
+	}
 	memcpy(out, &h.low64, n < 8 ? n : 8);
 	if (n > 8)
 		memcpy(out + 8, &h.high64, n - 8);
@@ -330,6 +379,7 @@ static int ring_grow(struct recent_ring *r)
 	r->mask = mask;
 	r->alloc = n;
 	r->next = old;
+	r->epoch++;
 	for (i = 0; i < old; i++) {
 		if (!s[i].used || !s[i].hashed)
 			continue;
@@ -407,6 +457,12 @@ static void ring_put(struct ws_nats_spans *b, struct recent_ring *r,
 	if (r->next == r->alloc)
 		r->next = 0;
 	e = &r->slots[r->next];
+	/* The index entries of the new key and of the one it evicts are at
+	 * random places of a MiB-sized index, each a cache miss at 100k
+	 * messages/s: start both loads at once, not one after the other. */
+	__builtin_prefetch(&r->by_key[idx_home(r, key)], 1);
+	if (e->used)
+		__builtin_prefetch(&r->by_key[idx_home(r, e->key)], 1);
 	/* Overwrite the oldest entry only once it can no longer be linked
 	 * to, or the ring is at its cap (or cannot grow): that is counted. */
 	if (e->used && recent_fresh(b, e, ts) && r->alloc < r->cap &&
@@ -547,17 +603,48 @@ static void put_identity(struct ws_attrs *a, const struct ws_nats_conn *nc)
 	}
 }
 
-/* The connection's shared attributes, rebuilt after INFO or CONNECT. */
-static const struct ws_attrs *shared_attrs(struct ws_nats_conn *nc)
+/* Set the connection's shared attributes in a (rebuilt after INFO or
+ * CONNECT), then its peer's. Both go in one block while the peer's
+ * attributes are those the block was made with (their gen) and share no
+ * key with the connection's (so that the block gives what copying the two
+ * one after the other gives). */
+static void put_shared_attrs(struct ws_attrs *a, struct ws_nats_conn *nc)
 {
-	if (!nc->shared_ok) {
-		ws_attrs_clear(&nc->shared);
-		nc->shared.dropped = nc->shared.cut = 0;
-		put_addr_attrs(&nc->shared, nc);
-		put_identity(&nc->shared, nc);
-		nc->shared_ok = true;
+	const struct ws_resource *peer = nc->info.peer;
+	struct ws_attr
+		store[sizeof(nc->shared_store) / sizeof(nc->shared_store[0]) +
+		      WS_RESOURCE_MAX_ATTRS];
+	struct ws_attrs both;
+	uint16_t i;
+
+	if (!nc->shared_ok || (peer && peer->a.gen != nc->blk_peer_gen)) {
+		if (!nc->shared_ok) {
+			ws_attrs_clear(&nc->shared);
+			nc->shared.dropped = nc->shared.cut = 0;
+			put_addr_attrs(&nc->shared, nc);
+			put_identity(&nc->shared, nc);
+			nc->shared_ok = true;
+		}
+		ws_attrs_init(&both, store, sizeof(store) / sizeof(store[0]));
+		ws_attrs_copy(&both, &nc->shared);
+		nc->blk_has_peer = peer != NULL;
+		for (i = 0; peer && i < peer->a.n; i++)
+			if (ws_attrs_get(&nc->shared, peer->a.v[i].key))
+				nc->blk_has_peer = false;
+		if (nc->blk_has_peer)
+			ws_attrs_copy(&both, &peer->a);
+		nc->blk_peer_gen = peer ? peer->a.gen : 0;
+		ws_attr_block_put(nc->shared_blk);
+		nc->shared_blk = ws_attr_block_new(&both);
+		ws_attrs_clear(&both);
 	}
-	return &nc->shared;
+	if (nc->shared_blk)
+		ws_attrs_add_block(a, nc->shared_blk);
+	else
+		ws_attrs_copy(a, &nc->shared);
+	/* the peer may be learnt after the connection opened */
+	if (peer && !(nc->shared_blk && nc->blk_has_peer))
+		ws_attrs_copy(a, &peer->a);
 }
 
 static bool is_inbox(struct ws_nats_str s)
@@ -576,12 +663,48 @@ static void put_destination(struct ws_span *s, struct ws_nats_str subject)
 	}
 }
 
+static void put_op_attrs(struct ws_attrs *a, const char *op, const char *optype)
+{
+	ws_attrs_cstr(a, "messaging.system", "nats");
+	ws_attrs_cstr(a, "messaging.operation.name", op);
+	ws_attrs_cstr(a, "messaging.operation.type", optype);
+}
+
+/* The block of put_op_attrs(op, optype), made on first use; NULL when out
+ * of memory or room (the attributes are then set one by one). */
+static struct ws_attr_block *op_block(struct ws_nats_spans *b, const char *op,
+				      const char *optype)
+{
+	struct ws_attr store[3];
+	struct ws_attrs a;
+	struct op_blk *o;
+	unsigned i;
+
+	for (i = 0; i < b->n_op_blks; i++)
+		if (b->op_blks[i].op == op && b->op_blks[i].optype == optype)
+			return b->op_blks[i].blk;
+	if (b->n_op_blks == sizeof(b->op_blks) / sizeof(b->op_blks[0]))
+		return NULL;
+	ws_attrs_init(&a, store, 3);
+	put_op_attrs(&a, op, optype);
+	o = &b->op_blks[b->n_op_blks];
+	o->blk = ws_attr_block_new(&a);
+	ws_attrs_clear(&a);
+	if (!o->blk)
+		return NULL;
+	o->op = op;
+	o->optype = optype;
+	b->n_op_blks++;
+	return o->blk;
+}
+
 /* A span of connection nc with the attributes every NATS span has. */
 static struct ws_span *new_span(struct ws_nats_conn *nc, const char *op,
 				const char *optype, struct ws_nats_str dest,
 				uint8_t kind)
 {
 	char name[MAX_SUBJECT + 32];
+	struct ws_attr_block *ob;
 	struct ws_span *s;
 	size_t n = strlen(op), d;
 
@@ -610,15 +733,14 @@ static struct ws_span *new_span(struct ws_nats_conn *nc, const char *op,
 	}
 	s->domain = WS_DOMAIN_NATS;
 	ws_span_set_resource(s, nc->info.resource);
-	ws_attrs_cstr(&s->a, "messaging.system", "nats");
-	ws_attrs_cstr(&s->a, "messaging.operation.name", op);
-	ws_attrs_cstr(&s->a, "messaging.operation.type", optype);
+	ob = op_block(nc->b, op, optype);
+	if (ob)
+		ws_attrs_add_block(&s->a, ob);
+	else
+		put_op_attrs(&s->a, op, optype);
 	if (dest.len)
 		put_destination(s, dest);
-	ws_attrs_copy(&s->a, shared_attrs(nc));
-	/* the peer may be learnt after the connection opened: not shared */
-	if (nc->info.peer)
-		ws_attrs_copy(&s->a, &nc->info.peer->a);
+	put_shared_attrs(&s->a, nc);
 	ws_attrs_int(&s->a, "thread.id", nc->tid);
 	return s;
 }
@@ -1705,16 +1827,38 @@ static void on_server_pub(struct ws_nats_conn *nc,
  * once, in the order the server read them. (Two subscribers of the same
  * twins can still be paired wrongly: one mark per PUB.)
  */
+static bool is_mark(const struct recent_ring *r, const struct recent *e,
+		    const struct twin_mark *m)
+{
+	return e == &r->slots[m->slot] && e->gen == m->gen;
+}
+
 static struct recent *evidence_for(struct ws_nats_conn *nc, uint64_t key)
 {
-	struct recent_ring *r = &nc->b->evidence;
+	struct ws_nats_spans *b = nc->b;
+	struct recent_ring *r = &b->evidence;
+	struct twin_mark *m = &nc->twin;
 	struct recent *newest, *e, *o, *pick;
+	bool marked;
 
-	newest = (struct recent *)ring_get_before(nc->b, r, key, nc->ts);
+	newest = (struct recent *)ring_get_before(b, r, key, nc->ts);
 	if (!newest)
 		return NULL;
+	/*
+	 * The walk below costs one step per twin in the window (25 000 for
+	 * identical messages at 100k/s). When this connection's last pick
+	 * (m) was of this key, every twin older than it that the walk could
+	 * reach was delivered here then (it was the oldest not delivered),
+	 * and still is unless another connection took one over since (a
+	 * steal), the slots were renumbered, or the window reaches further
+	 * back (an older newest): otherwise the walk can stop at the mark,
+	 * with the same pick.
+	 */
+	marked = m->ok && m->key == key && m->steals == b->twin_steals &&
+		 m->epoch == r->epoch && newest->ts >= m->newest_ts;
 	pick = newest->taken_by == nc->tag ? NULL : newest;
-	for (e = newest; e->older != NO_OLDER; e = o) {
+	for (e = newest; e->older != NO_OLDER && !(marked && is_mark(r, e, m));
+	     e = o) {
 		o = &r->slots[e->older];
 		if (!o->used || o->gen != e->older_gen || o->key != key ||
 		    newest->ts - o->ts > TWIN_WINDOW_NS)
@@ -1724,7 +1868,16 @@ static struct recent *evidence_for(struct ws_nats_conn *nc, uint64_t key)
 	}
 	if (!pick)
 		pick = newest; /* all delivered here already: a re-delivery */
+	if (pick->taken_by && pick->taken_by != nc->tag)
+		b->twin_steals++;
 	pick->taken_by = nc->tag;
+	*m = (struct twin_mark){.key = key,
+				.newest_ts = newest->ts,
+				.steals = b->twin_steals,
+				.slot = (uint32_t)(pick - r->slots),
+				.gen = pick->gen,
+				.epoch = r->epoch,
+				.ok = true};
 	return pick;
 }
 
@@ -1960,6 +2113,7 @@ void ws_nats_conn_close(struct ws_nats_conn *nc, uint64_t ts_ns)
 	for (d = 0; d < 2; d++)
 		ws_nats_parser_free(nc->parser[d]);
 	ws_attrs_clear(&nc->shared);
+	ws_attr_block_put(nc->shared_blk);
 	ws_resource_put(nc->info.resource);
 	ws_resource_put(nc->info.peer);
 	for (i = 0; i < sizeof(identity_attrs) / sizeof(identity_attrs[0]); i++)
@@ -2037,6 +2191,7 @@ void ws_nats_spans_tick(struct ws_nats_spans *b, uint64_t now_ns)
 void ws_nats_spans_free(struct ws_nats_spans *b, uint64_t now_ns)
 {
 	struct thread *t, *ttmp;
+	unsigned i;
 
 	if (!b)
 		return;
@@ -2051,6 +2206,8 @@ void ws_nats_spans_free(struct ws_nats_spans *b, uint64_t now_ns)
 	ring_free(&b->evidence);
 	ring_free(&b->acks);
 	ring_free(&b->pub_ids);
+	for (i = 0; i < b->n_op_blks; i++)
+		ws_attr_block_put(b->op_blks[i].blk);
 	free(b);
 }
 

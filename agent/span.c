@@ -301,6 +301,8 @@ static char *str_copy(struct ws_strpool *pool, const char *s, size_t len,
 
 /* ---- attributes ---- */
 
+static size_t attr_slen(const struct ws_attr *at);
+
 void ws_attrs_init(struct ws_attrs *a, struct ws_attr *store, uint16_t cap)
 {
 	memset(a, 0, sizeof(*a));
@@ -327,11 +329,22 @@ static uint16_t key_hash(const char *key, uint16_t *len)
 	return (uint16_t)(h ^ (h >> 16));
 }
 
-/* ws_attrs.keys: one bit per key hash, so that a key not there yet (the
- * usual case) is known without walking the attributes. */
+/* ws_attrs.keys: one of 128 bits per key hash, so that a key not there
+ * yet (the usual case) is known without walking the attributes (with 64,
+ * a span's ~25 keys set a third of them). */
 static uint64_t key_bit(uint16_t h)
 {
-	return 1ull << (h >> 10);
+	return 1ull << ((h >> 9) & 63);
+}
+
+static bool key_maybe(const uint64_t *keys, uint16_t h)
+{
+	return keys[h >> 15] & key_bit(h);
+}
+
+static void key_add(uint64_t *keys, uint16_t h)
+{
+	keys[h >> 15] |= key_bit(h);
 }
 
 static void attr_release(struct ws_attr *at)
@@ -347,7 +360,7 @@ static struct ws_attr *attr_find(const struct ws_attrs *a, const char *key,
 {
 	uint16_t i;
 
-	if (!(a->keys & key_bit(h)))
+	if (!key_maybe(a->keys, h))
 		return NULL;
 	for (i = 0; i < a->n; i++)
 		if (a->v[i].khash == h &&
@@ -356,13 +369,27 @@ static struct ws_attr *attr_find(const struct ws_attrs *a, const char *key,
 	return NULL;
 }
 
+/* at, an attribute of a, is about to be replaced: a's block attributes
+ * are no longer all the block's. */
+static void blk_touch(struct ws_attrs *a, const struct ws_attr *at)
+{
+	int k;
+
+	for (k = 0; k < WS_ATTRS_MAX_BLOCKS; k++)
+		if (a->blk_whole[k] && at >= a->v + a->blk_first[k] &&
+		    at < a->v + a->blk_first[k] + a->blk[k]->a.n)
+			a->blk_whole[k] = false;
+}
+
 /* The slot for key: the existing one (released) or a new one. */
 static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
 {
 	uint16_t klen, h = key_hash(key, &klen);
 	struct ws_attr *at = attr_find(a, key, h);
 
+	a->gen++;
 	if (at) {
+		blk_touch(a, at);
 		attr_release(at);
 		return at;
 	}
@@ -374,7 +401,7 @@ static struct ws_attr *attr_slot(struct ws_attrs *a, const char *key)
 	at->key = key;
 	at->khash = h;
 	at->klen = klen;
-	a->keys |= key_bit(h);
+	key_add(a->keys, h);
 	at->type = 0;
 	at->flags = 0;
 	return at;
@@ -395,14 +422,16 @@ int ws_attrs_str(struct ws_attrs *a, const char *key, const char *s, size_t len)
 	v = str_copy(a->pool, s ? s : "", s ? len : 0, &cut, &pooled, &vlen);
 	if (!v)
 		return -ENOMEM;
+	a->gen++;
 	if (at) {
+		blk_touch(a, at);
 		attr_release(at);
 	} else {
 		at = &a->v[a->n++];
 		at->key = key;
 		at->khash = h;
 		at->klen = klen;
-		a->keys |= key_bit(h);
+		key_add(a->keys, h);
 	}
 	if (cut)
 		a->cut++;
@@ -463,6 +492,7 @@ int ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src)
 	uint16_t i;
 	int err = 0;
 
+	dst->gen++;
 	for (i = 0; i < src->n; i++) {
 		const struct ws_attr *sa = &src->v[i];
 		struct ws_attr *at;
@@ -471,7 +501,7 @@ int ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src)
 
 		if (!sa->type)
 			continue;
-		if (dst->keys & key_bit(sa->khash) &&
+		if (key_maybe(dst->keys, sa->khash) &&
 		    attr_find(dst, sa->key, sa->khash)) {
 			/* already there: replace it the usual way */
 			if (sa->type == WS_ATTR_STR) {
@@ -517,19 +547,133 @@ int ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src)
 			}
 		}
 		dst->n++;
-		dst->keys |= key_bit(sa->khash);
+		key_add(dst->keys, sa->khash);
 	}
 	return err;
 }
 
 void ws_attrs_clear(struct ws_attrs *a)
 {
-	uint16_t i;
+	uint16_t i = 0, end;
+	int k = 0;
 
-	for (i = 0; i < a->n; i++)
-		attr_release(&a->v[i]);
+	/* free what is owned; the slots need no reset (a->n governs, a set
+	 * writes its slot whole); a whole block's strings are the block's
+	 * (blocks are in a->v in the order of k) */
+	for (;;) {
+		while (k < WS_ATTRS_MAX_BLOCKS &&
+		       !(a->blk_whole[k] && a->blk_first[k] >= i))
+			k++;
+		end = k < WS_ATTRS_MAX_BLOCKS ? a->blk_first[k] : a->n;
+		for (; i < end; i++)
+			if (a->v[i].type == WS_ATTR_STR &&
+			    !(a->v[i].flags & WS_ATTR_F_POOLED))
+				free(a->v[i].s);
+		if (k == WS_ATTRS_MAX_BLOCKS)
+			break;
+		i = (uint16_t)(end + a->blk[k]->a.n);
+		k++;
+	}
 	a->n = 0;
-	a->keys = 0;
+	a->keys[0] = a->keys[1] = 0;
+	a->gen++;
+	for (i = 0; i < WS_ATTRS_MAX_BLOCKS; i++) {
+		ws_attr_block_put(a->blk[i]);
+		a->blk[i] = NULL;
+		a->blk_whole[i] = false;
+	}
+}
+
+/* ---- attribute blocks ---- */
+
+struct ws_attr_block *ws_attr_block_new(const struct ws_attrs *src)
+{
+	size_t size = sizeof(struct ws_attr_block), n = 0, i;
+	struct ws_attr_block *b;
+	char *p;
+
+	for (i = 0; i < src->n; i++) {
+		if (!src->v[i].type)
+			continue;
+		n++;
+		size += sizeof(struct ws_attr);
+		if (src->v[i].type == WS_ATTR_STR)
+			size += attr_slen(&src->v[i]) + 1;
+	}
+	b = calloc(1, size);
+	if (!b)
+		return NULL;
+	b->refs = 1;
+	ws_attrs_init(&b->a, b->attrs, (uint16_t)n);
+	p = (char *)&b->attrs[n];
+	for (i = 0; i < src->n; i++) {
+		const struct ws_attr *sa = &src->v[i];
+		struct ws_attr *at;
+
+		if (!sa->type)
+			continue;
+		at = &b->attrs[b->a.n++];
+		*at = *sa;
+		/* in the block: nothing of it is freed on its own; flags as
+		 * ws_attrs_copy sets them (0 but for strings) */
+		at->flags =
+			at->type == WS_ATTR_STR
+				? WS_ATTR_F_POOLED | (sa->flags & WS_ATTR_F_CUT)
+				: 0;
+		key_add(b->a.keys, at->khash);
+		if (at->flags & WS_ATTR_F_CUT)
+			b->n_cut++;
+		if (at->type != WS_ATTR_STR)
+			continue;
+		at->slen = (uint16_t)attr_slen(sa);
+		memcpy(p, sa->s, (size_t)at->slen + 1);
+		at->s = p;
+		p += at->slen + 1;
+	}
+	return b;
+}
+
+struct ws_attr_block *ws_attr_block_get(struct ws_attr_block *b)
+{
+	b->refs++;
+	return b;
+}
+
+void ws_attr_block_put(struct ws_attr_block *b)
+{
+	if (!b || --b->refs > 0)
+		return;
+	free(b->pb);
+	free(b);
+}
+
+int ws_attrs_add_block(struct ws_attrs *dst, struct ws_attr_block *b)
+{
+	uint16_t i, n = b->a.n;
+	int k;
+
+	/* a key of b there already is replaced the usual way, and
+	 * everything else with it */
+	for (k = 0; k < WS_ATTRS_MAX_BLOCKS && dst->blk[k]; k++)
+		;
+	if (k == WS_ATTRS_MAX_BLOCKS || dst->cap - dst->n < n)
+		return ws_attrs_copy(dst, &b->a);
+	if ((dst->keys[0] & b->a.keys[0]) || (dst->keys[1] & b->a.keys[1]))
+		for (i = 0; i < n; i++)
+			if (attr_find(dst, b->a.v[i].key, b->a.v[i].khash))
+				return ws_attrs_copy(dst, &b->a);
+	/* the attributes as ws_attrs_copy would set them (flags made so by
+	 * ws_attr_block_new), strings in b */
+	memcpy(&dst->v[dst->n], b->a.v, n * sizeof(*b->a.v));
+	dst->blk[k] = ws_attr_block_get(b);
+	dst->blk_first[k] = dst->n;
+	dst->blk_whole[k] = true;
+	dst->n += n;
+	dst->gen++;
+	dst->keys[0] |= b->a.keys[0];
+	dst->keys[1] |= b->a.keys[1];
+	dst->cut += b->n_cut;
+	return 0;
 }
 
 /* ---- spans ---- */
@@ -547,22 +691,18 @@ struct ws_span *ws_span_new(const char *name, uint8_t kind, uint64_t start_ns,
 	struct ws_span *s = span_cache;
 	bool pooled;
 	size_t n;
-	int i;
 
 	if (s) {
 		span_cache = s->cache_next;
 		span_cache_n--;
-		/* the pool's bytes need no zeroing; whatever follows them
-		 * (a field added later) does */
-		memset(s, 0, offsetof(struct ws_span, pool_buf));
-		memset(s->pool_buf + sizeof(s->pool_buf), 0,
-		       sizeof(*s) - offsetof(struct ws_span, pool_buf) -
-			       sizeof(s->pool_buf));
 	} else {
-		s = calloc(1, sizeof(*s));
+		s = malloc(sizeof(*s));
 		if (!s)
 			return NULL;
 	}
+	/* the fields before the storage arrays; what the arrays hold is
+	 * set up below (the attribute sets' headers) or as it is added */
+	memset(s, 0, offsetof(struct ws_span, attr_store));
 	pool_init(&s->pool, s->pool_buf, sizeof(s->pool_buf));
 	s->name = str_copy(&s->pool, name, strlen(name), NULL, &pooled, &n);
 	if (!s->name) {
@@ -580,15 +720,6 @@ struct ws_span *ws_span_new(const char *name, uint8_t kind, uint64_t start_ns,
 	s->end_ns = start_ns;
 	ws_attrs_init(&s->a, s->attr_store, WS_SPAN_MAX_ATTRS);
 	s->a.pool = &s->pool;
-	for (i = 0; i < WS_SPAN_MAX_LINKS; i++) {
-		ws_attrs_init(&s->links[i].a, s->links[i].attrs, 2);
-		s->links[i].a.pool = &s->pool;
-	}
-	for (i = 0; i < WS_SPAN_MAX_EVENTS; i++) {
-		ws_attrs_init(&s->events[i].a, s->events[i].attrs,
-			      WS_SPAN_MAX_EVENT_ATTRS);
-		s->events[i].a.pool = &s->pool;
-	}
 	return s;
 }
 
@@ -651,6 +782,8 @@ int ws_span_add_link(struct ws_span *s, const uint8_t trace_id[16],
 		return -ENOSPC;
 	}
 	l = &s->links[s->n_links++];
+	ws_attrs_init(&l->a, l->attrs, 2);
+	l->a.pool = &s->pool;
 	memcpy(l->trace_id, trace_id, 16);
 	memcpy(l->span_id, span_id, 8);
 	l->flags = flags;
@@ -667,6 +800,8 @@ struct ws_span_event *ws_span_add_event(struct ws_span *s, const char *name,
 		return NULL;
 	}
 	e = &s->events[s->n_events++];
+	ws_attrs_init(&e->a, e->attrs, WS_SPAN_MAX_EVENT_ATTRS);
+	e->a.pool = &s->pool;
 	e->name = name;
 	e->time_ns = time_ns;
 	return e;
@@ -725,6 +860,8 @@ struct ws_resource *ws_resource_compact(const struct ws_resource *src)
 	r->a.v = r->attrs;
 	r->a.cap = src->a.n;
 	r->a.pool = NULL;
+	memset(r->a.blk, 0, sizeof(r->a.blk));
+	memset(r->a.blk_whole, 0, sizeof(r->a.blk_whole));
 	p = (char *)&r->attrs[src->a.n];
 	for (i = 0; i < src->a.n; i++) {
 		struct ws_attr *at = &r->attrs[i];

@@ -5,9 +5,10 @@
  * bounded: attributes, links and events have fixed capacities, and what does
  * not fit is counted in the dropped_* fields (OTLP carries those counts).
  *
- * A span owns its strings (copied in, freed by ws_span_free). Attribute keys
- * are not copied: they must be string literals or otherwise outlive the span.
- * A span holds a reference on its resource.
+ * A span owns its strings (copied in, freed by ws_span_free), but for those
+ * of attribute blocks (ws_attrs_add_block), which it references. Attribute
+ * keys are not copied: they must be string literals or otherwise outlive
+ * the span. A span holds a reference on its resource.
  *
  * Cost (the agent makes a few spans per message): a span's attribute, link
  * and event strings live in the span's own string pool (a block inside the
@@ -78,6 +79,9 @@ struct ws_attr {
 	};
 };
 
+/* Attribute blocks one attribute set can use in place (more are copied) */
+#define WS_ATTRS_MAX_BLOCKS 2
+
 /* Bump allocator for a span's strings: freed all at once with the span. */
 struct ws_strpool {
 	char *buf;		       /* current block */
@@ -97,7 +101,35 @@ struct ws_attrs {
 	uint32_t cut;	  /* string values cut to WS_SPAN_MAX_STR */
 	/* where string values go; NULL: one malloc each */
 	struct ws_strpool *pool;
-	uint64_t keys; /* private to span.c: bits of the keys' hashes */
+	uint64_t keys[2]; /* private to span.c: bits of the keys' hashes */
+	uint32_t gen;	  /* changed by every set, copy and clear */
+	/* private to span.c and the encoders (ws_attrs_add_block): blocks
+	 * whose strings some attributes use in place (referenced until
+	 * ws_attrs_clear), in the order they were added; while
+	 * blk_whole[k], v[blk_first[k] ..] holds all of blk[k]'s attributes
+	 * in its order, none replaced since */
+	struct ws_attr_block *blk[WS_ATTRS_MAX_BLOCKS];
+	uint16_t blk_first[WS_ATTRS_MAX_BLOCKS];
+	bool blk_whole[WS_ATTRS_MAX_BLOCKS];
+};
+
+/*
+ * An immutable, reference-counted set of attributes that many spans carry
+ * (a connection's address and identity), in one allocation with its
+ * strings. ws_attrs_add_block sets its attributes in a span without copying
+ * their strings, and an encoder may keep the block's encoding in it, made
+ * once for every span that carries it (the OTLP protobuf writer does).
+ * Not thread-safe, like ws_resource: get, put and encode on one thread.
+ */
+struct ws_attr_block {
+	unsigned refs;
+	uint16_t n_cut;	   /* attributes flagged WS_ATTR_F_CUT */
+	bool pb_failed;	   /* private to otlp_pb.c: no memory for pb */
+	uint8_t *pb;	   /* private to otlp_pb.c: encoded attributes (freed
+			  * with the block) */
+	size_t pb_len;	   /* of pb */
+	struct ws_attrs a; /* read-only: a.v = attrs */
+	struct ws_attr attrs[];
 };
 
 struct ws_span_link {
@@ -136,12 +168,9 @@ struct ws_span {
 	uint8_t kind;		   /* enum ws_span_kind */
 	uint8_t domain;		   /* enum ws_span_domain */
 	uint64_t start_ns, end_ns; /* unix epoch ns */
-	struct ws_attr attr_store[WS_SPAN_MAX_ATTRS];
 	struct ws_attrs a;
-	struct ws_span_link links[WS_SPAN_MAX_LINKS];
 	uint16_t n_links;
 	uint32_t dropped_links;
-	struct ws_span_event events[WS_SPAN_MAX_EVENTS];
 	uint16_t n_events;
 	uint32_t dropped_events;
 	uint8_t status;		      /* enum ws_status_code */
@@ -151,6 +180,12 @@ struct ws_span {
 	bool name_pooled;
 	struct ws_strpool pool;
 	struct ws_span *cache_next;
+	/* storage, last: a new span zeroes what comes before it only (links
+	 * and events are set up as they are added, attributes as they are
+	 * set; nothing past n_links, n_events, a.n is read) */
+	struct ws_attr attr_store[WS_SPAN_MAX_ATTRS];
+	struct ws_span_link links[WS_SPAN_MAX_LINKS];
+	struct ws_span_event events[WS_SPAN_MAX_EVENTS];
 	char pool_buf[WS_SPAN_POOL_INLINE];
 };
 
@@ -184,6 +219,18 @@ const struct ws_attr *ws_attrs_get(const struct ws_attrs *a, const char *key);
  * error; the other attributes are set). */
 int ws_attrs_copy(struct ws_attrs *dst, const struct ws_attrs *src);
 void ws_attrs_clear(struct ws_attrs *a);
+
+/* A block of src's attributes (set ones, src's order, strings copied into
+ * the block), one reference held; NULL if out of memory. */
+struct ws_attr_block *ws_attr_block_new(const struct ws_attrs *src);
+struct ws_attr_block *ws_attr_block_get(struct ws_attr_block *b);
+void ws_attr_block_put(struct ws_attr_block *b);
+/* ws_attrs_copy(dst, &b->a), with the same result (attributes, order,
+ * cut and dropped counts), but when dst has fewer than WS_ATTRS_MAX_BLOCKS
+ * blocks, none of b's keys and room for all of them, b's strings are used
+ * in place and dst takes a reference on b, released by ws_attrs_clear.
+ * Returns as ws_attrs_copy. */
+int ws_attrs_add_block(struct ws_attrs *dst, struct ws_attr_block *b);
 
 /* ---- spans ---- */
 

@@ -582,7 +582,8 @@ struct kv_len {
 	size_t kv;	 /* KeyValue content */
 };
 
-static void kv_len(const struct ws_attr *at, struct kv_len *l)
+static inline __attribute__((always_inline)) void
+kv_len(const struct ws_attr *at, struct kv_len *l)
 {
 	l->key = !at->key ? 0 : at->klen ? at->klen : strlen(at->key);
 	l->str = 0;
@@ -611,31 +612,94 @@ static void kv_len(const struct ws_attr *at, struct kv_len *l)
 	l->kv = opt_str_size(l->key) + ld_size(l->any);
 }
 
-/* Repeated KeyValue field plus dropped_attributes_count. */
-static size_t attrs_size(const struct ws_attrs *a)
+/*
+ * The common KeyValue, fast: a string attribute of a non-empty key whose
+ * KeyValue is under 128 bytes, so that every length in it is one byte:
+ *   tag kv | 0x0a klen key | 0x12 any | 0x0a slen s     (any = 2 + slen)
+ * Its KeyValue content size, or 0 when at is not such an attribute.
+ */
+static inline size_t short_str_kv(const struct ws_attr *at)
 {
-	size_t b = opt_varint_size(a->dropped);
-	struct kv_len l;
-	uint16_t i;
+	size_t kv;
 
-	for (i = 0; i < a->n; i++) {
-		kv_len(&a->v[i], &l);
+	if (at->type != WS_ATTR_STR || !at->s || !at->klen || !at->slen)
+		return 0;
+	kv = 6 + (size_t)at->klen + at->slen;
+	return kv < 128 ? kv : 0;
+}
+
+/* The same for an integer attribute:
+ *   tag kv | 0x0a klen key | 0x12 any | 0x18 varint   (any = 1 + vlen) */
+static inline size_t short_int_kv(const struct ws_attr *at)
+{
+	size_t kv;
+
+	if (at->type != WS_ATTR_INT || !at->klen)
+		return 0;
+	kv = 5 + (size_t)at->klen + vlen((uint64_t)at->i);
+	return kv < 128 ? kv : 0;
+}
+
+/* KeyValues v[0..n) as elements of a repeated field (one-byte tags). */
+static size_t kvs_size(const struct ws_attr *v, size_t n)
+{
+	struct kv_len l;
+	size_t b = 0, i, kv;
+
+	for (i = 0; i < n; i++) {
+		kv = short_str_kv(&v[i]);
+		if (!kv)
+			kv = short_int_kv(&v[i]);
+		if (kv) {
+			b += 2 + kv;
+			continue;
+		}
+		kv_len(&v[i], &l);
 		b += ld_size(l.kv);
 	}
 	return b;
 }
 
-static uint8_t *put_attrs_pb(uint8_t *p, const struct ws_attrs *a,
-			     uint8_t attr_field, uint8_t dropped_field)
+static uint8_t *put_kvs(uint8_t *p, const struct ws_attr *v, size_t n,
+			uint8_t tag)
 {
-	const uint8_t tag = TAG(attr_field, WT_LEN);
 	struct kv_len l;
-	uint16_t i;
+	size_t i, kv;
 
-	for (i = 0; i < a->n; i++) {
-		const struct ws_attr *at = &a->v[i];
+	for (i = 0; i < n; i++) {
+		const struct ws_attr *at = &v[i];
 		uint64_t d;
 
+		kv = short_str_kv(at);
+		if (kv) {
+			p[0] = tag;
+			p[1] = (uint8_t)kv;
+			p[2] = TAG(1, WT_LEN);
+			p[3] = (uint8_t)at->klen;
+			memcpy(p + 4, at->key, at->klen);
+			p += 4 + at->klen;
+			p[0] = TAG(2, WT_LEN);
+			p[1] = (uint8_t)(2 + at->slen);
+			p[2] = TAG(1, WT_LEN);
+			p[3] = (uint8_t)at->slen;
+			memcpy(p + 4, at->s, at->slen);
+			p += 4 + at->slen;
+			continue;
+		}
+		kv = short_int_kv(at);
+		if (kv) {
+			p[0] = tag;
+			p[1] = (uint8_t)kv;
+			p[2] = TAG(1, WT_LEN);
+			p[3] = (uint8_t)at->klen;
+			memcpy(p + 4, at->key, at->klen);
+			p += 4 + at->klen;
+			p[0] = TAG(2, WT_LEN);
+			p[1] = (uint8_t)(kv - 4 - at->klen);
+			p[2] = TAG(3, WT_VARINT);
+			p = put_varint(p + 3, (uint64_t)at->i);
+			continue;
+		}
 		kv_len(at, &l);
 		p = put_tag_varint(p, tag, l.kv);
 		p = put_opt_str(p, TAG(1, WT_LEN), at->key, l.key);
@@ -662,18 +726,89 @@ static uint8_t *put_attrs_pb(uint8_t *p, const struct ws_attrs *a,
 			break;
 		}
 	}
+	return p;
+}
+
+/*
+ * Span.attributes (field 9) that a span has from attribute blocks (span.h
+ * ws_attrs_add_block: a connection's ~15 address and identity attributes,
+ * an operation's constant ones) are the same bytes in every span that has
+ * the block: they are encoded once, kept in the block, and copied. NULL
+ * when a's block k is missing or not whole, field is not 9, or there is
+ * no memory for the copy (then the attributes are encoded one by one, as
+ * any other).
+ */
+#define SPAN_ATTRS_FIELD 9
+
+static const uint8_t *blk_pb(const struct ws_attrs *a, int k, uint8_t field,
+			     size_t *len)
+{
+	struct ws_attr_block *b = a->blk[k];
+	size_t n;
+
+	if (field != SPAN_ATTRS_FIELD || !b || !a->blk_whole[k])
+		return NULL;
+	if (!b->pb && !b->pb_failed) {
+		n = kvs_size(b->a.v, b->a.n);
+		b->pb = malloc(n ? n : 1);
+		if (!b->pb) {
+			b->pb_failed = true;
+			return NULL;
+		}
+		b->pb_len = (size_t)(put_kvs(b->pb, b->a.v, b->a.n,
+					     TAG(SPAN_ATTRS_FIELD, WT_LEN)) -
+				     b->pb);
+	}
+	*len = b->pb_len;
+	return b->pb;
+}
+
+/* Repeated KeyValue field plus dropped_attributes_count. Blocks are in
+ * a->v in the order of k. */
+static size_t attrs_size(const struct ws_attrs *a, uint8_t field)
+{
+	size_t b = opt_varint_size(a->dropped), pos = 0, len;
+	int k;
+
+	for (k = 0; k < WS_ATTRS_MAX_BLOCKS; k++) {
+		if (!blk_pb(a, k, field, &len))
+			continue;
+		b += kvs_size(a->v + pos, a->blk_first[k] - pos) + len;
+		pos = a->blk_first[k] + a->blk[k]->a.n;
+	}
+	return b + kvs_size(a->v + pos, a->n - pos);
+}
+
+static uint8_t *put_attrs_pb(uint8_t *p, const struct ws_attrs *a,
+			     uint8_t attr_field, uint8_t dropped_field)
+{
+	const uint8_t tag = TAG(attr_field, WT_LEN);
+	const uint8_t *pb;
+	size_t pos = 0, len;
+	int k;
+
+	for (k = 0; k < WS_ATTRS_MAX_BLOCKS; k++) {
+		pb = blk_pb(a, k, attr_field, &len);
+		if (!pb)
+			continue;
+		p = put_kvs(p, a->v + pos, a->blk_first[k] - pos, tag);
+		memcpy(p, pb, len);
+		p += len;
+		pos = a->blk_first[k] + a->blk[k]->a.n;
+	}
+	p = put_kvs(p, a->v + pos, a->n - pos, tag);
 	return put_opt_varint(p, TAG(dropped_field, WT_VARINT), a->dropped);
 }
 
 static size_t event_size(const struct ws_span_event *e)
 {
 	return (e->time_ns ? 9 : 0) + opt_str_size(str_len(e->name)) +
-	       attrs_size(&e->a);
+	       attrs_size(&e->a, 3);
 }
 
 static size_t link_size(const struct ws_span_link *l)
 {
-	return ld_size(16) + ld_size(8) + attrs_size(&l->a) +
+	return ld_size(16) + ld_size(8) + attrs_size(&l->a, 4) +
 	       (l->flags ? 5 : 0);
 }
 
@@ -690,7 +825,8 @@ static size_t span_size(const struct ws_span *s)
 		   (s->has_parent ? ld_size(8) : 0) +
 		   opt_str_size(str_len(s->name)) + opt_varint_size(s->kind) +
 		   (s->start_ns ? 9 : 0) + (s->end_ns ? 9 : 0) +
-		   attrs_size(&s->a) + opt_varint_size(s->dropped_events) +
+		   attrs_size(&s->a, SPAN_ATTRS_FIELD) +
+		   opt_varint_size(s->dropped_events) +
 		   opt_varint_size(s->dropped_links) + (s->flags ? 6 : 0);
 	uint16_t i;
 
@@ -809,7 +945,7 @@ int ws_otlp_pb_encode(struct ws_span *const *spans, size_t n, uint8_t **out,
 	for (g = i = 0; g < gr.n; g++) {
 		start[g] = i;
 		i += gr.count[g];
-		gs[g].res = gr.res[g] ? attrs_size(&gr.res[g]->a) : 0;
+		gs[g].res = gr.res[g] ? attrs_size(&gr.res[g]->a, 1) : 0;
 		gs[g].ss = ld_size(scope_size());
 	}
 	for (i = 0; i < n; i++) {

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "nats_spans.h"
 #include "wirespan/abi.h"
@@ -738,9 +739,181 @@ static void identity_changes(void **state)
 	ws_nats_conn_close(c, 600);
 }
 
+/* The fingerprint is XXH3-64 of subject, a NUL, the payload size (8 bytes)
+ * and at most the first 1024 payload bytes, short or long: the value
+ * ws_nats_fingerprint gives, whichever way it hashes. */
+static void fingerprint_value(void **state)
+{
+	static const size_t subj_lens[] = {0, 5, 600, 1014, 1015, 3000};
+	static const uint64_t sizes[] = {0, 1, 128, 1024, 1025, 70000};
+	static char subj[3000];
+	static uint8_t payload[1100];
+	size_t i, j, k;
+	bool ok;
+
+	for (k = 0; k < sizeof(subj); k++)
+		subj[k] = (char)('a' + k % 26);
+	for (k = 0; k < sizeof(payload); k++)
+		payload[k] = (uint8_t)(k * 7);
+	for (i = 0; i < sizeof(subj_lens) / sizeof(subj_lens[0]); i++) {
+		for (j = 0; j < sizeof(sizes) / sizeof(sizes[0]); j++) {
+			uint64_t size = sizes[j];
+			size_t want = size < 1024 ? size : 1024;
+			XXH3_state_t *st = XXH3_createState();
+			uint8_t zero = 0;
+			uint64_t want_fp, fp;
+
+			assert_non_null(st);
+			XXH3_64bits_reset(st);
+			XXH3_64bits_update(st, subj, subj_lens[i]);
+			XXH3_64bits_update(st, &zero, 1);
+			XXH3_64bits_update(st, &size, 8);
+			XXH3_64bits_update(st, payload, want);
+			want_fp = XXH3_64bits_digest(st);
+			XXH3_freeState(st);
+			fp = ws_nats_fingerprint(subj, subj_lens[i], size,
+						 payload, want, &ok);
+			assert_true(ok);
+			assert_int_equal(fp, want_fp);
+			if (want) { /* the bytes hashed are not all there */
+				ws_nats_fingerprint(subj, subj_lens[i], size,
+						    payload, want - 1, &ok);
+				assert_false(ok);
+			}
+		}
+	}
+}
+
+/* A connection's peer attributes follow its peer resource as it changes
+ * (a peer learnt after the connection opened), after the connection's
+ * shared ones, and a peer key that is also a shared one replaces it in
+ * place, as copying the two in turn does. */
+static void peer_attrs_follow_the_peer(void **state)
+{
+	struct fixture *f = *state;
+	struct ws_nats_conn_info in = {
+		.tgid = 10, .fd = 5, .role = WS_ROLE_CLIENT};
+	struct ws_resource *peer = ws_resource_new(0);
+	struct ws_nats_conn *c;
+	const struct ws_span *s;
+	uint16_t i, port_at = 0, svc_at = 0;
+
+	assert_non_null(peer);
+	snprintf(in.laddr, sizeof(in.laddr), "127.0.0.1");
+	snprintf(in.raddr, sizeof(in.raddr), "127.0.0.1");
+	in.lport = 5000;
+	in.rport = 4222;
+	in.peer = peer;
+	c = ws_nats_conn_new(f->b, &in);
+	assert_non_null(c);
+	feed(c, WS_DIR_INGRESS, INFO(7), 10, 100);
+	feed(c, WS_DIR_EGRESS, "CONNECT {}\r\nPUB a 1\r\nx\r\n", 10, 200);
+	assert_int_equal(f->out.n, 1);
+	assert_null(attr_s(f->out.s[0], "peer.service"));
+
+	assert_int_equal(ws_attrs_cstr(&peer->a, "peer.service", "one"), 0);
+	feed(c, WS_DIR_EGRESS, "PUB a 1\r\ny\r\n", 10, 300);
+	assert_int_equal(f->out.n, 2);
+	assert_string_equal(attr_s(f->out.s[1], "peer.service"), "one");
+
+	assert_int_equal(ws_attrs_cstr(&peer->a, "peer.service", "two"), 0);
+	assert_int_equal(ws_attrs_int(&peer->a, "server.port", 9), 0);
+	feed(c, WS_DIR_EGRESS, "PUB a 1\r\nz\r\n", 10, 400);
+	assert_int_equal(f->out.n, 3);
+	s = f->out.s[2];
+	assert_string_equal(attr_s(s, "peer.service"), "two");
+	assert_int_equal(attr_i(s, "server.port"), 9);
+	for (i = 0; i < s->a.n; i++) {
+		if (!strcmp(s->a.v[i].key, "server.port"))
+			port_at = i;
+		if (!strcmp(s->a.v[i].key, "peer.service"))
+			svc_at = i;
+	}
+	/* server.port where the shared attributes put it, peer.service
+	 * after them, thread.id after that */
+	assert_true(port_at > 0 && port_at < svc_at);
+	assert_string_equal(s->a.v[port_at - 1].key, "server.address");
+	assert_string_equal(s->a.v[svc_at + 1].key, "thread.id");
+	ws_nats_conn_close(c, 500);
+	ws_resource_put(peer);
+}
+
+/*
+ * Many identical PUBs, read by the server while two subscribers get MSGs
+ * of them in a random interleaving (the rings growing meanwhile): every
+ * delivery goes to the PUB the documented rule names, checked against a
+ * model of it: the oldest of the twins read so far (all within the twin
+ * window here) that this subscriber has not been given, else the newest;
+ * one mark per PUB, so a PUB given to the other subscriber since counts
+ * as not given.
+ */
+static void twins_two_subscribers(void **state)
+{
+	enum { N = 3000 };
+	struct fixture *f = *state;
+	struct ws_nats_conn *pc = conn(f, 10, WS_ROLE_CLIENT, 5000);
+	struct ws_nats_conn *sa = conn(f, 1, WS_ROLE_SERVER, 5000);
+	struct ws_nats_conn *sub[2] = {conn(f, 1, WS_ROLE_SERVER, 6000),
+				       conn(f, 1, WS_ROLE_SERVER, 6001)};
+	static uint8_t pub_ids[N][8];
+	static int taken[N];
+	const char *pub = "PUB a.b 4\r\ntwin\r\n",
+		   *msg = "MSG a.b 1 4\r\ntwin\r\n";
+	uint64_t ts = 100, seed = 0x2545f4914f6cdd1dull;
+	int i, read = 0, k, pick, who, deliveries = 0;
+
+	feed(sa, WS_DIR_EGRESS, INFO(1), 2, 10);
+	feed(pc, WS_DIR_INGRESS, INFO(1), 10, 11);
+	for (k = 0; k < 2; k++) {
+		feed(sub[k], WS_DIR_EGRESS, k ? INFO(3) : INFO(2), 2, 12);
+		feed(sub[k], WS_DIR_INGRESS, "CONNECT {}\r\nSUB a.b 1\r\n", 2,
+		     15);
+	}
+	feed(pc, WS_DIR_EGRESS, "CONNECT {}\r\n", 10, 20);
+	feed(sa, WS_DIR_INGRESS, "CONNECT {}\r\n", 2, 21);
+	for (i = 0; i < N; i++) {
+		feed(pc, WS_DIR_EGRESS, pub, 10, ts++);
+		assert_int_equal(f->out.n, 1);
+		memcpy(pub_ids[i], f->out.s[0]->span_id, 8);
+		out_free(&f->out);
+	}
+	while (read < N || deliveries < 2 * N) {
+		seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+		if (read < N && (seed % 3 == 0 || read == 0)) {
+			feed(sa, WS_DIR_INGRESS, pub, 2, ts++);
+			read++;
+			continue;
+		}
+		who = (int)((seed >> 8) % 2);
+		feed(sub[who], WS_DIR_EGRESS, msg, 2, ts++);
+		assert_int_equal(f->out.n, 1);
+		/* the model */
+		pick = taken[read - 1] == who + 1 ? -1 : read - 1;
+		for (k = read - 2; k >= 0; k--)
+			if (taken[k] != who + 1)
+				pick = k;
+		if (pick < 0)
+			pick = read - 1;
+		taken[pick] = who + 1;
+		assert_memory_equal(f->out.s[0]->parent_span_id, pub_ids[pick],
+				    8);
+		out_free(&f->out);
+		deliveries++;
+	}
+	ws_nats_conn_close(pc, ts);
+	ws_nats_conn_close(sa, ts);
+	ws_nats_conn_close(sub[0], ts);
+	ws_nats_conn_close(sub[1], ts);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(fingerprint_value),
+		cmocka_unit_test_setup_teardown(twins_two_subscribers, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(peer_attrs_follow_the_peer,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(publish_span, setup, teardown),
 		cmocka_unit_test_setup_teardown(span_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(identity_changes, setup,

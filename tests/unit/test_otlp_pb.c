@@ -1379,6 +1379,200 @@ static void direct_matches_reference(void **state)
 		ws_resource_put(r[i]);
 }
 
+/* ---- attribute blocks (span.h ws_attrs_add_block) ---- */
+
+/* keys in no rnd_keys: a block of them fits a span without replacing */
+static const char *const blk_keys[] = {
+	"blk.a", "blk.b", "blk.c", "blk.d", "blk.e", "blk.f", "blk.g",
+	"blk.h", "blk.i", "blk.j", "blk.k", "blk.l", "blk.m", "blk.n",
+};
+#define N_BLK_KEYS (sizeof(blk_keys) / sizeof(blk_keys[0]))
+
+static struct ws_attr_block *rnd_block(bool own_keys)
+{
+	struct ws_attr store[N_BLK_KEYS];
+	struct ws_attrs a;
+	struct ws_attr_block *b;
+	char buf[1500];
+	const char *str;
+	size_t len;
+	unsigned i, n = rnd_below(N_BLK_KEYS + 1);
+
+	ws_attrs_init(&a, store, N_BLK_KEYS);
+	if (!own_keys) {
+		rnd_attrs(&a, N_BLK_KEYS);
+	} else {
+		for (i = 0; i < n; i++) {
+			const char *key = blk_keys[i];
+
+			if (rnd_below(3)) {
+				rnd_str(buf, sizeof(buf), &str, &len, true);
+				ws_attrs_str(&a, key, str, len);
+			} else {
+				ws_attrs_int(&a, key, (int64_t)rnd());
+			}
+		}
+	}
+	b = ws_attr_block_new(&a);
+	assert_non_null(b);
+	ws_attrs_clear(&a);
+	return b;
+}
+
+/* Add block b to a, with the block (use) or as a copy of its attributes. */
+static void add_blk(struct ws_attrs *a, struct ws_attr_block *b, bool use)
+{
+	if (use)
+		ws_attrs_add_block(a, b);
+	else
+		ws_attrs_copy(a, &b->a);
+}
+
+/* A random span with blocks among its attributes, from seed: the same
+ * span whether the blocks are used (use) or copied, but for its ids. */
+static struct ws_span *blk_span(struct ws_attr_block *const *blk, size_t nblk,
+				struct ws_resource *const *res, size_t nres,
+				uint64_t seed, bool use)
+{
+	struct ws_span *s;
+	unsigned i, k;
+
+	rnd_state = seed;
+	s = rnd_span(res, nres);
+	if (rnd_below(3)) { /* room for a block, most of the time */
+		ws_attrs_clear(&s->a);
+		s->a.dropped = s->a.cut = 0;
+		rnd_attrs(&s->a, 6);
+	}
+	k = rnd_below(WS_ATTRS_MAX_BLOCKS + 3);
+	for (i = 0; i < k; i++) {
+		struct ws_attr_block *b = blk[rnd_below((unsigned)nblk)];
+
+		switch (rnd_below(6)) {
+		case 0:
+			if (s->n_events)
+				add_blk(&s->events[0].a, b, use);
+			break;
+		case 1:
+			if (s->n_links)
+				add_blk(&s->links[0].a, b, use);
+			break;
+		default:
+			add_blk(&s->a, b, use);
+			rnd_attrs(&s->a, 3);
+			break;
+		}
+	}
+	if (s->a.n && !rnd_below(4)) /* replace one, maybe a block's */
+		ws_attrs_int(&s->a, s->a.v[rnd_below(s->a.n)].key, 7);
+	return s;
+}
+
+static void same_attrs(const struct ws_attrs *x, const struct ws_attrs *y)
+{
+	uint16_t i;
+
+	assert_int_equal(x->n, y->n);
+	assert_int_equal(x->dropped, y->dropped);
+	assert_int_equal(x->cut, y->cut);
+	for (i = 0; i < x->n; i++) {
+		const struct ws_attr *a = &x->v[i], *b = &y->v[i];
+
+		assert_string_equal(a->key, b->key);
+		assert_int_equal(a->type, b->type);
+		assert_int_equal(a->klen, b->klen);
+		assert_int_equal(a->khash, b->khash);
+		assert_int_equal(a->flags & WS_ATTR_F_CUT,
+				 b->flags & WS_ATTR_F_CUT);
+		if (a->type == WS_ATTR_STR) {
+			assert_int_equal(a->slen, b->slen);
+			assert_string_equal(a->s, b->s);
+		} else if (a->type == WS_ATTR_BOOL) {
+			assert_int_equal(a->b, b->b);
+		} else {
+			assert_int_equal(a->i, b->i); /* int, double bits */
+		}
+	}
+}
+
+/* The twin spans (blocks used, blocks copied) have the same attributes and
+ * counts, and the same bytes from both encoders, alone and in batches in
+ * which spans share blocks (their encoding made once, then reused), with
+ * up to WS_ATTRS_MAX_BLOCKS blocks in a span and more copied; the blocks'
+ * last references are the spans'. */
+static void blocks_match_copies(void **state)
+{
+	struct ws_resource *r[2];
+	struct ws_attr_block *blk[4];
+	struct ws_span *x[32], *y[32];
+	uint8_t *bx, *by;
+	size_t lx, ly, n, i, whole = 0, broken = 0, two = 0;
+	uint64_t seed;
+	int round, k;
+	uint16_t e;
+
+	for (i = 0; i < 2; i++) {
+		r[i] = ws_resource_new(i);
+		assert_non_null(r[i]);
+		rnd_attrs(&r[i]->a, 6);
+	}
+	for (round = 0; round < 200; round++) {
+		for (i = 0; i < 4; i++)
+			blk[i] = rnd_block(i < 3);
+		n = 1 + rnd_below(32);
+		for (i = 0; i < n; i++) {
+			seed = rnd() | 1;
+			x[i] = blk_span(blk, 4, r, 2, seed, true);
+			y[i] = blk_span(blk, 4, r, 2, seed, false);
+			memcpy(y[i]->trace_id, x[i]->trace_id, 16);
+			memcpy(y[i]->span_id, x[i]->span_id, 8);
+			memcpy(y[i]->parent_span_id, x[i]->parent_span_id, 8);
+			for (e = 0; e < x[i]->n_links; e++) {
+				memcpy(y[i]->links[e].trace_id,
+				       x[i]->links[e].trace_id, 16);
+				memcpy(y[i]->links[e].span_id,
+				       x[i]->links[e].span_id, 8);
+			}
+			same_attrs(&x[i]->a, &y[i]->a);
+			for (e = 0; e < x[i]->n_events; e++)
+				same_attrs(&x[i]->events[e].a,
+					   &y[i]->events[e].a);
+			for (e = 0; e < x[i]->n_links; e++)
+				same_attrs(&x[i]->links[e].a,
+					   &y[i]->links[e].a);
+			for (k = 0; k < WS_ATTRS_MAX_BLOCKS; k++) {
+				if (x[i]->a.blk[k] && x[i]->a.blk_whole[k])
+					whole++;
+				else if (x[i]->a.blk[k])
+					broken++;
+			}
+			two += x[i]->a.blk[1] && x[i]->a.blk_whole[1];
+		}
+		for (i = 0; i < 4; i++)
+			ws_attr_block_put(blk[i]); /* the spans keep theirs */
+		bx = encode_both(x, n, &lx);
+		by = encode_both(y, n, &ly);
+		assert_int_equal(lx, ly);
+		assert_memory_equal(bx, by, lx);
+		free(bx);
+		free(by);
+		bx = encode_both(x, 1, &lx); /* a block encoded already */
+		by = encode_both(y, 1, &ly);
+		assert_int_equal(lx, ly);
+		assert_memory_equal(bx, by, lx);
+		free(bx);
+		free(by);
+		free_spans(x, n);
+		free_spans(y, n);
+	}
+	/* both ways through the encoder were taken, many times */
+	assert_true(whole > 100);
+	assert_true(broken > 10);
+	assert_true(two > 20); /* a second block in a span, whole */
+	for (i = 0; i < 2; i++)
+		ws_resource_put(r[i]);
+}
+
 /* protobufjs decodes both encoders' bytes of random spans to the spans. */
 static void direct_independent_decode(void **state)
 {
@@ -1440,6 +1634,7 @@ int main(void)
 		cmocka_unit_test(independent_decode),
 		cmocka_unit_test(direct_matches_reference),
 		cmocka_unit_test(direct_independent_decode),
+		cmocka_unit_test(blocks_match_copies),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
