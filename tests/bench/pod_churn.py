@@ -232,7 +232,7 @@ def main():
              "api_pods": api_st.get("pods"), "created": st["created"], "deleted": st["deleted"],
              "procs_alive": sum(1 for e in queue if e[2] is not None)}
         if m:
-            s.update({"k8s": m.get("k8s"), "identity": m.get("identity"), "memory": m.get("memory")})
+            s.update({key: m.get(key) for key in ("k8s", "identity", "memory", "peers", "go", "nats", "spans_out")})
         samples.append(s)
         print("pod_churn: t=%5.0fs rss %d kB, store %s, api %s, cached %s" % (
             s["t"], s["rss_kb"], (s.get("k8s") or {}).get("pods"), s["api_pods"],
