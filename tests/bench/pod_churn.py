@@ -36,8 +36,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from fake_apiserver import cgroup_of, clone_pod, load_pods  # noqa: E402
 
 # the client's command: join the pod's cgroup, then be idle_clients --client
-# (its one-byte report, K or F, on fd 3 = our pipe)
-SPAWN = 'echo 0 >"$1/cgroup.procs" && exec "$2" --client "$3" "$4" --subject "$5" 3>&1'
+# (its one-byte report, K or F, on fd 3 = our pipe), with the command line
+# idle_clients gives its own processes (the same bytes in the agent's cache)
+SPAWN = 'echo 0 >"$1/cgroup.procs" && exec -a idle_clients "$2" --client "$3" "$4" --subject "$5" 3>&1'
 
 
 class Api:
@@ -215,8 +216,8 @@ def main():
                     made.write(d + "\n")
             made.flush()
             try:
-                p = subprocess.Popen(["sh", "-c", SPAWN, "sh", d, a.clients, str(a.nats_port),
-                                      "churn-%06d" % k, "bench.identity.svc%d.events" % (k % 500)],
+                p = subprocess.Popen(["bash", "-c", SPAWN, "bash", d, a.clients, str(a.nats_port),
+                                      "idle-%05d" % (k % 100000), "bench.identity.svc%d.events" % (k % 500)],
                                      stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
                 entry[1:] = [d, p, True]
                 st["procs_started"] += 1
