@@ -396,7 +396,7 @@ jq -r 'def m(x): if x == null then "–" else ((x / 1024 * 10 | round / 10 | tos
 	"| watch events applied: ADDED / DELETED / MODIFIED / BOOKMARK | \($k.added) / \($k.deleted) / \($k.modified) / \($k.bookmarks) |",
 	"| lists, watches (re)started, 410 Gone, watch drops | \($k.lists) / \($k.watches) / \($k.gone) / \($k.watch_dropped) |",
 	"| errors: http, net, list, watch, bad events, events too long, bad pods, nomem | \($k.http_errors) / \($k.net_errors) / \($k.list_errors) / \($k.watch_errors) / \($k.bad_events) / \($k.events_too_long) / \($k.bad_pods) / \($k.nomem) |",
-	"| pods evicted / purged from the store | \($k.pods_evicted) / \($k.pods_purged) |",
+	"| pods evicted / purged from the store; the watcher'"'"'s malloc_trim calls (k8s.trims) | \($k.pods_evicted) / \($k.pods_purged); \($k.trims // "–") |",
 	"| churn processes started / reported their PONG / failed; processes ended | \($d.procs_started) / \($d.procs_ok) / \($d.procs_failed); \($d.procs_stopped) |",
 	"| process cache: misses / forgotten at exit / swept / evicted | \($i.misses) / \($i.forgotten) / \($i.swept) / \($i.evicted) |"' "$MEM_OUT/churn.json"
 echo
