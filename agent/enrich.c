@@ -255,6 +255,7 @@ void ws_enrich_metrics(struct ws_enrich *en, struct ws_jsonw *w)
 		jw_u64(w, "events_too_long", ks.watch.events_too_long);
 		jw_u64(w, "pages_too_big", ks.watch.pages_too_big);
 		jw_u64(w, "backoffs", ks.watch.backoffs);
+		jw_u64(w, "trims", ks.watch.trims);
 		jw_u64(w, "pods", ss.pods);
 		jw_u64(w, "pods_evicted", ss.evicted);
 		jw_u64(w, "pods_purged", ss.purged);

@@ -122,6 +122,7 @@ static size_t on_watch_data(char *p, size_t size, size_t n, void *ctx)
 {
 	struct ws_k8s *k = ctx;
 	long status = 0;
+	bool trim;
 
 	/* an error response's body is a Status, not events: the code is
 	 * looked at when the request ends */
@@ -130,7 +131,10 @@ static size_t on_watch_data(char *p, size_t size, size_t n, void *ctx)
 		return size * n;
 	pthread_mutex_lock(&k->lock);
 	ws_k8s_watch_feed(&k->w, p, size * n, mono_ns());
+	trim = ws_k8s_watch_trim_due(&k->w, mono_ns());
 	pthread_mutex_unlock(&k->lock);
+	if (trim)
+		malloc_trim(0);
 	return size * n;
 }
 

@@ -269,6 +269,19 @@ static void on_event(struct ws_k8s_watch *w, const char *s, size_t len,
 	json_object_put(o);
 }
 
+bool ws_k8s_watch_trim_due(struct ws_k8s_watch *w, uint64_t now_ns)
+{
+	uint64_t ev = w->st.added + w->st.modified + w->st.deleted;
+
+	if (ev - w->trim_events < WS_K8S_TRIM_EVENTS ||
+	    now_ns - w->trim_ns < WS_K8S_TRIM_NS)
+		return false;
+	w->trim_events = ev;
+	w->trim_ns = now_ns;
+	w->st.trims++;
+	return true;
+}
+
 void ws_k8s_watch_feed(struct ws_k8s_watch *w, const char *data, size_t len,
 		       uint64_t now_ns)
 {

@@ -40,6 +40,13 @@
 #define WS_K8S_WATCH_TIMEOUT_S 300
 #define WS_K8S_BACKOFF_MIN_NS 500000000ull
 #define WS_K8S_BACKOFF_MAX_NS 30000000000ull
+/* After this many pod events and at least this long since the last time,
+ * the watcher hands the memory they freed back (malloc_trim): pod churn
+ * frees pods and event trees all over the arenas, and malloc reusing the
+ * pages a trim gave back made RSS creep ~16 MiB an hour at 1k pods a
+ * minute (docs/BENCHMARKS.md, "Pod churn"). */
+#define WS_K8S_TRIM_EVENTS 500
+#define WS_K8S_TRIM_NS 30000000000ull
 
 enum ws_k8s_phase {
 	WS_K8S_LIST = 0,
@@ -59,6 +66,7 @@ struct ws_k8s_watch_stats {
 	uint64_t events_too_long; /* lines over WS_K8S_MAX_EVENT */
 	uint64_t pages_too_big;	  /* list pages over WS_K8S_MAX_PAGE */
 	uint64_t backoffs;
+	uint64_t trims; /* malloc_trim calls after pod events */
 };
 
 struct ws_k8s_watch {
@@ -78,6 +86,8 @@ struct ws_k8s_watch {
 	size_t line_len, line_cap;
 	bool skipping; /* inside an over-long line */
 	struct ws_k8s_store *store;
+	uint64_t trim_events; /* pod events at the last trim */
+	uint64_t trim_ns;     /* and its time */
 	struct ws_k8s_watch_stats st;
 };
 
@@ -100,6 +110,11 @@ void ws_k8s_watch_feed(struct ws_k8s_watch *w, const char *data, size_t len,
  * dropped: the transfer failed (connection reset, timeout). */
 void ws_k8s_watch_end(struct ws_k8s_watch *w, long status, bool dropped,
 		      uint64_t now_ns);
+
+/* Time to hand freed memory back (WS_K8S_TRIM_EVENTS pod events and
+ * WS_K8S_TRIM_NS since the last time)? Counts it (trims) when it says yes;
+ * the caller then calls malloc_trim. */
+bool ws_k8s_watch_trim_due(struct ws_k8s_watch *w, uint64_t now_ns);
 
 /* BACKOFF: time to go on? (moves to LIST or WATCH) */
 bool ws_k8s_watch_ready(struct ws_k8s_watch *w, uint64_t now_ns);

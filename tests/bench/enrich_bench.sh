@@ -12,14 +12,16 @@
 #  b) tests/bench/identity_mem.sh: the real agent's resident memory at
 #     steady state with ENRICH_PODS pods (made from pods recorded from real
 #     clusters, served by tests/peers/py/fake_apiserver.py) and
-#     ENRICH_PROCS real processes cached, with a breakdown.
+#     ENRICH_PROCS real processes cached, with a breakdown; then pod churn,
+#     1000 pods created and deleted a minute for ENRICH_CHURN_MINUTES.
 # Knobs: ENRICH_PROCS (10000), ENRICH_PODS (10000), ENRICH_SECONDS (2),
-# ENRICH_REPS (3).
+# ENRICH_REPS (3), ENRICH_CHURN_MINUTES (QUICK=1: 1, else 3; 0: none).
 
 ENRICH_PROCS=${ENRICH_PROCS:-10000}
 ENRICH_PODS=${ENRICH_PODS:-10000}
 ENRICH_SECONDS=${ENRICH_SECONDS:-2}
 ENRICH_REPS=${ENRICH_REPS:-3}
+ENRICH_CHURN_MINUTES=${ENRICH_CHURN_MINUTES:-$([ "${QUICK:-0}" = 1 ] && echo 1 || echo 3)}
 
 enrich_part() {
 	local i
@@ -36,7 +38,7 @@ enrich_part() {
 			die "bench_enrich failed"
 	done
 	log "part 7: the real agent's memory with $ENRICH_PODS pods and $ENRICH_PROCS processes (tests/bench/identity_mem.sh)"
-	MEM_PODS=$ENRICH_PODS MEM_PROCS=$ENRICH_PROCS MEM_OUT=$RAW/identity-mem \
+	MEM_PODS=$ENRICH_PODS MEM_PROCS=$ENRICH_PROCS MEM_CHURN_MINUTES=$ENRICH_CHURN_MINUTES MEM_OUT=$RAW/identity-mem \
 		bash tests/bench/identity_mem.sh >"$RAW/identity-mem.md" 2>"$RAW/identity-mem.err" ||
 		{ tail -n 20 "$RAW/identity-mem.err" >&2; die "tests/bench/identity_mem.sh failed"; }
 }

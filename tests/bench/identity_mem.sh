@@ -25,10 +25,20 @@
 #     buffer and BPF maps, heap arenas, thread stacks, libraries), and the
 #     agent's own heap figures (agent_metrics "memory": mallinfo2, and the
 #     bytes the pod store and the process cache hold).
-#  5. For the breakdown the same agent is measured at three points: no pods
+#  5. Pod churn (tests/bench/pod_churn.py), MEM_CHURN_MINUTES minutes after
+#     the steady state: MEM_CHURN_PER_MIN pods created a minute and as many
+#     of the oldest deleted (spread over the minute, through the fake API
+#     server's /control/add and /control/delete, so the watch streams
+#     ADDED/DELETED events), each new pod with a process in its cgroup when
+#     the pod it replaces had one (the deleted pod's process gets SIGTERM);
+#     the agent's VmRSS and agent_metrics every MEM_CHURN_SAMPLE seconds.
+#  6. For the breakdown the same agent is measured at three points: no pods
 #     yet (--no-k8s, idle), pods listed (no processes), pods + processes.
 #
-# Knobs: MEM_PODS (10000), MEM_PROCS (10000), MEM_SETTLE (10 s), MEM_OUT
+# Knobs: MEM_PODS (10000), MEM_PROCS (10000), MEM_SETTLE (10 s),
+# MEM_CHURN_MINUTES (3; 0: no churn), MEM_CHURN_PER_MIN (1000),
+# MEM_CHURN_SAMPLE (10 s), MEM_CHURN_PROCS (1; 0: new pods without
+# processes), MEM_OUT
 # (build/bench/raw/identity-mem), MEM_AGENT_ARGS (more agent options for
 # both agents, e.g. "--ringbuf-size 4194304" to see the ring buffer's
 # share). Writes $MEM_OUT/result.json and prints a markdown section on
@@ -45,6 +55,10 @@ MEM_PROCS=${MEM_PROCS:-10000}
 MEM_SETTLE=${MEM_SETTLE:-10}
 MEM_OUT=${MEM_OUT:-$ROOT/build/bench/raw/identity-mem}
 MEM_AGENT_ARGS=${MEM_AGENT_ARGS:-}
+MEM_CHURN_MINUTES=${MEM_CHURN_MINUTES:-3}
+MEM_CHURN_PER_MIN=${MEM_CHURN_PER_MIN:-1000}
+MEM_CHURN_SAMPLE=${MEM_CHURN_SAMPLE:-10}
+MEM_CHURN_PROCS=${MEM_CHURN_PROCS:-1}
 NODE=bench-node-1
 
 say() { echo "identity_mem: $*" >&2; }
@@ -77,6 +91,7 @@ cleanup() {
 		wait "$p" 2>/dev/null
 	done
 	# the cgroups, innermost first (their processes are gone)
+	[ -s "$MEM_OUT/churn-cgroups.made" ] && rm_cgroups "$MEM_OUT/churn-cgroups.made"
 	[ -s "$CGDIRS.made" ] && rm_cgroups "$CGDIRS.made"
 }
 
@@ -279,6 +294,23 @@ for _ in $(seq 1 30); do
 	prev=$cur
 done
 snapshot steady
+
+# ---- pod churn ------------------------------------------------------------------
+if [ "$MEM_CHURN_MINUTES" != 0 ]; then
+	say "pod churn: $MEM_CHURN_PER_MIN pods created and as many deleted a minute for $MEM_CHURN_MINUTES min"
+	NO_PROCS=
+	[ "$MEM_CHURN_PROCS" = 0 ] && NO_PROCS=--no-procs
+	# shellcheck disable=SC2086 # NO_PROCS: one word or none
+	python3 tests/bench/pod_churn.py --api "$API_PORT" --index "$MEM_OUT/pods.txt" \
+		--synth-from tests/fixtures/k8s/recorded --node "$NODE" --procs "$MEM_PROCS" --cgroot "$CGROOT" \
+		--clients "$MEM_OUT/idle_clients" --nats-port "$NATS_PORT" $NO_PROCS --agent "$AGENT" \
+		--agent-err "$MEM_OUT/agent.err" --minutes "$MEM_CHURN_MINUTES" --per-min "$MEM_CHURN_PER_MIN" \
+		--sample "$MEM_CHURN_SAMPLE" --out "$MEM_OUT" 2>"$MEM_OUT/churn.err" &
+	CHURN=$!
+	MY_PIDS=("$CHURN" "${MY_PIDS[@]}")
+	wait "$CHURN" || fail "pod churn failed: $(tail -n5 "$MEM_OUT/churn.err")"
+	kill -0 "$AGENT" 2>/dev/null || fail "the agent exited during the churn: $(tail -n5 "$MEM_OUT/agent.err")"
+fi
 kill -INT "$AGENT"
 wait "$AGENT"
 echo $? >"$MEM_OUT/agent.rc"
@@ -304,13 +336,14 @@ wait "$AGENT"
 jq -n --slurpfile f "$MEM_OUT/floor/snap.json" --slurpfile p "$MEM_OUT/pods/snap.json" \
 	--slurpfile s "$MEM_OUT/steady/snap.json" --slurpfile fin "$MEM_OUT/final.json" \
 	--slurpfile cap "$MEM_OUT/final-capture.json" \
+	--argjson churn "$(jq 'del(.samples)' "$MEM_OUT/churn.json" 2>/dev/null || echo null)" \
 	--argjson pods "$MEM_PODS" --argjson procs "$MEM_PROCS" --argjson api_bytes "$API_BYTES" \
 	--arg date "$(date -u +%Y-%m-%dT%H:%MZ)" --arg commit "$(git rev-parse --short HEAD)" \
 	--arg start_s "$(echo "$T1 - $T0" | bc)" --arg rc "$(cat "$MEM_OUT/agent.rc")" \
 	'{date: $date, commit: $commit, pods: $pods, procs: $procs, podlist_bytes: $api_bytes,
 	  procs_start_s: ($start_s | tonumber), agent_rc: ($rc | tonumber),
 	  floor: $f[0], with_pods: $p[0], steady: $s[0], final_metrics: $fin[0],
-	  rb_full_events: ($cap[0].kernel.rb_full_events // null)}' >"$MEM_OUT/result.json"
+	  rb_full_events: ($cap[0].kernel.rb_full_events // null), churn: $churn}' >"$MEM_OUT/result.json"
 
 # ---- report -------------------------------------------------------------------
 mib() { jq -r "($1) / 1024 * 10 | round / 10" "$MEM_OUT/result.json"; }
@@ -338,3 +371,33 @@ echo
 jq -r '.steady.memory as $m | if $m == null then empty else
 	"The agent'"'"'s own count at steady state: pod store \($m.k8s_store_bytes / 1048576 * 10 | round / 10) MiB (\($m.k8s_store_bytes / $m.k8s_pods | round) B per pod), process cache \($m.identity_bytes / 1048576 * 10 | round / 10) MiB (\($m.identity_bytes / ($m.identity_procs | if . == 0 then 1 else . end) | round) B per process), malloc arenas \($m.heap_arena / 1048576 * 10 | round / 10) MiB + \($m.heap_mmap / 1048576 * 10 | round / 10) MiB in mmapped chunks." end' "$MEM_OUT/result.json"
 jq -r '"\nTarget: VmRSS at steady state ≤ 64 MiB: \(.steady.rss_kb / 1024 * 10 | round / 10) MiB, " + (if .steady.rss_kb <= 65536 then "met" else "**missed**" end) + " (peak VmHWM so far \(.steady.hwm_kb / 1024 * 10 | round / 10) MiB; during the pod list \(.with_pods.hwm_kb / 1024 * 10 | round / 10) MiB); agent exit code \(.agent_rc)."' "$MEM_OUT/result.json"
+
+[ -s "$MEM_OUT/churn.json" ] || exit 0
+echo
+echo "#### Pod churn: $MEM_CHURN_PER_MIN pods created and $MEM_CHURN_PER_MIN deleted a minute for $MEM_CHURN_MINUTES min, after the steady state"
+echo
+jq -r '"`MEM_PODS=\(.first_pods) MEM_CHURN_MINUTES=\(.minutes) MEM_CHURN_PER_MIN=\(.per_min) bash tests/bench/identity_mem.sh` (the churn phase; tests/bench/pod_churn.py): one pod deleted (its process, if any, ended first) and one created every \(60 / .per_min * 1000 | round) ms through the fake API server, the new pod with a real process in its cgroup when the one it replaces had one; the agent sampled every \(.sample_s) s. 1-min load average at the start and the end of the churn: \(.load_start), \(.load_end) (2 cores, shared)."' "$MEM_OUT/churn.json"
+echo
+echo "| measure | value |"
+echo "|---|---:|"
+jq -r 'def m(x): if x == null then "–" else ((x / 1024 * 10 | round / 10 | tostring) + " MiB") end;
+	def mb(x): if x == null then "–" else ((x / 1048576 * 10 | round / 10 | tostring) + " MiB") end;
+	.k8s_delta as $k | .identity_delta as $i | .driver as $d |
+	"| pods created / deleted by the churn (in \(.wall_s) s; the driver at most \(.driver.behind_max_s * 1000 | round) ms behind its schedule) | \($d.created) / \($d.deleted) |",
+	"| VmRSS at the start of the churn | \(m(.rss_start_kb)) |",
+	"| VmRSS max over the samples | \(m(.rss_max_kb)) |",
+	"| VmRSS at the end (after the watch caught up, \(.settle_s) s) | \(m(.rss_end_kb)) |",
+	"| VmRSS growth, linear fit of the churn'"'"'s second half | \(.rss_growth_mib_per_h) MiB/hour |",
+	"| heap in use (mallinfo2), start → end; fit of the second half | \(mb(.heap_start)) → \(mb(.heap_end)); \(.heap_growth_mib_per_h) MiB/hour |",
+	"| pod store bytes, start → end | \(mb(.store_bytes_start)) → \(mb(.store_bytes_end)) |",
+	"| process cache bytes, start → end (processes cached) | \(mb(.identity_bytes_start)) → \(mb(.identity_bytes_end)) (\(.cached_start) → \(.cached_end)) |",
+	"| pods in the store at the end / in the API server / expected | \(.store_pods_end) / \(.api_pods_end) / \(.expected_pods_end) |",
+	"| watch kept up (store = API server at the end; most events made but not yet applied at a sample) | \(if .caught_up then "yes" else "**no**" end); \(.lag_max_events) |",
+	"| watch events applied: ADDED / DELETED / MODIFIED / BOOKMARK | \($k.added) / \($k.deleted) / \($k.modified) / \($k.bookmarks) |",
+	"| lists, watches (re)started, 410 Gone, watch drops | \($k.lists) / \($k.watches) / \($k.gone) / \($k.watch_dropped) |",
+	"| errors: http, net, list, watch, bad events, events too long, bad pods, nomem | \($k.http_errors) / \($k.net_errors) / \($k.list_errors) / \($k.watch_errors) / \($k.bad_events) / \($k.events_too_long) / \($k.bad_pods) / \($k.nomem) |",
+	"| pods evicted / purged from the store; the watcher'"'"'s malloc_trim calls (k8s.trims) | \($k.pods_evicted) / \($k.pods_purged); \($k.trims // "–") |",
+	"| churn processes started / reported their PONG / failed; processes ended | \($d.procs_started) / \($d.procs_ok) / \($d.procs_failed); \($d.procs_stopped) |",
+	"| process cache: misses / forgotten at exit / swept / evicted | \($i.misses) / \($i.forgotten) / \($i.swept) / \($i.evicted) |"' "$MEM_OUT/churn.json"
+echo
+jq -r '"VmRSS at each sample (MiB): " + ([.samples[] | .rss_kb / 1024 * 10 | round / 10 | tostring] | join(", ")) + "; pods in the store: " + ([.samples[] | (.k8s.pods // "–") | tostring] | join(", ")) + "."' "$MEM_OUT/churn.json"

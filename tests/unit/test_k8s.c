@@ -447,6 +447,46 @@ static void watch_long_line(void **state)
 	ws_k8s_store_free(st);
 }
 
+/* Pod events, not bookmarks, and time since the last trim decide when the
+ * watcher hands freed memory back (pod churn, docs/BENCHMARKS.md). */
+static void watch_trim(void **state)
+{
+	struct ws_k8s_store *st = ws_k8s_store_new(0, NULL, 0);
+	const char *list = "{\"metadata\":{\"resourceVersion\":\"1\"},"
+			   "\"items\":[]}";
+	const char *del = "{\"type\":\"DELETED\",\"object\":{\"metadata\":{"
+			  "\"uid\":\"gone\",\"resourceVersion\":\"5\"}}}\n";
+	const char *bm = "{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{"
+			 "\"resourceVersion\":\"9\"}}}\n";
+	const uint64_t s = 1000000000ull;
+	struct ws_k8s_watch w;
+	unsigned i;
+
+	(void)state;
+	ws_k8s_watch_init(&w, st, "n");
+	ws_k8s_list_done(&w, 200, list, strlen(list), 0);
+	assert_int_equal(w.phase, WS_K8S_WATCH);
+	/* bookmarks alone never trim */
+	for (i = 0; i < 2 * WS_K8S_TRIM_EVENTS; i++)
+		ws_k8s_watch_feed(&w, bm, strlen(bm), 0);
+	assert_false(ws_k8s_watch_trim_due(&w, 1000 * s));
+	for (i = 0; i < WS_K8S_TRIM_EVENTS - 1; i++)
+		ws_k8s_watch_feed(&w, del, strlen(del), 0);
+	assert_false(ws_k8s_watch_trim_due(&w, 1000 * s));
+	ws_k8s_watch_feed(&w, del, strlen(del), 0);
+	assert_int_equal(w.st.deleted, WS_K8S_TRIM_EVENTS);
+	assert_true(ws_k8s_watch_trim_due(&w, 1000 * s));
+	assert_false(ws_k8s_watch_trim_due(&w, 1000 * s));
+	/* enough events again, but not enough time */
+	for (i = 0; i < WS_K8S_TRIM_EVENTS; i++)
+		ws_k8s_watch_feed(&w, del, strlen(del), 0);
+	assert_false(ws_k8s_watch_trim_due(&w, 1000 * s + WS_K8S_TRIM_NS - 1));
+	assert_true(ws_k8s_watch_trim_due(&w, 1000 * s + WS_K8S_TRIM_NS));
+	assert_int_equal(w.st.trims, 2);
+	ws_k8s_watch_free(&w);
+	ws_k8s_store_free(st);
+}
+
 /* The container id (after "<scheme>://") of status list key, entry k. */
 static const char *status_cid_in(struct json_object *pod, const char *key,
 				 int k)
@@ -554,6 +594,7 @@ int main(void)
 		cmocka_unit_test(bounded_store),
 		cmocka_unit_test(watch_machine),
 		cmocka_unit_test(watch_long_line),
+		cmocka_unit_test(watch_trim),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

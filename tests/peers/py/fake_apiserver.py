@@ -36,6 +36,7 @@ Control endpoints for the tests (POST, JSON bodies):
 """
 
 import argparse
+import bisect
 import copy
 import glob
 import json
@@ -83,7 +84,9 @@ class State:
             pod = self.pods.pop(uid, None)
             if pod is None:
                 return False
-            pod = copy.deepcopy(pod)
+            # its last state with a new resourceVersion (only metadata
+            # changes: stored pods are private copies, see put)
+            pod = dict(pod, metadata=dict(pod["metadata"]))
             rv = self._bump(pod)
             self.history.append((rv, "DELETED", pod))
             self.lock.notify_all()
@@ -205,6 +208,9 @@ def node_of(pod):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fake-apiserver/1"
+    # a response is two writes (headers, body): without TCP_NODELAY the
+    # second waits for the client's delayed ACK, 40 ms a request
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         if self.server.verbose:
@@ -321,7 +327,8 @@ class Handler(BaseHTTPRequestHandler):
         while True:
             with st.lock:
                 while True:
-                    pending = [(r, t, p) for r, t, p in st.history if r > sent]
+                    # history is in resourceVersion order
+                    pending = st.history[bisect.bisect_right(st.history, sent, key=lambda e: e[0]):]
                     now = time.monotonic()
                     if pending or st.drop_gen != drop_gen or now >= deadline or (bookmarks and now >= next_bm):
                         break
@@ -371,7 +378,7 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(n) or b"{}")
         st = self.server.state
         if u.path == "/control/add":
-            st.put(body)
+            st.put(body, deep=False)  # body: parsed here, ours alone
         elif u.path == "/control/delete":
             if not st.delete(body.get("uid")):
                 return self._status(404, "NotFound", "no such pod")
