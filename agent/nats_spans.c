@@ -244,6 +244,8 @@ static const char *cstr(struct ws_nats_str s, char *buf, size_t cap)
  * one-shot and streaming functions agree on any input), at a fraction of
  * its cost for a few hundred bytes (its state is 576 bytes to reset). */
 #define HASH_BUF 2048
+_Static_assert(HASH_BUF > 1 + sizeof(uint64_t) + FP_PAYLOAD_BYTES,
+	       "the fingerprint's stack copy holds a subject and its payload");
 
 uint64_t ws_nats_fingerprint(const char *subject, size_t subject_len,
 			     uint64_t size, const uint8_t *payload,

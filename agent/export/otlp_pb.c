@@ -660,6 +660,19 @@ static size_t kvs_size(const struct ws_attr *v, size_t n)
 	return b;
 }
 
+/* A short KeyValue (short_str_kv, short_int_kv) up to its value: its tag
+ * and one-byte size, then the key. */
+static inline uint8_t *put_short_kv_head(uint8_t *p, uint8_t tag, size_t kv,
+					 const struct ws_attr *at)
+{
+	p[0] = tag;
+	p[1] = (uint8_t)kv;
+	p[2] = TAG(1, WT_LEN);
+	p[3] = (uint8_t)at->klen;
+	memcpy(p + 4, at->key, at->klen);
+	return p + 4 + at->klen;
+}
+
 static uint8_t *put_kvs(uint8_t *p, const struct ws_attr *v, size_t n,
 			uint8_t tag)
 {
@@ -672,12 +685,7 @@ static uint8_t *put_kvs(uint8_t *p, const struct ws_attr *v, size_t n,
 
 		kv = short_str_kv(at);
 		if (kv) {
-			p[0] = tag;
-			p[1] = (uint8_t)kv;
-			p[2] = TAG(1, WT_LEN);
-			p[3] = (uint8_t)at->klen;
-			memcpy(p + 4, at->key, at->klen);
-			p += 4 + at->klen;
+			p = put_short_kv_head(p, tag, kv, at);
 			p[0] = TAG(2, WT_LEN);
 			p[1] = (uint8_t)(2 + at->slen);
 			p[2] = TAG(1, WT_LEN);
@@ -688,12 +696,7 @@ static uint8_t *put_kvs(uint8_t *p, const struct ws_attr *v, size_t n,
 		}
 		kv = short_int_kv(at);
 		if (kv) {
-			p[0] = tag;
-			p[1] = (uint8_t)kv;
-			p[2] = TAG(1, WT_LEN);
-			p[3] = (uint8_t)at->klen;
-			memcpy(p + 4, at->key, at->klen);
-			p += 4 + at->klen;
+			p = put_short_kv_head(p, tag, kv, at);
 			p[0] = TAG(2, WT_LEN);
 			p[1] = (uint8_t)(kv - 4 - at->klen);
 			p[2] = TAG(3, WT_VARINT);

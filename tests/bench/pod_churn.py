@@ -99,8 +99,8 @@ class Metrics:
         return None
 
 
-def fit(points):
-    """Least-squares slope and intercept of [(x, y)]."""
+def slope(points):
+    """Least-squares slope of [(x, y)], or None."""
     n = len(points)
     if n < 2:
         return None
@@ -109,8 +109,7 @@ def fit(points):
     sxx = sum((x - mx) ** 2 for x, _ in points)
     if sxx == 0:
         return None
-    slope = sum((x - mx) * (y - my) for x, y in points) / sxx
-    return slope, my - slope * mx
+    return sum((x - mx) * (y - my) for x, y in points) / sxx
 
 
 def main():
@@ -283,8 +282,8 @@ def main():
         churn = [s for s in samples if s["phase"] != "settle"]
         dur = churn[-1]["t"] - churn[0]["t"]
         half = [s for s in churn if s["t"] >= churn[0]["t"] + dur / 2]
-        rss_fit = fit([(s["t"], s["rss_kb"]) for s in half])
-        heap_fit = fit([(s["t"], s["memory"]["heap_in_use"]) for s in half if s.get("memory")])
+        rss_slope = slope([(s["t"], s["rss_kb"]) for s in half])
+        heap_slope = slope([(s["t"], s["memory"]["heap_in_use"]) for s in half if s.get("memory")])
         k0, k1 = samples[0].get("k8s") or {}, samples[-1].get("k8s") or {}
         i0, i1 = samples[0].get("identity") or {}, samples[-1].get("identity") or {}
         res = {
@@ -292,8 +291,8 @@ def main():
             "wall_s": round(end - start, 1), "driver": st,
             "rss_start_kb": churn[0]["rss_kb"], "rss_max_kb": max(s["rss_kb"] for s in samples),
             "rss_end_kb": samples[-1]["rss_kb"], "hwm_end_kb": samples[-1]["hwm_kb"],
-            "rss_growth_mib_per_h": round(rss_fit[0] * 3600 / 1024, 2) if rss_fit else None,
-            "heap_growth_mib_per_h": round(heap_fit[0] * 3600 / 1048576, 2) if heap_fit else None,
+            "rss_growth_mib_per_h": round(rss_slope * 3600 / 1024, 2) if rss_slope is not None else None,
+            "heap_growth_mib_per_h": round(heap_slope * 3600 / 1048576, 2) if heap_slope is not None else None,
             "heap_start": (churn[0].get("memory") or {}).get("heap_in_use"),
             "heap_end": (samples[-1].get("memory") or {}).get("heap_in_use"),
             "store_bytes_start": (churn[0].get("memory") or {}).get("k8s_store_bytes"),
